@@ -1,0 +1,107 @@
+// Element-wise activations. Every derivative is written in terms of the activation's *output*, so
+// a layer only keeps its output for the backward pass (and bias + activation can be done in place).
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "common.hpp"
+
+namespace vaecpp {
+
+enum class Act { linear, relu, leaky_relu, elu, tanh, sigmoid, softplus };
+
+constexpr double kLeakySlope = 0.2;  // Keras 3's default negative_slope for "leaky_relu"
+constexpr double kEluAlpha = 1.0;
+
+inline Act act_from_name(const std::string& s) {
+    if (s == "linear" || s == "none" || s.empty()) return Act::linear;
+    if (s == "relu") return Act::relu;
+    if (s == "leaky_relu") return Act::leaky_relu;
+    if (s == "elu") return Act::elu;
+    if (s == "tanh") return Act::tanh;
+    if (s == "sigmoid") return Act::sigmoid;
+    if (s == "softplus") return Act::softplus;
+    throw ValueError("unknown activation '" + s +
+                     "'; expected one of linear, relu, leaky_relu, elu, tanh, sigmoid, softplus");
+}
+
+inline const char* act_name(Act a) {
+    switch (a) {
+        case Act::linear: return "linear";
+        case Act::relu: return "relu";
+        case Act::leaky_relu: return "leaky_relu";
+        case Act::elu: return "elu";
+        case Act::tanh: return "tanh";
+        case Act::sigmoid: return "sigmoid";
+        case Act::softplus: return "softplus";
+    }
+    return "?";
+}
+
+// Numerically stable logistic function and log(1 + e^x).
+template <typename T>
+inline T sigmoid(T x) {
+    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
+    T e = std::exp(x);
+    return e / (T(1) + e);
+}
+template <typename T>
+inline T softplus(T x) {
+    return (x > 0 ? x : T(0)) + std::log1p(std::exp(-std::abs(x)));
+}
+
+template <typename T>
+inline T act_value(Act a, T x) {
+    switch (a) {
+        case Act::linear: return x;
+        case Act::relu: return x > 0 ? x : T(0);
+        case Act::leaky_relu: return x > 0 ? x : T(kLeakySlope) * x;
+        case Act::elu: return x > 0 ? x : T(kEluAlpha) * std::expm1(x);
+        case Act::tanh: return std::tanh(x);
+        case Act::sigmoid: return sigmoid(x);
+        case Act::softplus: return softplus(x);
+    }
+    return x;
+}
+
+// f'(x) expressed through y = f(x):
+//   relu: [y>0]   leaky: y>0 ? 1 : a   elu: y>0 ? 1 : y + a   tanh: 1 - y^2
+//   sigmoid: y (1 - y)   softplus: sigmoid(x) = 1 - e^{-y}
+template <typename T>
+inline T act_grad_from_output(Act a, T y) {
+    switch (a) {
+        case Act::linear: return T(1);
+        case Act::relu: return y > 0 ? T(1) : T(0);
+        case Act::leaky_relu: return y > 0 ? T(1) : T(kLeakySlope);
+        case Act::elu: return y > 0 ? T(1) : y + T(kEluAlpha);
+        case Act::tanh: return T(1) - y * y;
+        case Act::sigmoid: return y * (T(1) - y);
+        case Act::softplus: return -std::expm1(-y);
+    }
+    return T(1);
+}
+
+// x and out are (n,); out may alias x.
+template <typename T>
+void act_forward(T* out, const T* x, long n, Act a) {
+    if (a == Act::linear) {
+        if (out != x) std::copy(x, x + n, out);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (long i = 0; i < n; ++i) out[i] = act_value(a, x[i]);
+}
+
+// dx = dout * f'(x), with f'(x) computed from y = f(x); dx may alias dout.
+template <typename T>
+void act_backward(T* dx, const T* dout, const T* y, long n, Act a) {
+    if (a == Act::linear) {
+        if (dx != dout) std::copy(dout, dout + n, dx);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (long i = 0; i < n; ++i) dx[i] = dout[i] * act_grad_from_output(a, y[i]);
+}
+
+}  // namespace vaecpp

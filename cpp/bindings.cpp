@@ -1,0 +1,422 @@
+// The only file that knows about Python: converts arrays and configuration, releases the GIL
+// around heavy work, checks for Ctrl-C between batches and turns C++ errors into Python ones.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+
+#include "vae.hpp"
+
+namespace py = pybind11;
+using namespace vaecpp;
+
+namespace {
+
+template <typename T>
+using Arr = py::array_t<T, py::array::c_style>;
+
+LayerConfig layer_config(const py::dict& d) {
+    LayerConfig c;
+    for (auto item : d) {
+        std::string key = py::str(item.first);
+        if (key == "kind")
+            c.kind = py::str(item.second);
+        else if (py::isinstance<py::str>(item.second))
+            c.str[key] = py::str(item.second);
+        else
+            c.num[key] = item.second.cast<double>();
+    }
+    return c;
+}
+
+VaeConfig vae_config(const py::dict& d) {
+    VaeConfig c;
+    c.input_shape = d["input_shape"].cast<Shape>();
+    c.latent_dim = d["latent_dim"].cast<int>();
+    for (auto l : d["encoder"].cast<py::list>()) c.encoder.push_back(layer_config(l.cast<py::dict>()));
+    for (auto l : d["decoder"].cast<py::list>()) c.decoder.push_back(layer_config(l.cast<py::dict>()));
+    c.lik.kind = lik_from_name(d["likelihood"].cast<std::string>());
+    c.lik.loc_act = act_from_name(d["output_activation"].cast<std::string>());
+    c.lik.log_var_clip = d["log_var_clip"].cast<double>();
+    c.lik.laplace_scale = d["laplace_scale"].cast<double>();
+    c.lik.mean_reduction = d["reduction"].cast<std::string>() == "mean";
+    c.beta = d["beta"].cast<double>();
+    c.epsilon_std = d["epsilon_std"].cast<double>();
+    c.prior_std = d["prior_std"].cast<double>();
+    c.seed = d["seed"].cast<uint64_t>();
+    c.threads = d["threads"].cast<int>();
+    return c;
+}
+
+OptSpec opt_spec(const py::dict& d) {
+    OptSpec s;
+    s.kind = opt_from_name(d["name"].cast<std::string>());
+    auto num = [&](const char* k, double& v) {
+        if (d.contains(k)) v = d[k].cast<double>();
+    };
+    num("learning_rate", s.learning_rate);
+    num("beta_1", s.beta_1);
+    num("beta_2", s.beta_2);
+    num("epsilon", s.epsilon);
+    num("momentum", s.momentum);
+    num("rho", s.rho);
+    num("initial_accumulator_value", s.initial_accumulator_value);
+    num("clipnorm", s.clipnorm);
+    num("clipvalue", s.clipvalue);
+    num("weight_decay", s.weight_decay);
+    if (d.contains("nesterov")) s.nesterov = d["nesterov"].cast<bool>();
+    return s;
+}
+
+py::dict sums_dict(const LossSums& s) {
+    py::dict d;
+    d["loss"] = s.loss;
+    d["reconstruction_loss"] = s.rec;
+    d["kl_loss"] = s.kl;
+    d["n"] = s.n;
+    return d;
+}
+
+template <typename T>
+void check_rows(const Arr<T>& a, long cols, const char* what) {
+    if (a.ndim() != 2 || a.shape(1) != cols)
+        throw ValueError(std::string(what) + " must have shape (n, " + std::to_string(cols) + ")");
+}
+
+// Per batch: a clock read. Every 0.1 s (and at the end): take the GIL, honour Ctrl-C, report.
+Progress progress_hook(py::object cb) {
+    using clock = std::chrono::steady_clock;
+    auto last = std::make_shared<clock::time_point>(clock::now());
+    return [cb, last](long done, long total, const LossSums& s) {
+        auto now = clock::now();
+        if (done < total && now - *last < std::chrono::milliseconds(100)) return true;
+        *last = now;
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        if (!cb.is_none()) {
+            double n = double(std::max(s.n, 1L));
+            py::object r = cb(done, total, s.loss / n, s.rec / n, s.kl / n);
+            if (!r.is_none() && !r.cast<bool>()) return false;
+        }
+        return true;
+    };
+}
+
+py::list array_infos(const std::vector<ArrayInfo>& infos, const std::string& layer) {
+    py::list out;
+    for (auto& a : infos) out.append(py::make_tuple(layer, a.name, py::tuple(py::cast(a.shape))));
+    return out;
+}
+
+template <typename T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+    py::array_t<T> a(long(v.size()));
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+}
+
+template <typename T>
+void from_numpy(std::vector<T>& v, const Arr<T>& a, const char* what) {
+    if (a.ndim() != 1 || size_t(a.shape(0)) != v.size())
+        throw ValueError(std::string(what) + " must be a flat array of " + std::to_string(v.size()) +
+                         " values");
+    std::copy(a.data(), a.data() + v.size(), v.begin());
+}
+
+template <typename T>
+void bind_vae(py::module_& m, const char* name) {
+    using V = Vae<T>;
+    py::class_<V>(m, name)
+        .def(py::init([](const py::dict& d) { return new V(vae_config(d)); }))
+        .def_property_readonly("num_params", &V::num_params)
+        .def_property_readonly("num_state", [](const V& v) { return long(v.state.size()); })
+        .def_property("beta", [](const V& v) { return v.cfg.beta; },
+                      [](V& v, double b) { v.cfg.beta = b; })
+        .def_property("epsilon_std", [](const V& v) { return v.cfg.epsilon_std; },
+                      [](V& v, double e) { v.cfg.epsilon_std = e; })
+        .def_property("threads", [](const V& v) { return v.cfg.threads; },
+                      [](V& v, int t) {
+                          if (t < 1) throw ValueError("threads must be >= 1");
+                          v.cfg.threads = t;
+                      })
+        .def("layers",
+             [](const V& v) {
+                 py::list out;
+                 for (auto* l : v.all_layers())
+                     out.append(py::make_tuple(l->name, l->kind(), py::tuple(py::cast(l->out_shape)),
+                                               l->num_params()));
+                 return out;
+             })
+        .def("weight_info",
+             [](const V& v) {
+                 py::list out;
+                 for (auto* l : v.all_layers())
+                     for (auto item : array_infos(l->weights(), l->name)) out.append(item);
+                 return out;
+             })
+        .def("state_info",
+             [](const V& v) {
+                 py::list out;
+                 for (auto* l : v.all_layers())
+                     for (auto item : array_infos(l->states(), l->name)) out.append(item);
+                 return out;
+             })
+        .def("get_params", [](const V& v) { return to_numpy(v.params); })
+        .def("set_params", [](V& v, const Arr<T>& a) { from_numpy(v.params, a, "params"); })
+        .def("get_state", [](const V& v) { return to_numpy(v.state); })
+        .def("set_state", [](V& v, const Arr<T>& a) { from_numpy(v.state, a, "state"); })
+        .def("set_optimizer",
+             [](V& v, const py::dict& d) {
+                 v.opt.spec = opt_spec(d);
+                 v.opt.reset(v.num_params());
+             })
+        .def("set_learning_rate", [](V& v, double lr) { v.opt.spec.learning_rate = lr; })
+        .def_property("step", [](const V& v) { return v.opt.step; },
+                      [](V& v, long s) { v.opt.step = s; })
+        .def("get_optimizer_slots",
+             [](const V& v) { return py::make_tuple(to_numpy(v.opt.m), to_numpy(v.opt.v)); })
+        .def("set_optimizer_slots",
+             [](V& v, const Arr<T>& m, const Arr<T>& s) {
+                 from_numpy(v.opt.m, m, "optimizer slot m");
+                 from_numpy(v.opt.v, s, "optimizer slot v");
+             })
+        .def("train_epoch",
+             [](V& v, const Arr<T>& X, int batch_size, bool shuffle, long epoch, py::object cb) {
+                 check_rows(X, v.D, "x");
+                 if (batch_size < 1) throw ValueError("batch_size must be >= 1");
+                 Progress hook = progress_hook(cb);
+                 LossSums s;
+                 {
+                     py::gil_scoped_release nogil;
+                     s = v.train_epoch(X.data(), X.shape(0), batch_size, shuffle, epoch, hook);
+                 }
+                 return sums_dict(s);
+             })
+        .def("evaluate",
+             [](V& v, const Arr<T>& X, int batch_size) {
+                 check_rows(X, v.D, "x");
+                 if (batch_size < 1) throw ValueError("batch_size must be >= 1");
+                 py::gil_scoped_release nogil;
+                 LossSums s = v.evaluate(X.data(), X.shape(0), batch_size);
+                 py::gil_scoped_acquire gil;
+                 return sums_dict(s);
+             })
+        .def("gradients",
+             [](V& v, const Arr<T>& X, std::optional<Arr<T>> eps) {
+                 check_rows(X, v.D, "x");
+                 if (eps) {
+                     check_rows(*eps, v.L, "eps");
+                     if (eps->shape(0) != X.shape(0)) throw ValueError("eps must have one row per sample");
+                 }
+                 py::array_t<T> g(v.num_params());
+                 T* gp = g.mutable_data();
+                 const T* ep = eps ? eps->data() : nullptr;
+                 LossSums s;
+                 {
+                     py::gil_scoped_release nogil;
+                     s = v.gradients(X.data(), X.shape(0), ep, gp);
+                 }
+                 return py::make_tuple(sums_dict(s), g);
+             })
+        .def("encode",
+             [](V& v, const Arr<T>& X) {
+                 check_rows(X, v.D, "x");
+                 py::array_t<T> mu({X.shape(0), py::ssize_t(v.L)}), lv({X.shape(0), py::ssize_t(v.L)});
+                 T* mp = mu.mutable_data();
+                 T* lp = lv.mutable_data();
+                 {
+                     py::gil_scoped_release nogil;
+                     v.encode(X.data(), X.shape(0), mp, lp);
+                 }
+                 return py::make_tuple(mu, lv);
+             })
+        .def("decode", [](V& v, const Arr<T>& Z) {
+            check_rows(Z, v.L, "z");
+            py::array_t<T> out({Z.shape(0), py::ssize_t(v.D)});
+            T* op = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                v.decode(Z.data(), Z.shape(0), op);
+            }
+            return out;
+        });
+}
+
+// ---- test harness: single layers, likelihoods, KL and optimizers in isolation (float64) -------
+struct LayerHarness {
+    LayerPtr<double> layer;
+    std::vector<double> params, grads, state;
+    Philox rng;
+    LayerHarness(const py::dict& cfg, const Shape& in, uint64_t seed) : rng{seed} {
+        layer = make_layer<double>(layer_config(cfg), in);
+        params.assign(layer->num_params(), 0.0);
+        grads.assign(layer->num_params(), 0.0);
+        state.assign(layer->num_state(), 0.0);
+        layer->params = params.data();
+        layer->grads = grads.data();
+        layer->state = state.data();
+        layer->init(rng, stream_id(Purpose::init, 0));
+    }
+    Ctx ctx(bool training, uint64_t step) const {
+        Ctx c;
+        c.training = training;
+        c.rng = &rng;
+        c.step = step;
+        return c;
+    }
+    py::array_t<double> forward(const Arr<double>& x, bool training, uint64_t step) {
+        check_rows(x, layer->in_size(), "x");
+        const int B = int(x.shape(0));
+        py::array_t<double> out({py::ssize_t(B), py::ssize_t(layer->out_size())});
+        layer->forward(out.mutable_data(), x.data(), B, ctx(training, step));
+        return out;
+    }
+    // Runs forward then backward with dout; returns (dinp, dparams) (grads zeroed first).
+    py::tuple backward(const Arr<double>& x, const Arr<double>& dout, bool training, uint64_t step) {
+        check_rows(x, layer->in_size(), "x");
+        check_rows(dout, layer->out_size(), "dout");
+        const int B = int(x.shape(0));
+        std::vector<double> out(size_t(B) * layer->out_size());
+        std::vector<double> g(dout.data(), dout.data() + dout.size());
+        layer->forward(out.data(), x.data(), B, ctx(training, step));
+        std::fill(grads.begin(), grads.end(), 0.0);
+        py::array_t<double> dinp({py::ssize_t(B), py::ssize_t(layer->in_size())});
+        layer->backward(dinp.mutable_data(), g.data(), x.data(), out.data(), B, ctx(training, step));
+        return py::make_tuple(dinp, to_numpy(grads));
+    }
+};
+
+LikSpec lik_spec(const py::dict& d) {
+    LikSpec s;
+    s.kind = lik_from_name(d["likelihood"].cast<std::string>());
+    if (d.contains("output_activation")) s.loc_act = act_from_name(d["output_activation"].cast<std::string>());
+    if (d.contains("log_var_clip")) s.log_var_clip = d["log_var_clip"].cast<double>();
+    if (d.contains("laplace_scale")) s.laplace_scale = d["laplace_scale"].cast<double>();
+    if (d.contains("reduction")) s.mean_reduction = d["reduction"].cast<std::string>() == "mean";
+    return s;
+}
+
+void bind_harness(py::module_& m) {
+    py::class_<LayerHarness>(m, "LayerHarness")
+        .def(py::init<const py::dict&, const Shape&, uint64_t>(), py::arg("config"),
+             py::arg("input_shape"), py::arg("seed") = 0)
+        .def_property_readonly("out_shape", [](const LayerHarness& h) { return h.layer->out_shape; })
+        .def_property_readonly("kind", [](const LayerHarness& h) { return h.layer->kind(); })
+        .def("weight_info", [](const LayerHarness& h) { return array_infos(h.layer->weights(), h.layer->name); })
+        .def("state_info", [](const LayerHarness& h) { return array_infos(h.layer->states(), h.layer->name); })
+        .def("get_params", [](const LayerHarness& h) { return to_numpy(h.params); })
+        .def("set_params", [](LayerHarness& h, const Arr<double>& a) { from_numpy(h.params, a, "params"); })
+        .def("get_state", [](const LayerHarness& h) { return to_numpy(h.state); })
+        .def("set_state", [](LayerHarness& h, const Arr<double>& a) { from_numpy(h.state, a, "state"); })
+        .def("forward", &LayerHarness::forward, py::arg("x"), py::arg("training") = false, py::arg("step") = 0)
+        .def("backward", &LayerHarness::backward, py::arg("x"), py::arg("dout"),
+             py::arg("training") = false, py::arg("step") = 0);
+
+    m.def("lik_nll", [](const py::dict& spec, const Arr<double>& x, const Arr<double>& p) {
+        LikSpec s = lik_spec(spec);
+        const int B = int(x.shape(0)), D = int(x.shape(1));
+        check_rows(p, long(s.params_per_dim()) * D, "params");
+        py::array_t<double> nll(B);
+        lik_nll(nll.mutable_data(), x.data(), p.data(), B, D, s);
+        return nll;
+    });
+    m.def("lik_grad", [](const py::dict& spec, const Arr<double>& x, const Arr<double>& p) {
+        LikSpec s = lik_spec(spec);
+        const int B = int(x.shape(0)), D = int(x.shape(1));
+        check_rows(p, long(s.params_per_dim()) * D, "params");
+        py::array_t<double> g({py::ssize_t(B), py::ssize_t(p.shape(1))});
+        lik_grad(g.mutable_data(), x.data(), p.data(), B, D, s, 1.0);
+        return g;
+    });
+    m.def("lik_mean", [](const py::dict& spec, const Arr<double>& p, int D) {
+        LikSpec s = lik_spec(spec);
+        const int B = int(p.shape(0));
+        check_rows(p, long(s.params_per_dim()) * D, "params");
+        py::array_t<double> out({py::ssize_t(B), py::ssize_t(D)});
+        lik_mean(out.mutable_data(), p.data(), B, D, s);
+        return out;
+    });
+    m.def("kl", [](const Arr<double>& mu, const Arr<double>& lv, double prior_std) {
+        const int B = int(mu.shape(0)), L = int(mu.shape(1));
+        check_rows(lv, L, "log_var");
+        py::array_t<double> kl(B);
+        kl_forward(kl.mutable_data(), mu.data(), lv.data(), B, L, prior_std);
+        return kl;
+    });
+    m.def("kl_grad", [](const Arr<double>& mu, const Arr<double>& lv, double prior_std) {
+        const int B = int(mu.shape(0)), L = int(mu.shape(1));
+        py::array_t<double> dmu({B, L}), dlv({B, L});
+        std::fill(dmu.mutable_data(), dmu.mutable_data() + dmu.size(), 0.0);
+        std::fill(dlv.mutable_data(), dlv.mutable_data() + dlv.size(), 0.0);
+        kl_backward(dmu.mutable_data(), dlv.mutable_data(), mu.data(), lv.data(), long(B) * L, prior_std, 1.0);
+        return py::make_tuple(dmu, dlv);
+    });
+    // Runs `steps` optimizer updates on p with the gradients g[k] (steps, n); returns the final p.
+    m.def("optimizer_run", [](const py::dict& spec, const Arr<double>& p0, const Arr<double>& gs,
+                              const std::vector<std::pair<long, long>>& ranges) {
+        Optimizer<double> opt;
+        opt.spec = opt_spec(spec);
+        const long n = long(p0.size());
+        opt.reset(n);
+        std::vector<double> p(p0.data(), p0.data() + n);
+        check_rows(gs, n, "grads");
+        for (long k = 0; k < gs.shape(0); ++k) {
+            std::vector<double> g(gs.data() + k * n, gs.data() + (k + 1) * n);
+            opt.update(p.data(), g.data(), n, ranges);
+        }
+        return to_numpy(p);
+    });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "vaecpp's C++ engine (private: use the vaecpp package)";
+    py::register_exception<NonFiniteLoss>(m, "NonFiniteLoss", PyExc_FloatingPointError);
+    bind_vae<float>(m, "VaeF32");
+    bind_vae<double>(m, "VaeF64");
+    bind_harness(m);
+    m.def("max_threads", &max_threads);
+    m.def("build_info", []() {
+        py::dict d;
+        d["openmp"] = have_openmp();
+        d["cuda"] = false;
+        d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
+                     "." + std::to_string(EIGEN_MINOR_VERSION);
+        d["compiler"] = std::string(__VERSION__);
+        py::list feats;
+#ifdef __SSE4_2__
+        feats.append("sse4.2");
+#endif
+#ifdef __AVX__
+        feats.append("avx");
+#endif
+#ifdef __AVX2__
+        feats.append("avx2");
+#endif
+#ifdef __FMA__
+        feats.append("fma");
+#endif
+#ifdef __AVX512F__
+        feats.append("avx512f");
+#endif
+        d["simd"] = feats;
+#ifdef VAECPP_NATIVE
+        d["native"] = true;
+#else
+        d["native"] = false;
+#endif
+        return d;
+    });
+    // Draws of the engine's counter-based generator, so tests can reproduce the noise exactly.
+    m.def("philox_normal", [](uint64_t seed, int purpose, uint64_t stream, uint64_t first, long n) {
+        Philox rng{seed};
+        py::array_t<double> out(n);
+        double* o = out.mutable_data();
+        const uint64_t sid = stream_id(Purpose(purpose), stream);
+        for (long i = 0; i < n; ++i) o[i] = rng.normal(sid, first + i);
+        return out;
+    });
+}

@@ -1,0 +1,83 @@
+// Shared small types of the engine: shapes, errors, Eigen views, threading helpers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace vaecpp {
+
+// The per-sample shape of a tensor, e.g. {784} or {28, 28, 1} (channels last, like Keras).
+using Shape = std::vector<int>;
+
+inline long shape_size(const Shape& s) {
+    long n = 1;
+    for (int d : s) n *= d;
+    return n;
+}
+
+inline std::string shape_str(const Shape& s) {
+    std::string out = "(";
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (i) out += ", ";
+        out += std::to_string(s[i]);
+    }
+    if (s.size() == 1) out += ",";
+    return out + ")";
+}
+
+// Errors the bindings map to Python exceptions: bad arguments -> ValueError.
+struct ValueError : std::invalid_argument {
+    using std::invalid_argument::invalid_argument;
+};
+
+// Row-major matrix views over raw buffers: rows are samples, columns features.
+template <typename T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using MatMap = Eigen::Map<Mat<T>>;
+template <typename T>
+using CMatMap = Eigen::Map<const Mat<T>>;
+template <typename T>
+using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+template <typename T>
+using VecMap = Eigen::Map<Vec<T>>;
+template <typename T>
+using CVecMap = Eigen::Map<const Vec<T>>;
+
+inline bool have_openmp() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+inline int max_threads() {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+// Sets the thread count of this (calling) thread's OpenMP and of Eigen's GEMM.
+inline void use_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    Eigen::setNbThreads(n);
+}
+
+// Below this many elements an element-wise loop is not worth waking a thread team.
+constexpr long kParallelMin = 1 << 15;
+
+}  // namespace vaecpp

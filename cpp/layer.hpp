@@ -1,0 +1,89 @@
+// The layer interface of the engine's sequential stacks, and the plain configuration record the
+// Python side fills in (kind + named numbers + named strings) to build one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+#include "rng.hpp"
+
+namespace vaecpp {
+
+struct LayerConfig {
+    std::string kind;                           // "dense", "activation", "dropout", ...
+    std::map<std::string, double> num;          // e.g. units, rate, filters, kernel_size
+    std::map<std::string, std::string> str;     // e.g. activation, padding, name
+
+    double get(const std::string& k, double dflt) const {
+        auto it = num.find(k);
+        return it == num.end() ? dflt : it->second;
+    }
+    double need(const std::string& k) const {
+        auto it = num.find(k);
+        if (it == num.end()) throw ValueError(kind + " layer needs '" + k + "'");
+        return it->second;
+    }
+    std::string get_str(const std::string& k, const std::string& dflt) const {
+        auto it = str.find(k);
+        return it == str.end() ? dflt : it->second;
+    }
+};
+
+// A named array of a layer: a trainable weight (kernel, bias, gamma...) or a state (moving mean).
+struct ArrayInfo {
+    std::string name;
+    Shape shape;
+    long size() const { return shape_size(shape); }
+};
+
+// What a forward/backward call may need besides tensors.
+struct Ctx {
+    bool training = false;
+    const Philox* rng = nullptr;
+    uint64_t step = 0;     // global optimisation step, for dropout masks
+    int layer_index = 0;   // position in the whole model, for independent streams
+};
+
+template <typename T>
+struct Layer {
+    std::string name;
+    Shape in_shape, out_shape;
+    T* params = nullptr;  // views into the model's flat buffers, set by bind()
+    T* grads = nullptr;
+    T* state = nullptr;
+
+    virtual ~Layer() = default;
+    virtual std::string kind() const = 0;
+    virtual std::vector<ArrayInfo> weights() const { return {}; }  // trainable, in order
+    virtual std::vector<ArrayInfo> states() const { return {}; }   // non-trainable, in order
+    virtual void init(const Philox&, uint64_t /*stream*/) {}        // fill params and state
+    long in_size() const { return shape_size(in_shape); }
+    long out_size() const { return shape_size(out_shape); }
+    long num_params() const {
+        long n = 0;
+        for (auto& a : weights()) n += a.size();
+        return n;
+    }
+    long num_state() const {
+        long n = 0;
+        for (auto& a : states()) n += a.size();
+        return n;
+    }
+    // inp is (B, in_size), out is (B, out_size)
+    virtual void forward(T* out, const T* inp, int B, const Ctx& ctx) = 0;
+    // Accumulates into grads; dinp is (B, in_size) and may be null; dout may be overwritten.
+    virtual void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx& ctx) = 0;
+};
+
+template <typename T>
+using LayerPtr = std::unique_ptr<Layer<T>>;
+
+// Builds a layer from its configuration for a given input shape (defined in layers.hpp).
+template <typename T>
+LayerPtr<T> make_layer(const LayerConfig& cfg, const Shape& in_shape);
+
+}  // namespace vaecpp

@@ -1,0 +1,146 @@
+// The layers of the MLP stacks (Dense, Activation, Dropout, Flatten/Reshape) and the factory that
+// builds any layer from its configuration. Each wraps the forward/backward kernels of its family.
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "activations.hpp"
+#include "dense.hpp"
+#include "layer.hpp"
+
+namespace vaecpp {
+
+// Glorot-uniform (Keras's default kernel initialiser): U(-r, r), r = sqrt(6 / (fan_in + fan_out)).
+template <typename T>
+void glorot_uniform(T* w, long n, long fan_in, long fan_out, const Philox& rng, uint64_t stream) {
+    const double r = std::sqrt(6.0 / double(fan_in + fan_out));
+    for (long i = 0; i < n; ++i) w[i] = T((2.0 * rng.uniform(stream, i) - 1.0) * r);
+}
+
+template <typename T>
+struct DenseLayer : Layer<T> {
+    int C, OC;
+    Act act;
+    DenseLayer(const Shape& in, int units, Act a) : C(int(shape_size(in))), OC(units), act(a) {
+        if (units < 1) throw ValueError("Dense units must be >= 1, got " + std::to_string(units));
+        this->in_shape = in;
+        this->out_shape = {units};
+    }
+    std::string kind() const override { return "Dense"; }
+    std::vector<ArrayInfo> weights() const override { return {{"kernel", {C, OC}}, {"bias", {OC}}}; }
+    void init(const Philox& rng, uint64_t stream) override {
+        glorot_uniform(this->params, long(C) * OC, C, OC, rng, stream);
+        std::fill(this->params + long(C) * OC, this->params + long(C) * OC + OC, T(0));
+    }
+    void forward(T* out, const T* inp, int B, const Ctx&) override {
+        dense_forward(out, inp, this->params, this->params + long(C) * OC, B, C, OC, act);
+    }
+    void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx&) override {
+        dense_backward(dinp, this->grads, this->grads + long(C) * OC, dout, inp, out, this->params,
+                       B, C, OC, act);
+    }
+};
+
+template <typename T>
+struct ActivationLayer : Layer<T> {
+    Act act;
+    ActivationLayer(const Shape& in, Act a) : act(a) { this->in_shape = this->out_shape = in; }
+    std::string kind() const override { return std::string("Activation(") + act_name(act) + ")"; }
+    void forward(T* out, const T* inp, int B, const Ctx&) override {
+        act_forward(out, inp, B * this->in_size(), act);
+    }
+    void backward(T* dinp, T* dout, const T*, const T* out, int B, const Ctx&) override {
+        if (dinp) act_backward(dinp, dout, out, B * this->in_size(), act);
+    }
+};
+
+// Inverted dropout: out = inp * mask, mask = [u >= rate] / (1 - rate) while training, 1 otherwise.
+template <typename T>
+struct DropoutLayer : Layer<T> {
+    double rate;
+    std::vector<T> mask;  // (B, n) of the last training forward
+    DropoutLayer(const Shape& in, double r) : rate(r) {
+        if (!(r >= 0.0 && r < 1.0)) throw ValueError("Dropout rate must be in [0, 1)");
+        this->in_shape = this->out_shape = in;
+    }
+    std::string kind() const override { return "Dropout"; }
+    void forward(T* out, const T* inp, int B, const Ctx& ctx) override {
+        const long n = B * this->in_size();
+        if (!ctx.training || rate == 0.0) {
+            std::copy(inp, inp + n, out);
+            return;
+        }
+        mask.resize(n);
+        const uint64_t stream = stream_id(Purpose::dropout, ctx.step * 64 + ctx.layer_index);
+        const T keep = T(1.0 / (1.0 - rate));
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+        for (long i = 0; i < n; ++i) {
+            mask[i] = ctx.rng->uniform(stream, i) >= rate ? keep : T(0);
+            out[i] = inp[i] * mask[i];
+        }
+    }
+    // dinp = dout * mask
+    void backward(T* dinp, T* dout, const T*, const T*, int B, const Ctx& ctx) override {
+        if (!dinp) return;
+        const long n = B * this->in_size();
+        if (!ctx.training || rate == 0.0) {
+            std::copy(dout, dout + n, dinp);
+            return;
+        }
+        for (long i = 0; i < n; ++i) dinp[i] = dout[i] * mask[i];
+    }
+};
+
+// Flatten and Reshape only relabel the per-sample shape; the data is already contiguous.
+template <typename T>
+struct ReshapeLayer : Layer<T> {
+    ReshapeLayer(const Shape& in, const Shape& out) {
+        if (shape_size(in) != shape_size(out))
+            throw ValueError("cannot reshape " + shape_str(in) + " to " + shape_str(out));
+        this->in_shape = in;
+        this->out_shape = out;
+    }
+    std::string kind() const override {
+        return this->out_shape.size() == 1 ? "Flatten" : "Reshape";
+    }
+    void forward(T* out, const T* inp, int B, const Ctx&) override {
+        std::copy(inp, inp + B * this->in_size(), out);
+    }
+    void backward(T* dinp, T* dout, const T*, const T*, int B, const Ctx&) override {
+        if (dinp) std::copy(dout, dout + B * this->in_size(), dinp);
+    }
+};
+
+inline Shape shape_from_config(const LayerConfig& cfg) {
+    Shape s;
+    for (int i = 0;; ++i) {
+        auto it = cfg.num.find("shape" + std::to_string(i));
+        if (it == cfg.num.end()) break;
+        s.push_back(int(it->second));
+    }
+    return s;
+}
+
+template <typename T>
+LayerPtr<T> make_layer(const LayerConfig& cfg, const Shape& in) {
+    LayerPtr<T> layer;
+    const std::string& k = cfg.kind;
+    if (k == "dense")
+        layer.reset(new DenseLayer<T>(in, int(cfg.need("units")),
+                                      act_from_name(cfg.get_str("activation", "linear"))));
+    else if (k == "activation")
+        layer.reset(new ActivationLayer<T>(in, act_from_name(cfg.get_str("activation", "linear"))));
+    else if (k == "dropout")
+        layer.reset(new DropoutLayer<T>(in, cfg.need("rate")));
+    else if (k == "flatten")
+        layer.reset(new ReshapeLayer<T>(in, {int(shape_size(in))}));
+    else if (k == "reshape")
+        layer.reset(new ReshapeLayer<T>(in, shape_from_config(cfg)));
+    else
+        throw ValueError("unknown layer kind '" + k + "'");
+    layer->name = cfg.get_str("name", k);
+    return layer;
+}
+
+}  // namespace vaecpp

@@ -1,0 +1,189 @@
+// Likelihoods p(x | decoder output). The decoder emits P values per data dimension, laid out per
+// sample as P blocks of D: [location (D) | log-variance or log-scale (D)]. Each likelihood gives the
+// per-sample negative log-likelihood summed over dimensions, its gradient with respect to the
+// decoder outputs, and the decoded mean.
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "activations.hpp"
+#include "common.hpp"
+
+namespace vaecpp {
+
+enum class Lik { bernoulli, gaussian, mse, continuous_bernoulli, laplace };
+
+struct LikSpec {
+    Lik kind = Lik::bernoulli;
+    Act loc_act = Act::linear;   // applied to the location block (gaussian, mse, laplace)
+    double log_var_clip = 5.0;   // gaussian log-variance / laplace log-scale clip
+    double laplace_scale = 0.0;  // > 0: fixed Laplace scale (P = 1); 0: learned log-scale (P = 2)
+    bool mean_reduction = false; // mse only: mean over dimensions instead of the sum
+
+    int params_per_dim() const {
+        if (kind == Lik::gaussian) return 2;
+        if (kind == Lik::laplace) return laplace_scale > 0 ? 1 : 2;
+        return 1;
+    }
+};
+
+inline Lik lik_from_name(const std::string& s) {
+    if (s == "bernoulli") return Lik::bernoulli;
+    if (s == "gaussian") return Lik::gaussian;
+    if (s == "mse") return Lik::mse;
+    if (s == "continuous_bernoulli") return Lik::continuous_bernoulli;
+    if (s == "laplace") return Lik::laplace;
+    throw ValueError("unknown likelihood '" + s +
+                     "'; expected one of bernoulli, gaussian, mse, continuous_bernoulli, laplace");
+}
+
+constexpr double kLog2Pi = 1.8378770664093453;
+constexpr double kLog2 = 0.6931471805599453;
+
+// Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) in logits l, lambda = sigmoid(l):
+//   log C(l) = log( l / tanh(l/2) ),   d log C / dl = 1/l - 1/sinh(l),
+//   E[x] = sigmoid(l) / tanh(l/2) - 1/l.
+// All three are 0/0 at l = 0; near it we use their Taylor series (error < 1e-13 for |l| < 0.05).
+inline double cb_log_norm(double l) {
+    double a = std::abs(l);
+    if (a < 0.05) {
+        double l2 = l * l;
+        return kLog2 + l2 / 12 - 7 * l2 * l2 / 1440 + 31 * l2 * l2 * l2 / 90720;
+    }
+    return std::log(a) - std::log(std::tanh(0.5 * a));
+}
+inline double cb_dlog_norm(double l) {
+    if (std::abs(l) < 0.05) {
+        double l2 = l * l;
+        return l / 6 - 7 * l * l2 / 360 + 31 * l * l2 * l2 / 15120;
+    }
+    if (std::abs(l) > 700) return 1 / l;  // 1/sinh underflows to 0
+    return 1 / l - 1 / std::sinh(l);
+}
+inline double cb_mean(double l) {
+    if (std::abs(l) < 0.05) return 0.5 + l / 12 - l * l * l / 720;
+    return sigmoid(l) / std::tanh(0.5 * l) - 1 / l;
+}
+
+// x is (B,D), p is (B,P*D), nll is (B,): nll[b] = sum_d -log p(x[b,d] | p[b,.,d])
+template <typename T>
+void lik_nll(T* nll, const T* x, const T* p, int B, int D, const LikSpec& s) {
+    const int P = s.params_per_dim();
+    const T clip = T(s.log_var_clip);
+#pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
+    for (int b = 0; b < B; ++b) {
+        const T* xb = x + long(b) * D;
+        const T* pb = p + long(b) * P * D;
+        double acc = 0;
+        for (int d = 0; d < D; ++d) {
+            const T l = pb[d];
+            switch (s.kind) {
+                case Lik::bernoulli:  // softplus(l) - x l  (binary cross-entropy from logits)
+                    acc += softplus(l) - xb[d] * l;
+                    break;
+                case Lik::continuous_bernoulli:
+                    acc += softplus(l) - xb[d] * l - cb_log_norm(l);
+                    break;
+                case Lik::gaussian: {  // (log 2pi + lv + (x - mu)^2 / e^lv) / 2
+                    T mu = act_value(s.loc_act, l);
+                    T lv = std::min(std::max(pb[D + d], -clip), clip);
+                    T r = xb[d] - mu;
+                    acc += 0.5 * (kLog2Pi + lv + r * r * std::exp(-lv));
+                    break;
+                }
+                case Lik::mse: {
+                    T r = xb[d] - act_value(s.loc_act, l);
+                    acc += r * r;
+                    break;
+                }
+                case Lik::laplace: {  // |x - mu| / b + log(2 b)
+                    T mu = act_value(s.loc_act, l);
+                    T ls = P == 2 ? std::min(std::max(pb[D + d], -clip), clip)
+                                  : T(std::log(s.laplace_scale));
+                    acc += std::abs(xb[d] - mu) * std::exp(-ls) + kLog2 + ls;
+                    break;
+                }
+            }
+        }
+        if (s.kind == Lik::mse && s.mean_reduction) acc /= D;
+        nll[b] = T(acc);
+    }
+}
+
+// dp = w * d nll / d p, same layout as p (overwritten):
+//   bernoulli: sigmoid(l) - x;  continuous Bernoulli: sigmoid(l) - x - dlogC(l);
+//   gaussian:  dmu = (mu - x) / e^lv * f'(.),  dlv = (1 - (x - mu)^2 / e^lv) / 2 inside the clip, else 0;
+//   mse: 2 (y - x) f'(.);  laplace: sign(mu - x) / b * f'(.),  dls = 1 - |x - mu| / b inside the clip.
+template <typename T>
+void lik_grad(T* dp, const T* x, const T* p, int B, int D, const LikSpec& s, T w) {
+    const int P = s.params_per_dim();
+    const T clip = T(s.log_var_clip);
+    if (s.kind == Lik::mse && s.mean_reduction) w /= D;
+#pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
+    for (int b = 0; b < B; ++b) {
+        const T* xb = x + long(b) * D;
+        const T* pb = p + long(b) * P * D;
+        T* gb = dp + long(b) * P * D;
+        for (int d = 0; d < D; ++d) {
+            const T l = pb[d];
+            switch (s.kind) {
+                case Lik::bernoulli:
+                    gb[d] = w * (sigmoid(l) - xb[d]);
+                    break;
+                case Lik::continuous_bernoulli:
+                    gb[d] = w * (sigmoid(l) - xb[d] - T(cb_dlog_norm(l)));
+                    break;
+                case Lik::gaussian: {
+                    T mu = act_value(s.loc_act, l);
+                    T raw = pb[D + d];
+                    T lv = std::min(std::max(raw, -clip), clip);
+                    T iv = std::exp(-lv), r = xb[d] - mu;
+                    gb[d] = w * (-r * iv) * act_grad_from_output(s.loc_act, mu);
+                    gb[D + d] = (raw > -clip && raw < clip) ? w * T(0.5) * (T(1) - r * r * iv) : T(0);
+                    break;
+                }
+                case Lik::mse: {
+                    T y = act_value(s.loc_act, l);
+                    gb[d] = w * T(2) * (y - xb[d]) * act_grad_from_output(s.loc_act, y);
+                    break;
+                }
+                case Lik::laplace: {
+                    T mu = act_value(s.loc_act, l);
+                    T r = xb[d] - mu;
+                    T sgn = r > 0 ? T(-1) : (r < 0 ? T(1) : T(0));
+                    if (P == 2) {
+                        T raw = pb[D + d];
+                        T ls = std::min(std::max(raw, -clip), clip);
+                        T ib = std::exp(-ls);
+                        gb[d] = w * sgn * ib * act_grad_from_output(s.loc_act, mu);
+                        gb[D + d] = (raw > -clip && raw < clip) ? w * (T(1) - std::abs(r) * ib) : T(0);
+                    } else {
+                        gb[d] = w * sgn * T(1.0 / s.laplace_scale) * act_grad_from_output(s.loc_act, mu);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+// out is (B,D): the mean of p(x | p)
+template <typename T>
+void lik_mean(T* out, const T* p, int B, int D, const LikSpec& s) {
+    const int P = s.params_per_dim();
+#pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
+    for (int b = 0; b < B; ++b) {
+        const T* pb = p + long(b) * P * D;
+        T* ob = out + long(b) * D;
+        for (int d = 0; d < D; ++d) {
+            switch (s.kind) {
+                case Lik::bernoulli: ob[d] = sigmoid(pb[d]); break;
+                case Lik::continuous_bernoulli: ob[d] = T(cb_mean(pb[d])); break;
+                default: ob[d] = act_value(s.loc_act, pb[d]); break;
+            }
+        }
+    }
+}
+
+}  // namespace vaecpp
