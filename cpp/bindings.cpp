@@ -379,6 +379,22 @@ PYBIND11_MODULE(_core, m) {
     bind_vae<double>(m, "VaeF64");
     bind_harness(m);
     m.def("max_threads", &max_threads);
+    // GFLOP/s of the best of `reps` (n,n) @ (n,n) float32 products through the engine's Eigen GEMM
+    // with `threads` threads: the machine's large-GEMM rate the benchmarks compare against.
+    m.def("gemm_bench", [](int n, int reps, int threads) {
+        if (n < 1 || reps < 1 || threads < 1) throw ValueError("n, reps and threads must be >= 1");
+        py::gil_scoped_release nogil;
+        use_threads(threads);
+        Mat<float> A = Mat<float>::Random(n, n), B = Mat<float>::Random(n, n), C(n, n);
+        C.noalias() = A * B;  // warm-up: page in, spin up the thread team
+        double best = 1e300;
+        for (int r = 0; r < reps; ++r) {
+            auto t0 = std::chrono::steady_clock::now();
+            C.noalias() = A * B;
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return 2.0 * double(n) * n * n / best * 1e-9;
+    }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1);
     m.def("build_info", []() {
         py::dict d;
         d["openmp"] = have_openmp();
