@@ -66,23 +66,48 @@ struct Optimizer {
         }
     }
 
-    // p -= update(g); g may be modified by clipping.
-    void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges) {
+    // p -= update(g); g may be modified by clipping, and is zeroed when zero_grads is set (so the
+    // next backward pass can accumulate into it without a separate pass to clear it).
+    void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges,
+                bool zero_grads = false) {
         clip(g, n, ranges);
         ++step;
-        const T lr = T(spec.learning_rate), eps = T(spec.epsilon);
-        const T decay = T(1.0 - spec.learning_rate * spec.weight_decay);
+        const double t = double(step);
+        Coeffs c;
+        c.lr = T(spec.learning_rate);
+        c.eps = T(spec.epsilon);
+        c.decay = T(1.0 - spec.learning_rate * spec.weight_decay);
+        c.alpha = T(spec.learning_rate * std::sqrt(1 - std::pow(spec.beta_2, t)) /
+                    (1 - std::pow(spec.beta_1, t)));
+        c.a1 = T(1 - spec.beta_1);
+        c.a2 = T(1 - spec.beta_2);
+        c.mu = T(spec.momentum);
+        c.rho = T(spec.rho);
         T* mp = m.data();
         T* vp = v.data();
+        // One pass over the flat buffers, cut into one contiguous part per thread; memory-bound,
+        // so it only pays to split large models.
+        const int nt = threads_for(double(n), double(kParallelMin), n / 64 + 1);
+        parallel_parts(n, nt, 64, [&](long i0, long i1) {
+            apply(p + i0, g + i0, mp ? mp + i0 : nullptr, vp ? vp + i0 : nullptr, i1 - i0, c,
+                  zero_grads);
+        });
+    }
+
+  private:
+    struct Coeffs {
+        T lr, eps, decay, alpha, a1, a2, mu, rho;
+    };
+
+    // The update rules on n elements; restrict lets the compiler vectorise each loop.
+    void apply(T* __restrict p, T* __restrict g, T* __restrict mp, T* __restrict vp, long n,
+               const Coeffs& c, bool zero_grads) const {
+        const T lr = c.lr, eps = c.eps, decay = c.decay;
         switch (spec.kind) {
             case Opt::adam: {
                 // alpha = lr sqrt(1 - b2^t) / (1 - b1^t);  m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2)
                 // p -= alpha m / (sqrt(v) + eps)
-                const double t = double(step);
-                const T alpha = T(spec.learning_rate * std::sqrt(1 - std::pow(spec.beta_2, t)) /
-                                  (1 - std::pow(spec.beta_1, t)));
-                const T a1 = T(1 - spec.beta_1), a2 = T(1 - spec.beta_2);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+                const T alpha = c.alpha, a1 = c.a1, a2 = c.a2;
                 for (long i = 0; i < n; ++i) {
                     p[i] *= decay;
                     mp[i] += (g[i] - mp[i]) * a1;
@@ -93,23 +118,30 @@ struct Optimizer {
             }
             case Opt::sgd: {
                 // m = mu m - lr g;  p += m  (nesterov: p += mu m - lr g);  plain: p -= lr g
-                const T mu = T(spec.momentum);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-                for (long i = 0; i < n; ++i) {
-                    p[i] *= decay;
-                    if (mu == T(0)) {
+                const T mu = c.mu;
+                if (mu == T(0)) {
+                    for (long i = 0; i < n; ++i) {
+                        p[i] *= decay;
                         p[i] -= lr * g[i];
-                    } else {
+                    }
+                } else if (spec.nesterov) {
+                    for (long i = 0; i < n; ++i) {
+                        p[i] *= decay;
                         mp[i] = mu * mp[i] - lr * g[i];
-                        p[i] += spec.nesterov ? mu * mp[i] - lr * g[i] : mp[i];
+                        p[i] += mu * mp[i] - lr * g[i];
+                    }
+                } else {
+                    for (long i = 0; i < n; ++i) {
+                        p[i] *= decay;
+                        mp[i] = mu * mp[i] - lr * g[i];
+                        p[i] += mp[i];
                     }
                 }
                 break;
             }
             case Opt::rmsprop: {
                 // v = rho v + (1 - rho) g^2;  p -= lr g / (sqrt(v) + eps)
-                const T rho = T(spec.rho);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+                const T rho = c.rho;
                 for (long i = 0; i < n; ++i) {
                     p[i] *= decay;
                     vp[i] = rho * vp[i] + (T(1) - rho) * g[i] * g[i];
@@ -119,7 +151,6 @@ struct Optimizer {
             }
             case Opt::adagrad: {
                 // acc += g^2;  p -= lr g / (sqrt(acc) + eps)
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
                 for (long i = 0; i < n; ++i) {
                     p[i] *= decay;
                     vp[i] += g[i] * g[i];
@@ -128,6 +159,7 @@ struct Optimizer {
                 break;
             }
         }
+        if (zero_grads) std::fill(g, g + n, T(0));
     }
 };
 

@@ -97,7 +97,8 @@ class Vae {
 
     // ---- one batch ------------------------------------------------------------------------
     // Forward pass over x (B, D) with noise eps (B, L) already scaled; fills nll and kl (B,).
-    void forward(const T* x, int B, bool training) {
+    // With want_grad the likelihood's gradient (for backward) comes out of the same pass.
+    void forward(const T* x, int B, bool training, bool want_grad = false) {
         reserve(B);
         Ctx ctx = context(training);
         h_ = enc.forward(x, B, ctx);
@@ -105,7 +106,9 @@ class Vae {
         lv_head->forward(lv_.data(), h_, B, ctx);
         reparam_forward(z_.data(), mu_.data(), lv_.data(), eps_.data(), long(B) * L);
         p_ = dec.forward(z_.data(), B, ctx);
-        lik_nll(nll_.data(), x, p_, B, D, cfg.lik);
+        lik_nll_grad(nll_.data(), want_grad ? dp_.data() : nullptr, x, p_, B, D, cfg.lik,
+                     T(1.0 / B));
+        dp_ready_ = want_grad;
         kl_forward(kl_.data(), mu_.data(), lv_.data(), B, L, cfg.prior_std);
     }
 
@@ -113,17 +116,17 @@ class Vae {
     void backward(const T* x, int B, bool training) {
         Ctx ctx = context(training);
         const T w = T(1.0 / B);
-        lik_grad(dp_.data(), x, p_, B, D, cfg.lik, w);
+        if (!dp_ready_) lik_grad(dp_.data(), x, p_, B, D, cfg.lik, w);
+        dp_ready_ = false;
         dec.backward(dz_.data(), dp_.data(), z_.data(), B, ctx, ga_.data(), gb_.data());
         std::fill(dmu_.begin(), dmu_.begin() + long(B) * L, T(0));
         std::fill(dlv_.begin(), dlv_.begin() + long(B) * L, T(0));
         reparam_backward(dmu_.data(), dlv_.data(), dz_.data(), lv_.data(), eps_.data(), long(B) * L);
         kl_backward(dmu_.data(), dlv_.data(), mu_.data(), lv_.data(), long(B) * L, cfg.prior_std,
                     T(cfg.beta) * w);
-        mu_head->backward(dh_.data(), dmu_.data(), h_, mu_.data(), B, ctx);
-        lv_head->backward(dh2_.data(), dlv_.data(), h_, lv_.data(), B, ctx);
-        const long nh = long(B) * enc.out_size();
-        for (long i = 0; i < nh; ++i) dh_[i] += dh2_[i];
+        // dh = dmu @ Wmu^T + dlv @ Wlv^T: the second head accumulates into the first's result.
+        head_backward(*mu_head, dh_.data(), dmu_.data(), h_, mu_.data(), B, false);
+        head_backward(*lv_head, dh_.data(), dlv_.data(), h_, lv_.data(), B, true);
         enc.backward(nullptr, dh_.data(), x, B, ctx, ga_.data(), gb_.data());
     }
 
@@ -155,6 +158,7 @@ class Vae {
         }
         const long nb = (N + batch_size - 1) / batch_size;
         reserve(int(std::min<long>(batch_size, N)));
+        std::fill(grads.begin(), grads.end(), T(0));  // kept zero by the optimizer from here on
         LossSums tot;
         for (long k = 0; k < nb; ++k) {
             const int B = int(std::min<long>(batch_size, N - k * batch_size));
@@ -163,15 +167,14 @@ class Vae {
             for (int b = 0; b < B; ++b)
                 std::memcpy(xb + long(b) * D, X + perm[k * batch_size + b] * D, sizeof(T) * D);
             fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, B, cfg.epsilon_std);
-            forward(xb, B, true);
+            forward(xb, B, true, true);
             LossSums s = batch_sums(B);
             if (!std::isfinite(s.loss))
                 throw NonFiniteLoss(k, "the loss became " + std::to_string(s.loss / B) +
                                            " at batch " + std::to_string(k + 1) + " of " +
                                            std::to_string(nb));
-            std::fill(grads.begin(), grads.end(), T(0));
             backward(xb, B, true);
-            opt.update(params.data(), grads.data(), long(params.size()), weight_ranges);
+            opt.update(params.data(), grads.data(), long(params.size()), weight_ranges, true);
             tot.loss += s.loss;
             tot.rec += s.rec;
             tot.kl += s.kl;
@@ -208,7 +211,7 @@ class Vae {
             std::copy(eps, eps + N * L, eps_.data());
         else
             fill_eps(stream_id(Purpose::eval_eps, 0), 0, int(N), cfg.epsilon_std);
-        forward(X, int(N), false);
+        forward(X, int(N), false, true);
         std::fill(grads.begin(), grads.end(), T(0));
         backward(X, int(N), false);
         std::copy(grads.begin(), grads.end(), grad_out);
@@ -236,7 +239,7 @@ class Vae {
             const int B = int(std::min<long>(kChunk, N - start));
             reserve(B);
             const T* p = dec.forward(Z + start * L, B, ctx);
-            lik_mean(out + start * D, p, B, D, cfg.lik);
+            lik_mean_fast(out + start * D, p, B, D, cfg.lik);
         }
     }
 
@@ -247,7 +250,15 @@ class Vae {
     int cap_ = 0;
     const T* h_ = nullptr;  // encoder output of the last forward
     const T* p_ = nullptr;  // decoder output of the last forward
-    std::vector<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dh2_, dp_, ga_, gb_, xbatch_;
+    bool dp_ready_ = false;  // dp_ holds the likelihood gradient of the last forward
+    std::vector<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dp_, ga_, gb_, xbatch_;
+
+    // A latent head's backward; dinp accumulates when `accumulate` (the second head).
+    void head_backward(DenseLayer<T>& h, T* dinp, T* dout, const T* inp, const T* out, int B,
+                       bool accumulate) {
+        dense_backward(dinp, h.grads, h.grads + long(h.C) * h.OC, dout, inp, out, h.params, B, h.C,
+                       h.OC, h.act, accumulate);
+    }
 
     Ctx context(bool training) const {
         Ctx ctx;
@@ -259,8 +270,7 @@ class Vae {
 
     // eps[b, j] = std * N(0, 1) number (first + b) * L + j of the stream
     void fill_eps(uint64_t stream, long first, int B, double std_) {
-        for (long i = 0; i < long(B) * L; ++i)
-            eps_[i] = T(std_ * rng.normal(stream, uint64_t(first * L + i)));
+        rng.normals(eps_.data(), stream, uint64_t(first * L), long(B) * L, std_);
     }
 
     void bind() {
@@ -292,7 +302,6 @@ class Vae {
         nll_.resize(B);
         kl_.resize(B);
         dh_.resize(long(B) * h);
-        dh2_.resize(long(B) * h);
         dp_.resize(long(B) * P * D);
         const long w = std::max(enc.max_width(), dec.max_width());
         ga_.resize(long(B) * w);
