@@ -104,9 +104,11 @@ Progress progress_hook(py::object cb) {
     };
 }
 
-py::list array_infos(const std::vector<ArrayInfo>& infos, const std::string& layer) {
+// (layer index, layer name, array name, shape) for each array
+py::list array_infos(const std::vector<ArrayInfo>& infos, const std::string& layer, int index = 0) {
     py::list out;
-    for (auto& a : infos) out.append(py::make_tuple(layer, a.name, py::tuple(py::cast(a.shape))));
+    for (auto& a : infos)
+        out.append(py::make_tuple(index, layer, a.name, py::tuple(py::cast(a.shape))));
     return out;
 }
 
@@ -123,6 +125,17 @@ void from_numpy(std::vector<T>& v, const Arr<T>& a, const char* what) {
         throw ValueError(std::string(what) + " must be a flat array of " + std::to_string(v.size()) +
                          " values");
     std::copy(a.data(), a.data() + v.size(), v.begin());
+}
+
+template <typename T>
+py::list model_infos(const Vae<T>& v, bool states) {
+    py::list out;
+    auto layers = v.all_layers();
+    for (size_t i = 0; i < layers.size(); ++i)
+        for (auto item : array_infos(states ? layers[i]->states() : layers[i]->weights(),
+                                     layers[i]->name, int(i)))
+            out.append(item);
+    return out;
 }
 
 template <typename T>
@@ -149,20 +162,8 @@ void bind_vae(py::module_& m, const char* name) {
                                                l->num_params()));
                  return out;
              })
-        .def("weight_info",
-             [](const V& v) {
-                 py::list out;
-                 for (auto* l : v.all_layers())
-                     for (auto item : array_infos(l->weights(), l->name)) out.append(item);
-                 return out;
-             })
-        .def("state_info",
-             [](const V& v) {
-                 py::list out;
-                 for (auto* l : v.all_layers())
-                     for (auto item : array_infos(l->states(), l->name)) out.append(item);
-                 return out;
-             })
+        .def("weight_info", [](const V& v) { return model_infos(v, false); })
+        .def("state_info", [](const V& v) { return model_infos(v, true); })
         .def("get_params", [](const V& v) { return to_numpy(v.params); })
         .def("set_params", [](V& v, const Arr<T>& a) { from_numpy(v.params, a, "params"); })
         .def("get_state", [](const V& v) { return to_numpy(v.state); })
@@ -198,9 +199,11 @@ void bind_vae(py::module_& m, const char* name) {
              [](V& v, const Arr<T>& X, int batch_size) {
                  check_rows(X, v.D, "x");
                  if (batch_size < 1) throw ValueError("batch_size must be >= 1");
-                 py::gil_scoped_release nogil;
-                 LossSums s = v.evaluate(X.data(), X.shape(0), batch_size);
-                 py::gil_scoped_acquire gil;
+                 LossSums s;
+                 {
+                     py::gil_scoped_release nogil;
+                     s = v.evaluate(X.data(), X.shape(0), batch_size);
+                 }
                  return sums_dict(s);
              })
         .def("gradients",
