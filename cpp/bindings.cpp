@@ -112,15 +112,15 @@ py::list array_infos(const std::vector<ArrayInfo>& infos, const std::string& lay
     return out;
 }
 
-template <typename T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
+template <typename T, typename A>
+py::array_t<T> to_numpy(const std::vector<T, A>& v) {
     py::array_t<T> a(long(v.size()));
     std::copy(v.begin(), v.end(), a.mutable_data());
     return a;
 }
 
-template <typename T>
-void from_numpy(std::vector<T>& v, const Arr<T>& a, const char* what) {
+template <typename T, typename A>
+void from_numpy(std::vector<T, A>& v, const Arr<T>& a, const char* what) {
     if (a.ndim() != 1 || size_t(a.shape(0)) != v.size())
         throw ValueError(std::string(what) + " must be a flat array of " + std::to_string(v.size()) +
                          " values");

@@ -39,6 +39,13 @@ struct ValueError : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
+// Every internal buffer uses Eigen's aligned allocator. Besides speed this makes results
+// reproducible: Eigen's vectorised loops peel a different number of leading elements depending on
+// a pointer's alignment, so buffers whose alignment varied from run to run gave results that
+// differed in the last bits.
+template <typename T>
+using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
+
 // Row-major matrix views over raw buffers: rows are samples, columns features.
 template <typename T>
 using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

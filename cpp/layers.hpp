@@ -59,7 +59,7 @@ struct ActivationLayer : Layer<T> {
 template <typename T>
 struct DropoutLayer : Layer<T> {
     double rate;
-    std::vector<T> mask;  // (B, n) of the last training forward
+    Buffer<T> mask;  // (B, n) of the last training forward
     DropoutLayer(const Shape& in, double r) : rate(r) {
         if (!(r >= 0.0 && r < 1.0)) throw ValueError("Dropout rate must be in [0, 1)");
         this->in_shape = this->out_shape = in;

@@ -49,7 +49,7 @@ class Vae {
     Philox rng;
     Stack<T> enc, dec;
     std::unique_ptr<DenseLayer<T>> mu_head, lv_head;
-    std::vector<T> params, grads, state;
+    Buffer<T> params, grads, state;
     std::vector<std::pair<long, long>> weight_ranges;  // (offset, size) of each weight array
     Optimizer<T> opt;
     int D = 0, L = 0, P = 1;
@@ -189,7 +189,7 @@ class Vae {
             const int B = int(std::min<long>(batch_size, N - start));
             reserve(B);
             fill_eps(stream_id(Purpose::eval_eps, 0), start, B, cfg.epsilon_std);
-            forward(X + start * D, B, false);
+            forward(stage(xbatch_, X + start * D, long(B) * D), B, false);
             LossSums s = batch_sums(B);
             tot.loss += s.loss;
             tot.rec += s.rec;
@@ -208,9 +208,10 @@ class Vae {
             std::copy(eps, eps + N * L, eps_.data());
         else
             fill_eps(stream_id(Purpose::eval_eps, 0), 0, int(N), cfg.epsilon_std);
-        forward(X, int(N), false);
+        const T* x = stage(xbatch_, X, N * D);
+        forward(x, int(N), false);
         std::fill(grads.begin(), grads.end(), T(0));
-        backward(X, int(N), false);
+        backward(x, int(N), false);
         std::copy(grads.begin(), grads.end(), grad_out);
         return batch_sums(int(N));
     }
@@ -222,7 +223,7 @@ class Vae {
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
             reserve(B);
-            const T* h = enc.forward(X + start * D, B, ctx);
+            const T* h = enc.forward(stage(xbatch_, X + start * D, long(B) * D), B, ctx);
             mu_head->forward(mu + start * L, h, B, ctx);
             lv_head->forward(lv + start * L, h, B, ctx);
         }
@@ -235,7 +236,7 @@ class Vae {
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
             reserve(B);
-            const T* p = dec.forward(Z + start * L, B, ctx);
+            const T* p = dec.forward(stage(z_, Z + start * L, long(B) * L), B, ctx);
             lik_mean(out + start * D, p, B, D, cfg.lik);
         }
     }
@@ -247,7 +248,7 @@ class Vae {
     int cap_ = 0;
     const T* h_ = nullptr;  // encoder output of the last forward
     const T* p_ = nullptr;  // decoder output of the last forward
-    std::vector<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dh2_, dp_, ga_, gb_, xbatch_;
+    Buffer<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dh2_, dp_, ga_, gb_, xbatch_;
 
     Ctx context(bool training) const {
         Ctx ctx;
@@ -255,6 +256,12 @@ class Vae {
         ctx.rng = &rng;
         ctx.step = uint64_t(opt.step);
         return ctx;
+    }
+
+    // Copies caller data into an aligned buffer (same alignment every run; see Buffer<T>).
+    static const T* stage(Buffer<T>& buf, const T* src, long n) {
+        std::copy(src, src + n, buf.data());
+        return buf.data();
     }
 
     // eps[b, j] = std * N(0, 1) number (first + b) * L + j of the stream

@@ -45,11 +45,13 @@ def _read(path, expected_format):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f:
+            z = np.load(f, allow_pickle=False)
             if not hasattr(z, "files") or HEADER not in z.files:
                 raise ValueError("no vaecpp header")
-            header = json.loads(bytes(z[HEADER]).decode("utf-8"))
-            arrays = {k: z[k] for k in z.files if k != HEADER}
+            with z:
+                header = json.loads(bytes(z[HEADER]).decode("utf-8"))
+                arrays = {k: z[k] for k in z.files if k != HEADER}
     except Exception as e:  # truncated zip, bad CRC, pickle, garbage, bad JSON ...
         raise ValueError(f"{path!r} is not an intact vaecpp file: {e}") from None
     if not isinstance(header, dict) or header.get("format") != expected_format:
@@ -126,14 +128,18 @@ def load_model(path):
     return model
 
 
+def _layout(model):
+    return [[name, list(w.shape)] for name, w in zip(model.weight_names(), model.get_weights())]
+
+
 def save_weights(model, path):
     header = {"format": WEIGHTS_FORMAT, "version": VERSION,
-              "weights": model.weight_names()}
+              "weights": _layout(model)}
     _write(path, header, _weights_arrays(model))
 
 
 def load_weights(model, path):
     header, arrays = _read(path, WEIGHTS_FORMAT)
-    if header.get("weights") != model.weight_names():
+    if header.get("weights") != _layout(model):
         raise ValueError(f"{os.fspath(path)!r} holds weights of a different architecture")
     _set_weights_arrays(model, arrays, path)
