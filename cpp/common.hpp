@@ -87,4 +87,6 @@ inline void use_threads(int n) {
 // Below this many elements an element-wise loop is not worth waking a thread team.
 constexpr long kParallelMin = 1 << 15;
 
+constexpr double kLog2Pi = 1.8378770664093453;  // log(2 pi)
+
 }  // namespace vaecpp

@@ -97,14 +97,21 @@ def save_model(model, path):
     _write(path, header, arrays)
 
 
-def load_model(path):
+def load_model(path, custom_objects=None):
     """Rebuilds a model saved with ``VAE.save``: weights, optimizer state and history, so that
-    ``fit(..., initial_epoch=len(model.history.epoch))`` continues where training stopped."""
+    ``fit(..., initial_epoch=len(model.history.epoch))`` continues where training stopped.
+    A model with a user-defined likelihood needs ``custom_objects={"ClassName": Class}``."""
     from .model import VAE
 
     header, arrays = _read(path, FORMAT)
     try:
         cfg = dict(header["config"])
+        if isinstance(cfg.get("likelihood"), dict):
+            name = cfg["likelihood"]["class"]
+            if name not in (custom_objects or {}):
+                raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
+                                 f"custom_objects={{{name!r}: {name}}}")
+            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"]["args"])
         cfg["encoder"] = [L.from_config(c) for c in cfg["encoder"]]
         cfg["decoder"] = [L.from_config(c) for c in cfg["decoder"]]
         model = VAE(**cfg)
