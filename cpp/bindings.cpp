@@ -260,7 +260,8 @@ void bind_vae(py::module_& m, const char* name) {
                  check_rows(X, v.D, "x");
                  if (eps) {
                      check_rows(*eps, v.L, "eps");
-                     if (eps->shape(0) != X.shape(0)) throw ValueError("eps must have one row per sample");
+                     if (eps->shape(0) != X.shape(0) * v.K())
+                         throw ValueError("eps must have one row per sample and importance draw");
                  }
                  py::array_t<T> g(v.num_params());
                  T* gp = g.mutable_data();

@@ -231,7 +231,8 @@ class Vae {
             forward(xb, B, true);
             LossSums s = batch_sums(B);
             if (!std::isfinite(s.loss))
-                throw NonFiniteLoss(k, "the loss became " + std::to_string(s.loss / B) +
+                throw NonFiniteLoss(k, std::string("the loss became ") +
+                                           (std::isnan(s.loss) ? "NaN" : "inf") +
                                            " at batch " + std::to_string(k + 1) + " of " +
                                            std::to_string(nb));
             std::fill(grads.begin(), grads.end(), T(0));

@@ -217,7 +217,8 @@ class TerminateOnNaN(Callback):
 
 class LearningRateScheduler(Callback):
     """Sets the optimizer's learning rate at the start of each epoch from ``schedule(epoch)`` or
-    ``schedule(epoch, lr)`` (Keras's signature)."""
+    ``schedule(epoch, lr)`` (Keras's signature). With it (or ReduceLROnPlateau) in the callbacks,
+    the history logs ``learning_rate`` per epoch."""
 
     def __init__(self, schedule, verbose=0):
         self.schedule, self.verbose = schedule, verbose
@@ -234,10 +235,6 @@ class LearningRateScheduler(Callback):
         opt.learning_rate = lr
         if self.verbose:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = self.model.optimizer.learning_rate
 
 
 class ReduceLROnPlateau(_Monitor):
@@ -258,7 +255,6 @@ class ReduceLROnPlateau(_Monitor):
     def on_epoch_end(self, epoch, logs=None):
         value = self.current(logs)
         opt = self.model.optimizer
-        logs["learning_rate"] = opt.learning_rate
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             self.wait = 0

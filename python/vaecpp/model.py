@@ -293,11 +293,14 @@ class VAE:
         user_cbs = list(callbacks or [])
         terminate_on_nan = any(isinstance(c, cbks.TerminateOnNaN) for c in user_cbs)
         progress = cbks.ProgressBar(verbose, epochs, steps)
-        cb = cbks.CallbackList([history, progress] + user_cbs + [_Recorder(self.history)], self)
+        log_lr = any(isinstance(c, (cbks.LearningRateScheduler, cbks.ReduceLROnPlateau))
+                     for c in user_cbs)
+        # History first, so user callbacks (e.g. ModelCheckpoint) see the finished epoch in it.
+        cb = cbks.CallbackList([history, _Recorder(self.history), progress] + user_cbs, self)
         self.stop_training = False
-        cb.on_train_begin()
+        cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
-            cb.on_epoch_begin(epoch)
+            cb.on_epoch_begin(epoch, {})
             if self._beta_schedule is not None:
                 self._core.beta = _checks.number(self._beta_schedule(epoch), "beta(epoch)", 0.0)
             self._core.set_learning_rate(self.optimizer.learning_rate)
@@ -316,13 +319,15 @@ class VAE:
             logs = _means(sums)
             if self._beta_schedule is not None:
                 logs["beta"] = self._core.beta
+            if log_lr:  # the rate this epoch ran with
+                logs["learning_rate"] = self.optimizer.learning_rate
             if val_rows is not None:
                 val = _means(self._core.evaluate(val_rows, batch_size))
                 logs.update({"val_" + k: v for k, v in val.items()})
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
-        cb.on_train_end()
+        cb.on_train_end({})
         return history
 
     # ---- inference ------------------------------------------------------------------------
