@@ -122,6 +122,8 @@ def fetch(urls, sha256, cache_dir=None, filename=None, timeout=30.0, quiet=False
             os.replace(tmp, dest)
             return dest
         except (OSError, http.client.HTTPException, ValueError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                e.close()  # it holds the open response
             reason = e.reason if type(e) is urllib.error.URLError else e
             errors.append(f"  {url}: {reason}")
         finally:
