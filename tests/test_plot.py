@@ -10,6 +10,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from stub_vae import StubVAE  # noqa: E402
 from vaecpp import plot  # noqa: E402
 
 
@@ -24,7 +25,8 @@ def shown(fig):
     return [np.asarray(im.get_array()) for ax in fig.axes for im in ax.images]
 
 
-def test_figures_are_returned_and_not_left_in_pyplot(stub_vae):
+def test_figures_are_returned_and_not_left_in_pyplot():
+    stub_vae = StubVAE()
     before = plt.get_fignums()
     fig = plot.manifold(stub_vae, n=3)
     assert isinstance(fig, matplotlib.figure.Figure)
@@ -49,7 +51,8 @@ def test_loss_curves_from_history_and_dict():
         plot.loss_curves(history, keys=("elbo",))
 
 
-def test_latent_scatter_with_classes(stub_vae):
+def test_latent_scatter_with_classes():
+    stub_vae = StubVAE()
     rng = np.random.default_rng(0)
     z = rng.standard_normal((30, 3))
     labels = np.arange(30) % 3
@@ -60,7 +63,8 @@ def test_latent_scatter_with_classes(stub_vae):
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["0", "1", "2"]
 
 
-def test_latent_scatter_encodes_vae_input_and_continuous_labels(stub_vae):
+def test_latent_scatter_encodes_vae_input_and_continuous_labels():
+    stub_vae = StubVAE()
     x = np.random.default_rng(1).random((20, 6, 5))
     t = np.linspace(-1, 1, 20)
     fig = plot.latent_scatter((stub_vae, x), labels=t)
@@ -76,7 +80,8 @@ def expected_block(vae, z):
     return vae.decode(np.asarray([z]))[0]
 
 
-def test_manifold_ppf_grid_shows_the_decoded_images(stub_vae):
+def test_manifold_ppf_grid_shows_the_decoded_images():
+    stub_vae = StubVAE()
     n = 4
     fig = plot.manifold(stub_vae, n=n)
     (canvas,) = shown(fig)
@@ -88,8 +93,8 @@ def test_manifold_ppf_grid_shows_the_decoded_images(stub_vae):
             np.testing.assert_allclose(block, expected_block(stub_vae, [coords[j], coords[-1 - i]]))
 
 
-def test_manifold_grid_linear_scale_fixed_dims(make_stub_vae):
-    vae = make_stub_vae(input_shape=(4, 4), latent_dim=3)
+def test_manifold_grid_linear_scale_fixed_dims():
+    vae = StubVAE(input_shape=(4, 4), latent_dim=3)
     canvas, xs, ys = plot.manifold_grid(vae, n=3, grid="linear", limits=(-1, 1), scale=2.0,
                                         dims=(2, 0), fixed=[0.0, 0.5, 0.0])
     np.testing.assert_allclose(xs, [-2, 0, 2])
@@ -101,21 +106,21 @@ def test_manifold_grid_linear_scale_fixed_dims(make_stub_vae):
         plot.manifold(vae, grid="log")
 
 
-def test_manifold_one_latent_dimension_and_flat_rgb_inputs(make_stub_vae):
-    vae = make_stub_vae(input_shape=(48,), latent_dim=1)
+def test_manifold_one_latent_dimension_and_flat_rgb_inputs():
+    vae = StubVAE(input_shape=(48,), latent_dim=1)
     fig = plot.manifold(vae, n=5, image_shape=(4, 4, 3))
     (canvas,) = shown(fig)
     assert canvas.shape == (4, 20, 3)
     np.testing.assert_allclose(canvas[:, 8:12], vae.decode([[0.0]])[0].reshape(4, 4, 3))
-    flat = make_stub_vae(input_shape=(16,), latent_dim=2)
+    flat = StubVAE(input_shape=(16,), latent_dim=2)
     assert shown(plot.manifold(flat, n=2))[0].shape == (8, 8)  # 16 = 4 x 4
-    odd = make_stub_vae(input_shape=(15,), latent_dim=2)
+    odd = StubVAE(input_shape=(15,), latent_dim=2)
     with pytest.raises(ValueError, match="image_shape"):
         plot.manifold(odd)
 
 
-def test_manifold_value_range_for_tanh_decoders(make_stub_vae):
-    vae = make_stub_vae(tanh=True)
+def test_manifold_value_range_for_tanh_decoders():
+    vae = StubVAE(tanh=True)
     canvas, xs, ys = plot.manifold_grid(vae, n=2, value_range=(-1, 1))
     np.testing.assert_allclose(canvas[:6, :5], (expected_block(vae, [xs[0], ys[0]]) + 1) / 2)
 
@@ -140,7 +145,8 @@ def test_image_grid_value_range_and_flat_images():
         plot.image_grid(np.zeros((0, 3, 3)))
 
 
-def test_reconstructions(stub_vae):
+def test_reconstructions():
+    stub_vae = StubVAE()
     x = np.random.default_rng(2).random((7, 6, 5))
     fig = plot.reconstructions(stub_vae, x, n=4)
     arrays = shown(fig)
@@ -149,7 +155,8 @@ def test_reconstructions(stub_vae):
     np.testing.assert_allclose(arrays[4 + 3], stub_vae.decode(stub_vae.encode(x[3:4]))[0])
 
 
-def test_interpolation_linear_and_slerp(stub_vae):
+def test_interpolation_linear_and_slerp():
+    stub_vae = StubVAE()
     rng = np.random.default_rng(3)
     x_a, x_b = rng.random((6, 5)), rng.random((1, 6, 5))
     z_a, z_b = stub_vae.encode(np.stack([x_a, x_b[0]]))

@@ -8,6 +8,7 @@ import pytest
 ipywidgets = pytest.importorskip("ipywidgets")
 Image = pytest.importorskip("PIL.Image")
 
+from stub_vae import StubVAE  # noqa: E402
 from vaecpp import widgets  # noqa: E402
 
 
@@ -15,8 +16,8 @@ def png_pixels(data):
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def test_one_slider_per_dimension_with_names_and_ranges(make_stub_vae):
-    vae = make_stub_vae(latent_dim=2)
+def test_one_slider_per_dimension_with_names_and_ranges():
+    vae = StubVAE(latent_dim=2)
     ui = widgets.latent_sliders(vae, ranges=[(-1, 1), (0.5, 4)], step=0.1, names=["humour", "pose"])
     assert [s.description for s in ui.sliders] == ["humour", "pose"]
     assert [(s.min, s.max, s.step) for s in ui.sliders] == [(-1, 1, 0.1), (0.5, 4, 0.1)]
@@ -25,7 +26,8 @@ def test_one_slider_per_dimension_with_names_and_ranges(make_stub_vae):
     assert list(ui.widget.children) == [*ui.sliders, ui.image]
 
 
-def test_update_draws_the_decoded_point(stub_vae):
+def test_update_draws_the_decoded_point():
+    stub_vae = StubVAE()
     ui = widgets.latent_sliders(stub_vae, scale=0.5, zoom=3)
     image = ui.update(1.0, -2.0)
     expected = stub_vae.decode([[0.5, -1.0]])[0]
@@ -40,7 +42,8 @@ def test_update_draws_the_decoded_point(stub_vae):
     np.testing.assert_allclose(ui.current_image, stub_vae.decode([[0.0, 0.0]])[0])
 
 
-def test_moving_a_slider_redraws_once(stub_vae):
+def test_moving_a_slider_redraws_once():
+    stub_vae = StubVAE()
     ui = widgets.latent_sliders(stub_vae)
     calls = len(stub_vae.decoded)
     ui.sliders[1].value = 1.5
@@ -50,8 +53,8 @@ def test_moving_a_slider_redraws_once(stub_vae):
     assert len(stub_vae.decoded) == calls + 2
 
 
-def test_rgb_flat_and_tanh_outputs(make_stub_vae):
-    vae = make_stub_vae(input_shape=(4 * 4 * 3,), latent_dim=3, tanh=True)
+def test_rgb_flat_and_tanh_outputs():
+    vae = StubVAE(input_shape=(4 * 4 * 3,), latent_dim=3, tanh=True)
     ui = widgets.latent_sliders(vae, image_shape=(4, 4, 3), value_range=(-1, 1), zoom=1)
     ui.update(0.3, -0.2, 0.1)
     expected = (vae.decode([[0.3, -0.2, 0.1]])[0].reshape(4, 4, 3) + 1) / 2
@@ -59,7 +62,8 @@ def test_rgb_flat_and_tanh_outputs(make_stub_vae):
     assert png_pixels(ui.image.value).shape == (4, 4, 3)
 
 
-def test_bad_arguments(stub_vae):
+def test_bad_arguments():
+    stub_vae = StubVAE()
     with pytest.raises(ValueError, match="names"):
         widgets.latent_sliders(stub_vae, names=["only one"])
     with pytest.raises(ValueError, match="ranges"):

@@ -1,7 +1,6 @@
-"""Shared fixtures for the data, plotting and widget tests."""
+"""A stand-in for vaecpp.VAE in the plot and widget tests: ``from stub_vae import StubVAE``."""
 
 import numpy as np
-import pytest
 
 
 class StubVAE:
@@ -32,15 +31,3 @@ class StubVAE:
     def encode(self, x):
         x = np.asarray(x, dtype=np.float64)
         return x.reshape(len(x), -1) @ self.w_encode
-
-
-@pytest.fixture
-def make_stub_vae():
-    """A factory for :class:`StubVAE` (until tests use a trained ``vaecpp.VAE``)."""
-    return StubVAE
-
-
-@pytest.fixture
-def stub_vae():
-    """A :class:`StubVAE` with 6 x 5 images and two latent dimensions."""
-    return StubVAE()
