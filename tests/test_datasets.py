@@ -242,6 +242,7 @@ def test_frey_faces_errors(isolated):
 # ---- digits and the S-curve --------------------------------------------------------------------
 
 def test_digits():
+    pytest.importorskip("sklearn")
     images, labels = datasets.digits()
     assert images.shape == (1797, 8, 8) and images.dtype == np.float32
     assert images.min() == 0.0 and images.max() == 1.0

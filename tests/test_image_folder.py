@@ -118,6 +118,8 @@ def test_argument_and_folder_errors(tmp_path):
         datasets.image_folder(tmp_path, on_error="ignore")
     with pytest.raises(ValueError, match="size"):
         datasets.image_folder(tmp_path, size=(0, 4))
+    with pytest.raises(ValueError, match="crop must be"):
+        datasets.image_folder(tmp_path, crop="middle")
 
 
 # ---- streaming ---------------------------------------------------------------------------------

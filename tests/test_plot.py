@@ -72,6 +72,8 @@ def test_latent_scatter_encodes_vae_input_and_continuous_labels():
     assert len(fig.axes) == 2  # with a colour bar
     fig = plot.latent_scatter(np.linspace(0, 1, 5)[:, None])  # 1-D latent space
     assert len(fig.axes[0].collections[0].get_offsets()) == 5
+    fig = plot.latent_scatter(np.zeros((3, 2)), labels=["shoe", "bag", "shoe"])
+    assert len(fig.axes[0].collections) == 2
     with pytest.raises(ValueError, match="labels"):
         plot.latent_scatter(np.zeros((4, 2)), labels=[1, 2])
 

@@ -260,8 +260,14 @@ def image_folder(path, size=(64, 64), crop="center", stream=False, recursive=Tru
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (height, width), not {size!r}")
+    if crop == "centre":
+        crop = "center"
+    if isinstance(crop, str) and crop != "center":
+        raise ValueError(f"crop must be 'center', (height, width) or None, not {crop!r}")
     if crop is not None and crop != "center":
         crop = tuple(int(c) for c in crop)
+        if len(crop) != 2 or min(crop) < 1:
+            raise ValueError(f"crop must be 'center', (height, width) or None, not {crop!r}")
     source = ImageFolderSource(list_images(path, recursive, extensions), size, crop, on_error,
                                background)
     return source if stream else source.load()

@@ -365,8 +365,10 @@ def digits():
     labels : numpy.ndarray
         ``(1797,)`` ``int64`` digits 0-9.
     """
-    from sklearn.datasets import load_digits
-
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("digits() needs scikit-learn: pip install scikit-learn") from None
     bunch = load_digits()
     return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
 

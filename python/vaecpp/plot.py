@@ -136,8 +136,9 @@ def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
         Latent codes ``(n, latent_dim)``, or a pair ``(vae, x)`` whose
         ``vae.encode(x)`` (posterior means) gives them.
     labels : array_like, optional
-        ``(n,)`` class labels (integers: discrete colours and a legend) or
-        continuous values (a colour bar), e.g. ``t`` of :func:`s_curve`.
+        ``(n,)`` class labels (integers or strings: discrete colours and,
+        up to 20 classes, a legend) or continuous values (a colour bar),
+        e.g. ``t`` of :func:`vaecpp.datasets.s_curve`.
     dims : (int, int)
         The two latent dimensions to draw.  With a 1-D latent space the
         codes are drawn against the labels (or zero).
@@ -176,13 +177,15 @@ def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
         labels = np.asarray(labels)
         if len(labels) != len(z):
             raise ValueError(f"{len(labels)} labels for {len(z)} points")
-        classes = np.unique(labels) if np.issubdtype(labels.dtype, np.integer) else None
-        if classes is not None and len(classes) <= 20:
+        discrete = labels.dtype.kind in "biuUSO"  # integers, booleans, strings
+        classes = np.unique(labels) if discrete else None
+        if discrete and (len(classes) <= 20 or labels.dtype.kind in "USO"):
             colours = _colormap(cmap or ("tab10" if len(classes) <= 10 else "tab20"))
             for k, c in enumerate(classes):
                 mask = labels == c
                 ax.scatter(xs[mask], ys[mask], s=s, color=colours(k % colours.N), label=str(c))
-            ax.legend(markerscale=max(1.0, 12.0 / s), fontsize=8, loc="best")
+            if len(classes) <= 20:
+                ax.legend(markerscale=max(1.0, 12.0 / s), fontsize=8, loc="best")
         else:
             points = ax.scatter(xs, ys, s=s, c=labels.astype(float), cmap=cmap or "viridis")
             fig.colorbar(points, ax=ax)
