@@ -2,6 +2,7 @@
 // TensorFlow's "valid"/"same" geometry and Keras's kernel layouts. The fast kernels lower each
 // sample to one matrix product (im2col + Eigen GEMM) with the samples spread over OpenMP threads;
 // the naive direct loops beside them are the reference they are tested against (config "naive").
+// Conv2DTranspose reuses Conv2D's products: its forward is a convolution's input gradient.
 #pragma once
 
 #include <algorithm>
@@ -148,182 +149,104 @@ template <typename T>
 struct ThreadScratch {
     std::vector<T> buf;
     long per = 0;
+    int slabs = 0;
     void prepare(long n, bool zero = false) {
         per = n;
-        const size_t need = size_t(n) * team_size();
+        slabs = team_size();
+        const size_t need = size_t(n) * slabs;
         if (buf.size() < need) buf.resize(need);
         if (zero) std::fill_n(buf.begin(), need, T(0));
     }
     T* mine() { return buf.data() + long(thread_num()) * per; }
-    // dst (n,) += the slabs in thread order, so a given team size always sums alike
+    // dst (per,) += the slabs in thread order, so a given team size always sums alike
     void sum_into(T* dst) const {
-        for (int t = 0; t < team_size(); ++t)
+        for (int t = 0; t < slabs; ++t)
             VecMap<T>(dst, per) += CVecMap<T>(buf.data() + long(t) * per, per);
     }
 };
 
-// ---- Conv2D -----------------------------------------------------------------------------------
-// a = conv(x, K) + bias, y = f(a) with x (H,W,C), K (KH,KW,C,F) like Keras, y (OH,OW,F):
-//   a[o, f] = sum_{t, c} x[pixel(o, t), c] K[t, c, f] + bias[f], i.e. a = im2col(x) @ K.
+// ---- the three products of a convolution ------------------------------------------------------
+// A convolution maps an image side (B,H,W,C) to a grid side (B,OH,OW,F) with a Keras kernel K
+// (KH,KW,C,F), seen as a (KH*KW*C, F) matrix. Conv2D and Conv2DTranspose (which TensorFlow defines
+// as the input gradient of a convolution) are both made of these three products:
+//   forward:          grid[o,f]  = sum_{t,c} image[pixel(o,t), c] K[t,c,f]  = im2col(image) @ K
+//   backward_input:   image[i,c] = sum_{o,t: pixel(o,t)=i} sum_f grid[o,f] K[t,c,f]
+//                                                                          = col2im(grid @ K^T)
+//   backward_kernel:  dK[t,c,f] += sum_o image[pixel(o,t), c] grid[o,f]   = im2col(image)^T @ grid
 
-// Direct loops: the reference for the fast version.
-// inp is (B,H,W,C), K is (KH,KW,C,F), bias is (F,), out is (B,OH,OW,F)
-template <typename T>
-void conv2d_forward_naive(T* out, const T* inp, const T* K, const T* bias, int B, const ConvGeom& g,
-                          int F, Act act) {
-    std::fill_n(out, B * g.grid() * F, T(0));
-    for (int b = 0; b < B; ++b) {
-        const T* x = inp + b * g.image();
-        T* y = out + b * g.grid() * F;
+// Naive direct loops, the reference for the fast versions: fn(image index, grid index, kernel
+// index) for every sample, grid point, tap inside the image, channel c and filter f.
+template <typename Fn>
+void for_each_product(int B, const ConvGeom& g, int F, Fn fn) {
+    // image is (B,H,W,C), grid is (B,OH,OW,F), K is (KH*KW,C,F)
+    for (int b = 0; b < B; ++b)
         for_each_tap(g, [&](long o, long t, long i) {
             if (i < 0) return;
             for (int c = 0; c < g.C; ++c)
-                for (int f = 0; f < F; ++f) y[o * F + f] += x[i * g.C + c] * K[(t * g.C + c) * F + f];
+                for (int f = 0; f < F; ++f)
+                    fn(b * g.image() + i * g.C + c, (b * g.grid() + o) * F + f, (t * g.C + c) * F + f);
         });
-    }
-    add_bias_act(out, bias, B * g.grid(), F, act);
 }
 
-// da = dout f'(a);  dK[t,c,f] += sum_o x[pixel(o,t), c] da[o,f];  dbias[f] += sum_o da[o,f];
-// dx[pixel(o,t), c] = sum_{o,t,f} K[t,c,f] da[o,f].  dout is overwritten with da; dinp may be null.
 template <typename T>
-void conv2d_backward_naive(T* dinp, T* dK, T* dbias, T* dout, const T* inp, const T* out, const T* K,
-                           int B, const ConvGeom& g, int F, Act act) {
-    act_bias_backward(dbias, dout, out, B * g.grid(), F, act);
-    if (dinp) std::fill_n(dinp, B * g.image(), T(0));
-    for (int b = 0; b < B; ++b) {
-        const T* x = inp + b * g.image();
-        const T* da = dout + b * g.grid() * F;
-        for_each_tap(g, [&](long o, long t, long i) {
-            if (i < 0) return;
-            for (int c = 0; c < g.C; ++c)
-                for (int f = 0; f < F; ++f) {
-                    const long k = (t * g.C + c) * F + f;
-                    dK[k] += x[i * g.C + c] * da[o * F + f];
-                    if (dinp) dinp[b * g.image() + i * g.C + c] += K[k] * da[o * F + f];
-                }
-        });
-    }
+void conv2d_forward_naive(T* grid, const T* image, const T* K, int B, const ConvGeom& g, int F) {
+    std::fill_n(grid, B * g.grid() * F, T(0));
+    for_each_product(B, g, F, [&](long x, long y, long k) { grid[y] += image[x] * K[k]; });
 }
 
-// Fast version: per sample a = im2col(x) @ K, col is per-thread scratch (OH*OW, KH*KW*C).
-// inp is (B,H,W,C), K is (KH*KW*C, F), out is (B,OH,OW,F)
 template <typename T>
-void conv2d_forward(T* out, const T* inp, const T* K, const T* bias, int B, const ConvGeom& g,
-                    int F, Act act, ThreadScratch<T>& col) {
-    const long P = g.grid(), KK = g.taps();
-    col.prepare(P * KK);
+void conv2d_backward_input_naive(T* image, const T* grid, const T* K, int B, const ConvGeom& g, int F) {
+    std::fill_n(image, B * g.image(), T(0));
+    for_each_product(B, g, F, [&](long x, long y, long k) { image[x] += grid[y] * K[k]; });
+}
+
+template <typename T>
+void conv2d_backward_kernel_naive(T* dK, const T* image, const T* grid, int B, const ConvGeom& g, int F) {
+    for_each_product(B, g, F, [&](long x, long y, long k) { dK[k] += image[x] * grid[y]; });
+}
+
+// Fast versions: one GEMM per sample on its im2col matrix. per_sample spreads the samples over
+// the threads and hands each its own col scratch (OH*OW, KH*KW*C).
+template <typename T, typename Fn>
+void per_sample(int B, const ConvGeom& g, ThreadScratch<T>& col, Fn body) {
+    col.prepare(g.grid() * g.taps());
 #pragma omp parallel for schedule(static) if (B > 1)
-    for (int b = 0; b < B; ++b) {
-        T* c = col.mine();
-        im2col(c, inp + b * g.image(), g);
-        MatMap<T>(out + b * P * F, P, F).noalias() = CMatMap<T>(c, P, KK) * CMatMap<T>(K, KK, F);
-    }
-    add_bias_act(out, bias, B * P, F, act);
+    for (int b = 0; b < B; ++b) body(b, MatMap<T>(col.mine(), g.grid(), g.taps()));
 }
 
-// Per sample with col = im2col(x):  dK += col^T @ da,  dx = col2im(da @ K^T).
-// dK is summed in per-thread slabs (dk) and added in thread order.
+// image is (B,H,W,C), K is (KH*KW*C, F), grid is (B,OH,OW,F)
 template <typename T>
-void conv2d_backward(T* dinp, T* dK, T* dbias, T* dout, const T* inp, const T* out, const T* K,
-                     int B, const ConvGeom& g, int F, Act act, ThreadScratch<T>& col,
-                     ThreadScratch<T>& dk) {
-    const long P = g.grid(), KK = g.taps();
-    act_bias_backward(dbias, dout, out, B * P, F, act);
-    col.prepare(P * KK);
-    dk.prepare(KK * F, true);
-#pragma omp parallel for schedule(static) if (B > 1)
-    for (int b = 0; b < B; ++b) {
-        T* c = col.mine();
-        CMatMap<T> da(dout + b * P * F, P, F);
-        im2col(c, inp + b * g.image(), g);
-        MatMap<T>(dk.mine(), KK, F).noalias() += CMatMap<T>(c, P, KK).transpose() * da;
-        if (!dinp) continue;
-        MatMap<T>(c, P, KK).noalias() = da * CMatMap<T>(K, KK, F).transpose();
-        T* dx = dinp + b * g.image();
-        std::fill_n(dx, g.image(), T(0));
-        col2im(dx, c, g);
-    }
-    dk.sum_into(dK);
+void conv2d_forward(T* grid, const T* image, const T* K, int B, const ConvGeom& g, int F,
+                    ThreadScratch<T>& col) {
+    per_sample(B, g, col, [&](int b, MatMap<T> c) {
+        im2col(c.data(), image + b * g.image(), g);
+        MatMap<T>(grid + b * g.grid() * F, g.grid(), F).noalias() = c * CMatMap<T>(K, g.taps(), F);
+    });
 }
 
-// ---- Conv2DTranspose --------------------------------------------------------------------------
-// The adjoint of a Conv2D from the output image (H,W,C) to the input grid (OH,OW,F), with Keras's
-// kernel (KH,KW,C,F) (= (kh, kw, filters, in_channels)):  a = col2im(x @ K^T) + bias, y = f(a).
-
-// inp is (B,OH,OW,F), K is (KH,KW,C,F), bias is (C,), out is (B,H,W,C)
+// image is overwritten
 template <typename T>
-void conv2d_transpose_forward_naive(T* out, const T* inp, const T* K, const T* bias, int B,
-                                    const ConvGeom& g, int F, Act act) {
-    std::fill_n(out, B * g.image(), T(0));
-    for (int b = 0; b < B; ++b) {
-        const T* x = inp + b * g.grid() * F;
-        T* y = out + b * g.image();
-        for_each_tap(g, [&](long o, long t, long i) {
-            if (i < 0) return;
-            for (int c = 0; c < g.C; ++c)
-                for (int f = 0; f < F; ++f) y[i * g.C + c] += x[o * F + f] * K[(t * g.C + c) * F + f];
-        });
-    }
-    add_bias_act(out, bias, B * long(g.H) * g.W, g.C, act);
+void conv2d_backward_input(T* image, const T* grid, const T* K, int B, const ConvGeom& g, int F,
+                           ThreadScratch<T>& col) {
+    per_sample(B, g, col, [&](int b, MatMap<T> c) {
+        c.noalias() = CMatMap<T>(grid + b * g.grid() * F, g.grid(), F) *
+                      CMatMap<T>(K, g.taps(), F).transpose();
+        T* x = image + b * g.image();
+        std::fill_n(x, g.image(), T(0));
+        col2im(x, c.data(), g);
+    });
 }
 
-// da = dout f'(a);  dK[t,c,f] += sum_o da[pixel(o,t), c] x[o,f];  dbias[c] += sum_pixels da[., c];
-// dx[o,f] = sum_{t,c} K[t,c,f] da[pixel(o,t), c]  (a Conv2D of da with K).
+// dK is summed in per-thread slabs (dk) and added in thread order
 template <typename T>
-void conv2d_transpose_backward_naive(T* dinp, T* dK, T* dbias, T* dout, const T* inp, const T* out,
-                                     const T* K, int B, const ConvGeom& g, int F, Act act) {
-    act_bias_backward(dbias, dout, out, B * long(g.H) * g.W, g.C, act);
-    if (dinp) std::fill_n(dinp, B * g.grid() * F, T(0));
-    for (int b = 0; b < B; ++b) {
-        const T* x = inp + b * g.grid() * F;
-        const T* da = dout + b * g.image();
-        for_each_tap(g, [&](long o, long t, long i) {
-            if (i < 0) return;
-            for (int c = 0; c < g.C; ++c)
-                for (int f = 0; f < F; ++f) {
-                    const long k = (t * g.C + c) * F + f;
-                    dK[k] += da[i * g.C + c] * x[o * F + f];
-                    if (dinp) dinp[(b * g.grid() + o) * F + f] += K[k] * da[i * g.C + c];
-                }
-        });
-    }
-}
-
-// Fast version: per sample y = col2im(x @ K^T), col is per-thread scratch (OH*OW, KH*KW*C).
-template <typename T>
-void conv2d_transpose_forward(T* out, const T* inp, const T* K, const T* bias, int B,
-                              const ConvGeom& g, int F, Act act, ThreadScratch<T>& col) {
-    const long P = g.grid(), KK = g.taps();
-    col.prepare(P * KK);
-#pragma omp parallel for schedule(static) if (B > 1)
-    for (int b = 0; b < B; ++b) {
-        T* c = col.mine();
-        MatMap<T>(c, P, KK).noalias() = CMatMap<T>(inp + b * P * F, P, F) * CMatMap<T>(K, KK, F).transpose();
-        T* y = out + b * g.image();
-        std::fill_n(y, g.image(), T(0));
-        col2im(y, c, g);
-    }
-    add_bias_act(out, bias, B * long(g.H) * g.W, g.C, act);
-}
-
-// Per sample with col = im2col(da):  dK += col^T @ x,  dx = col @ K.
-template <typename T>
-void conv2d_transpose_backward(T* dinp, T* dK, T* dbias, T* dout, const T* inp, const T* out,
-                               const T* K, int B, const ConvGeom& g, int F, Act act,
-                               ThreadScratch<T>& col, ThreadScratch<T>& dk) {
-    const long P = g.grid(), KK = g.taps();
-    act_bias_backward(dbias, dout, out, B * long(g.H) * g.W, g.C, act);
-    col.prepare(P * KK);
-    dk.prepare(KK * F, true);
-#pragma omp parallel for schedule(static) if (B > 1)
-    for (int b = 0; b < B; ++b) {
-        T* c = col.mine();
-        CMatMap<T> x(inp + b * P * F, P, F);
-        im2col(c, dout + b * g.image(), g);
-        MatMap<T>(dk.mine(), KK, F).noalias() += CMatMap<T>(c, P, KK).transpose() * x;
-        if (dinp) MatMap<T>(dinp + b * P * F, P, F).noalias() = CMatMap<T>(c, P, KK) * CMatMap<T>(K, KK, F);
-    }
+void conv2d_backward_kernel(T* dK, const T* image, const T* grid, int B, const ConvGeom& g, int F,
+                            ThreadScratch<T>& col, ThreadScratch<T>& dk) {
+    dk.prepare(g.taps() * F, true);
+    per_sample(B, g, col, [&](int b, MatMap<T> c) {
+        im2col(c.data(), image + b * g.image(), g);
+        MatMap<T>(dk.mine(), g.taps(), F).noalias() +=
+            c.transpose() * CMatMap<T>(grid + b * g.grid() * F, g.grid(), F);
+    });
     dk.sum_into(dK);
 }
 
@@ -351,6 +274,7 @@ void maxpool2d_forward(T* out, int* arg, const T* inp, int B, const ConvGeom& g)
 }
 
 // Only the max depends on its window: dinp[arg] += dout, zero elsewhere.
+// dout and arg are (B,OH,OW,C), dinp is (B,H,W,C)
 template <typename T>
 void maxpool2d_backward(T* dinp, const T* dout, const int* arg, int B, const ConvGeom& g) {
     const long n = g.grid() * g.C;
@@ -404,6 +328,7 @@ struct ConvLayerBase : Layer<T> {
     long kernel_size() const { return g.taps() * F; }
     const T* kernel() const { return this->params; }
     const T* bias() const { return this->params + kernel_size(); }
+    T* dbias() { return this->grads + kernel_size(); }
     std::vector<ArrayInfo> weights() const override {
         return {{"kernel", {g.KH, g.KW, g.C, F}}, {"bias", {filters}}};
     }
@@ -413,8 +338,29 @@ struct ConvLayerBase : Layer<T> {
         glorot_uniform(this->params, kernel_size(), field * g.C, field * F, rng, stream);
         std::fill_n(this->params + kernel_size(), filters, T(0));
     }
+    // The three products with this layer's kernel, naive or fast.
+    void conv(T* grid, const T* image, int B) {
+        if (naive)
+            conv2d_forward_naive(grid, image, kernel(), B, g, F);
+        else
+            conv2d_forward(grid, image, kernel(), B, g, F, col);
+    }
+    void conv_input_grad(T* image, const T* grid, int B) {
+        if (naive)
+            conv2d_backward_input_naive(image, grid, kernel(), B, g, F);
+        else
+            conv2d_backward_input(image, grid, kernel(), B, g, F, col);
+    }
+    void conv_kernel_grad(const T* image, const T* grid, int B) {
+        if (naive)
+            conv2d_backward_kernel_naive(this->grads, image, grid, B, g, F);
+        else
+            conv2d_backward_kernel(this->grads, image, grid, B, g, F, col, dk);
+    }
 };
 
+// y = f(conv(x) + bias): the input is the image side, the output the grid side.
+// Backward: da = dout f'(a), dbias += sum da, dK += backward_kernel(x, da), dx = backward_input(da).
 template <typename T>
 struct Conv2DLayer : ConvLayerBase<T> {
     Conv2DLayer(const Shape& in, const LayerConfig& cfg) : ConvLayerBase<T>(cfg, "Conv2D") {
@@ -425,22 +371,18 @@ struct Conv2DLayer : ConvLayerBase<T> {
     }
     std::string kind() const override { return "Conv2D"; }
     void forward(T* out, const T* inp, int B, const Ctx&) override {
-        if (this->naive)
-            conv2d_forward_naive(out, inp, this->kernel(), this->bias(), B, this->g, this->F, this->act);
-        else
-            conv2d_forward(out, inp, this->kernel(), this->bias(), B, this->g, this->F, this->act, this->col);
+        this->conv(out, inp, B);
+        add_bias_act(out, this->bias(), B * this->g.grid(), this->F, this->act);
     }
     void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx&) override {
-        T* dK = this->grads;
-        T* db = this->grads + this->kernel_size();
-        if (this->naive)
-            conv2d_backward_naive(dinp, dK, db, dout, inp, out, this->kernel(), B, this->g, this->F, this->act);
-        else
-            conv2d_backward(dinp, dK, db, dout, inp, out, this->kernel(), B, this->g, this->F, this->act,
-                            this->col, this->dk);
+        act_bias_backward(this->dbias(), dout, out, B * this->g.grid(), this->F, this->act);
+        this->conv_kernel_grad(inp, dout, B);
+        if (dinp) this->conv_input_grad(dinp, dout, B);
     }
 };
 
+// y = f(backward_input(x) + bias): the input is the grid side, the output the image side.
+// Backward: da = dout f'(a), dbias += sum da, dK += backward_kernel(da, x), dx = conv(da).
 template <typename T>
 struct Conv2DTransposeLayer : ConvLayerBase<T> {
     Conv2DTransposeLayer(const Shape& in, const LayerConfig& cfg)
@@ -452,22 +394,13 @@ struct Conv2DTransposeLayer : ConvLayerBase<T> {
     }
     std::string kind() const override { return "Conv2DTranspose"; }
     void forward(T* out, const T* inp, int B, const Ctx&) override {
-        if (this->naive)
-            conv2d_transpose_forward_naive(out, inp, this->kernel(), this->bias(), B, this->g, this->F,
-                                           this->act);
-        else
-            conv2d_transpose_forward(out, inp, this->kernel(), this->bias(), B, this->g, this->F,
-                                     this->act, this->col);
+        this->conv_input_grad(out, inp, B);
+        add_bias_act(out, this->bias(), B * long(this->g.H) * this->g.W, this->g.C, this->act);
     }
     void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx&) override {
-        T* dK = this->grads;
-        T* db = this->grads + this->kernel_size();
-        if (this->naive)
-            conv2d_transpose_backward_naive(dinp, dK, db, dout, inp, out, this->kernel(), B, this->g,
-                                            this->F, this->act);
-        else
-            conv2d_transpose_backward(dinp, dK, db, dout, inp, out, this->kernel(), B, this->g,
-                                      this->F, this->act, this->col, this->dk);
+        act_bias_backward(this->dbias(), dout, out, B * long(this->g.H) * this->g.W, this->g.C, this->act);
+        this->conv_kernel_grad(dout, inp, B);
+        if (dinp) this->conv(dinp, dout, B);
     }
 };
 

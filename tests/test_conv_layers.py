@@ -266,26 +266,17 @@ def test_python_descriptions_validate_and_round_trip():
 
 # ---- forward results against the references ------------------------------------------------
 
+@pytest.mark.parametrize("cls,ref", [(L.Conv2D, np_conv2d), (L.Conv2DTranspose, np_conv2d_transpose)],
+                         ids=["conv", "transpose"])
 @pytest.mark.parametrize("in_shape,filters,k,s,padding", CONV_CASES, ids=CONV_IDS)
-def test_conv2d_forward_matches_numpy(in_shape, filters, k, s, padding):
+def test_conv_forward_matches_numpy(cls, ref, in_shape, filters, k, s, padding):
     rng = np.random.default_rng(0)
-    h = harness(L.Conv2D(filters, k, s, padding), in_shape)
+    h = harness(cls(filters, k, s, padding), in_shape)
     randomise(h, rng)
     x = rng.normal(size=(3, *in_shape))
     K, b = conv_weights(h)
     out = h.forward(x.reshape(3, -1)).reshape(3, *h.out_shape)
-    np.testing.assert_allclose(out, np_conv2d(x, K, b, pair(s), padding), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("in_shape,filters,k,s,padding", CONV_CASES, ids=CONV_IDS)
-def test_conv2d_transpose_forward_matches_numpy(in_shape, filters, k, s, padding):
-    rng = np.random.default_rng(0)
-    h = harness(L.Conv2DTranspose(filters, k, s, padding), in_shape)
-    randomise(h, rng)
-    x = rng.normal(size=(3, *in_shape))
-    K, b = conv_weights(h)
-    out = h.forward(x.reshape(3, -1)).reshape(3, *h.out_shape)
-    np.testing.assert_allclose(out, np_conv2d_transpose(x, K, b, pair(s), padding), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, ref(x, K, b, pair(s), padding), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
