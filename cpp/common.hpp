@@ -76,6 +76,24 @@ inline int max_threads() {
 #endif
 }
 
+// The size of the team a parallel region opened here would get, and this thread's number in it:
+// per-thread scratch is sized by the first and indexed by the second.
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+inline int thread_num() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 // Sets the thread count of this (calling) thread's OpenMP and of Eigen's GEMM.
 inline void use_threads(int n) {
 #ifdef _OPENMP
