@@ -47,6 +47,10 @@ VaeConfig vae_config(const py::dict& d) {
     c.prior_std = d["prior_std"].cast<double>();
     c.seed = d["seed"].cast<uint64_t>();
     c.threads = d["threads"].cast<int>();
+    if (d.contains("iwae_k")) c.iwae_k = d["iwae_k"].cast<int>();
+    if (d.contains("objective")) c.iwae = d["objective"].cast<std::string>() == "iwae";
+    if (d.contains("custom_params_per_dim"))
+        c.custom_params_per_dim = d["custom_params_per_dim"].cast<int>();
     return c;
 }
 
@@ -104,32 +108,90 @@ Progress progress_hook(py::object cb) {
     };
 }
 
-py::list array_infos(const std::vector<ArrayInfo>& infos, const std::string& layer) {
+// (layer index, layer name, array name, shape) for each array
+py::list array_infos(const std::vector<ArrayInfo>& infos, const std::string& layer, int index = 0) {
     py::list out;
-    for (auto& a : infos) out.append(py::make_tuple(layer, a.name, py::tuple(py::cast(a.shape))));
+    for (auto& a : infos)
+        out.append(py::make_tuple(index, layer, a.name, py::tuple(py::cast(a.shape))));
     return out;
 }
 
-template <typename T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
+template <typename T, typename A>
+py::array_t<T> to_numpy(const std::vector<T, A>& v) {
     py::array_t<T> a(long(v.size()));
     std::copy(v.begin(), v.end(), a.mutable_data());
     return a;
 }
 
-template <typename T>
-void from_numpy(std::vector<T>& v, const Arr<T>& a, const char* what) {
+template <typename T, typename A>
+void from_numpy(std::vector<T, A>& v, const Arr<T>& a, const char* what) {
     if (a.ndim() != 1 || size_t(a.shape(0)) != v.size())
         throw ValueError(std::string(what) + " must be a flat array of " + std::to_string(v.size()) +
                          " values");
     std::copy(a.data(), a.data() + v.size(), v.begin());
 }
 
+// Wraps a Python likelihood object (see vaecpp.Likelihood) as the engine's CustomLik: each call
+// takes the GIL, passes zero-copy NumPy views and checks what comes back.
+template <typename T>
+CustomLik<T> custom_likelihood(py::object obj, long D, long P) {
+    auto view = [](const T* p, long rows, long cols) {
+        return py::array_t<T>({rows, cols}, {cols * long(sizeof(T)), long(sizeof(T))}, p,
+                              py::none());
+    };
+    auto fetch = [](py::object r, T* out, std::vector<py::ssize_t> shape, const char* method) {
+        py::gil_scoped_acquire gil;
+        auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(r);
+        std::vector<py::ssize_t> got;
+        if (a) got.assign(a.shape(), a.shape() + a.ndim());
+        if (!a || got != shape)
+            throw ValueError(std::string("custom likelihood: ") + method + " must return an array of shape " +
+                             shape_str(Shape(shape.begin(), shape.end())));
+        const T* d = a.data();
+        for (py::ssize_t i = 0; i < a.size(); ++i)
+            if (!std::isfinite(d[i]))
+                throw ValueError(std::string("custom likelihood: ") + method +
+                                 " returned NaN or inf");
+        std::copy(d, d + a.size(), out);
+    };
+    CustomLik<T> c;
+    c.nll = [=](const T* x, const T* p, long R, T* out) {
+        py::gil_scoped_acquire gil;
+        fetch(obj.attr("nll")(view(x, R, D), view(p, R, P * D)), out, {R}, "nll(x, params)");
+    };
+    c.grad = [=](const T* x, const T* p, long R, T* out) {
+        py::gil_scoped_acquire gil;
+        fetch(obj.attr("grad")(view(x, R, D), view(p, R, P * D)), out, {R, P * D},
+              "grad(x, params)");
+    };
+    c.mean = [=](const T* p, long R, T* out) {
+        py::gil_scoped_acquire gil;
+        fetch(obj.attr("mean")(view(p, R, P * D)), out, {R, D}, "mean(params)");
+    };
+    return c;
+}
+
+template <typename T>
+py::list model_infos(const Vae<T>& v, bool states) {
+    py::list out;
+    auto layers = v.all_layers();
+    for (size_t i = 0; i < layers.size(); ++i)
+        for (auto item : array_infos(states ? layers[i]->states() : layers[i]->weights(),
+                                     layers[i]->name, int(i)))
+            out.append(item);
+    return out;
+}
+
 template <typename T>
 void bind_vae(py::module_& m, const char* name) {
     using V = Vae<T>;
     py::class_<V>(m, name)
-        .def(py::init([](const py::dict& d) { return new V(vae_config(d)); }))
+        .def(py::init([](const py::dict& d, py::object lik) {
+                 auto* v = new V(vae_config(d));
+                 if (v->cfg.custom_params_per_dim > 0) v->custom = custom_likelihood<T>(lik, v->D, v->P);
+                 return v;
+             }),
+             py::arg("config"), py::arg("likelihood") = py::none())
         .def_property_readonly("num_params", &V::num_params)
         .def_property_readonly("num_state", [](const V& v) { return long(v.state.size()); })
         .def_property("beta", [](const V& v) { return v.cfg.beta; },
@@ -149,20 +211,8 @@ void bind_vae(py::module_& m, const char* name) {
                                                l->num_params()));
                  return out;
              })
-        .def("weight_info",
-             [](const V& v) {
-                 py::list out;
-                 for (auto* l : v.all_layers())
-                     for (auto item : array_infos(l->weights(), l->name)) out.append(item);
-                 return out;
-             })
-        .def("state_info",
-             [](const V& v) {
-                 py::list out;
-                 for (auto* l : v.all_layers())
-                     for (auto item : array_infos(l->states(), l->name)) out.append(item);
-                 return out;
-             })
+        .def("weight_info", [](const V& v) { return model_infos(v, false); })
+        .def("state_info", [](const V& v) { return model_infos(v, true); })
         .def("get_params", [](const V& v) { return to_numpy(v.params); })
         .def("set_params", [](V& v, const Arr<T>& a) { from_numpy(v.params, a, "params"); })
         .def("get_state", [](const V& v) { return to_numpy(v.state); })
@@ -198,9 +248,11 @@ void bind_vae(py::module_& m, const char* name) {
              [](V& v, const Arr<T>& X, int batch_size) {
                  check_rows(X, v.D, "x");
                  if (batch_size < 1) throw ValueError("batch_size must be >= 1");
-                 py::gil_scoped_release nogil;
-                 LossSums s = v.evaluate(X.data(), X.shape(0), batch_size);
-                 py::gil_scoped_acquire gil;
+                 LossSums s;
+                 {
+                     py::gil_scoped_release nogil;
+                     s = v.evaluate(X.data(), X.shape(0), batch_size);
+                 }
                  return sums_dict(s);
              })
         .def("gradients",
@@ -208,7 +260,8 @@ void bind_vae(py::module_& m, const char* name) {
                  check_rows(X, v.D, "x");
                  if (eps) {
                      check_rows(*eps, v.L, "eps");
-                     if (eps->shape(0) != X.shape(0)) throw ValueError("eps must have one row per sample");
+                     if (eps->shape(0) != X.shape(0) * v.K())
+                         throw ValueError("eps must have one row per sample and importance draw");
                  }
                  py::array_t<T> g(v.num_params());
                  T* gp = g.mutable_data();
@@ -232,13 +285,26 @@ void bind_vae(py::module_& m, const char* name) {
                  }
                  return py::make_tuple(mu, lv);
              })
-        .def("decode", [](V& v, const Arr<T>& Z) {
-            check_rows(Z, v.L, "z");
-            py::array_t<T> out({Z.shape(0), py::ssize_t(v.D)});
+        .def("decode",
+             [](V& v, const Arr<T>& Z, bool raw) {
+                 check_rows(Z, v.L, "z");
+                 py::array_t<T> out({Z.shape(0), py::ssize_t(raw ? v.P * v.D : v.D)});
+                 T* op = out.mutable_data();
+                 {
+                     py::gil_scoped_release nogil;
+                     v.decode(Z.data(), Z.shape(0), op, raw);
+                 }
+                 return out;
+             },
+             py::arg("z"), py::arg("raw") = false)
+        .def("log_likelihood", [](V& v, const Arr<T>& X, long k) {
+            check_rows(X, v.D, "x");
+            if (k < 1) throw ValueError("k must be >= 1");
+            py::array_t<T> out(X.shape(0));
             T* op = out.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                v.decode(Z.data(), Z.shape(0), op);
+                v.log_likelihood(X.data(), X.shape(0), k, op);
             }
             return out;
         });

@@ -41,6 +41,13 @@ struct ValueError : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
+// Every internal buffer uses Eigen's aligned allocator. Besides speed this makes results
+// reproducible: Eigen's vectorised loops peel a different number of leading elements depending on
+// a pointer's alignment, so buffers whose alignment varied from run to run gave results that
+// differed in the last bits.
+template <typename T>
+using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
+
 // Row-major matrix views over raw buffers: rows are samples, columns features.
 template <typename T>
 using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -68,6 +75,24 @@ inline int max_threads() {
     return omp_get_num_procs();
 #else
     return 1;
+#endif
+}
+
+// The size of the team a parallel region opened here would get, and this thread's number in it:
+// per-thread scratch is sized by the first and indexed by the second.
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+inline int thread_num() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
 #endif
 }
 
@@ -123,5 +148,7 @@ void parallel_parts(long n, int nt, long align, F&& body) {
 #endif
     }
 }
+
+constexpr double kLog2Pi = 1.8378770664093453;  // log(2 pi)
 
 }  // namespace vaecpp

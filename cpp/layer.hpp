@@ -2,6 +2,7 @@
 // Python side fills in (kind + named numbers + named strings) to build one.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -78,6 +79,13 @@ struct Layer {
     // Accumulates into grads; dinp is (B, in_size) and may be null; dout may be overwritten.
     virtual void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx& ctx) = 0;
 };
+
+// Glorot-uniform (Keras's default kernel initialiser): U(-r, r), r = sqrt(6 / (fan_in + fan_out)).
+template <typename T>
+void glorot_uniform(T* w, long n, long fan_in, long fan_out, const Philox& rng, uint64_t stream) {
+    const double r = std::sqrt(6.0 / double(fan_in + fan_out));
+    for (long i = 0; i < n; ++i) w[i] = T((2.0 * rng.uniform(stream, i) - 1.0) * r);
+}
 
 template <typename T>
 using LayerPtr = std::unique_ptr<Layer<T>>;

@@ -1,22 +1,18 @@
 // The layers of the MLP stacks (Dense, Activation, Dropout, Flatten/Reshape) and the factory that
-// builds any layer from its configuration. Each wraps the forward/backward kernels of its family.
+// builds any layer from its configuration, including the convolutional and normalisation layers of
+// conv.hpp and batchnorm.hpp. Each wraps the forward/backward kernels of its family.
 #pragma once
 
 #include <cmath>
 #include <vector>
 
 #include "activations.hpp"
+#include "batchnorm.hpp"
+#include "conv.hpp"
 #include "dense.hpp"
 #include "layer.hpp"
 
 namespace vaecpp {
-
-// Glorot-uniform (Keras's default kernel initialiser): U(-r, r), r = sqrt(6 / (fan_in + fan_out)).
-template <typename T>
-void glorot_uniform(T* w, long n, long fan_in, long fan_out, const Philox& rng, uint64_t stream) {
-    const double r = std::sqrt(6.0 / double(fan_in + fan_out));
-    for (long i = 0; i < n; ++i) w[i] = T((2.0 * rng.uniform(stream, i) - 1.0) * r);
-}
 
 template <typename T>
 struct DenseLayer : Layer<T> {
@@ -59,7 +55,7 @@ struct ActivationLayer : Layer<T> {
 template <typename T>
 struct DropoutLayer : Layer<T> {
     double rate;
-    std::vector<T> mask;  // (B, n) of the last training forward
+    Buffer<T> mask;  // (B, n) of the last training forward
     DropoutLayer(const Shape& in, double r) : rate(r) {
         if (!(r >= 0.0 && r < 1.0)) throw ValueError("Dropout rate must be in [0, 1)");
         this->in_shape = this->out_shape = in;
@@ -137,6 +133,14 @@ LayerPtr<T> make_layer(const LayerConfig& cfg, const Shape& in) {
         layer.reset(new ReshapeLayer<T>(in, {int(shape_size(in))}));
     else if (k == "reshape")
         layer.reset(new ReshapeLayer<T>(in, shape_from_config(cfg)));
+    else if (k == "conv2d")
+        layer.reset(new Conv2DLayer<T>(in, cfg));
+    else if (k == "conv2d_transpose")
+        layer.reset(new Conv2DTransposeLayer<T>(in, cfg));
+    else if (k == "maxpool2d")
+        layer.reset(new MaxPool2DLayer<T>(in, cfg));
+    else if (k == "batchnorm")
+        layer.reset(new BatchNormLayer<T>(in, cfg.get("momentum", 0.99), cfg.get("epsilon", 1e-3)));
     else
         throw ValueError("unknown layer kind '" + k + "'");
     layer->name = cfg.get_str("name", k);

@@ -38,7 +38,6 @@ inline Lik lik_from_name(const std::string& s) {
                      "'; expected one of bernoulli, gaussian, mse, continuous_bernoulli, laplace");
 }
 
-constexpr double kLog2Pi = 1.8378770664093453;
 constexpr double kLog2 = 0.6931471805599453;
 
 // Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) in logits l, lambda = sigmoid(l):

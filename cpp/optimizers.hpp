@@ -37,7 +37,7 @@ template <typename T>
 struct Optimizer {
     OptSpec spec;
     long step = 0;           // updates applied so far
-    std::vector<T> m, v;     // first / second moments (or momentum / accumulator), like params
+    Buffer<T> m, v;     // first / second moments (or momentum / accumulator), like params
 
     void reset(long n) {
         step = 0;

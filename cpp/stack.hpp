@@ -10,7 +10,7 @@ namespace vaecpp {
 template <typename T>
 struct Stack {
     std::vector<LayerPtr<T>> layers;
-    std::vector<std::vector<T>> outs;  // (cap, out_size) per layer
+    std::vector<Buffer<T>> outs;  // (cap, out_size) per layer
     Shape in_shape, out_shape;
     int first_index = 0;               // index of layers[0] in the whole model (for RNG streams)
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "iwae.hpp"
 #include "kl.hpp"
 #include "likelihoods.hpp"
 #include "optimizers.hpp"
@@ -25,6 +26,18 @@ struct VaeConfig {
     double beta = 1.0, epsilon_std = 1.0, prior_std = 1.0;
     uint64_t seed = 0;
     int threads = 1;
+    bool iwae = false;             // train on the importance-weighted bound instead of the ELBO
+    int iwae_k = 1;                // importance samples per data point for that bound
+    int custom_params_per_dim = 0; // > 0: the likelihood is computed by CustomLik callbacks
+};
+
+// A likelihood supplied by the caller (e.g. Python): R rows of x (R, D) and decoder outputs
+// p (R, P*D); nll writes (R,), grad writes d nll / d p (R, P*D), mean writes (R, D).
+template <typename T>
+struct CustomLik {
+    std::function<void(const T* x, const T* p, long R, T* nll)> nll;
+    std::function<void(const T* x, const T* p, long R, T* dp)> grad;
+    std::function<void(const T* p, long R, T* mean)> mean;
 };
 
 // Loss sums over the samples seen (divide by n for the per-sample means that are reported).
@@ -49,9 +62,10 @@ class Vae {
     Philox rng;
     Stack<T> enc, dec;
     std::unique_ptr<DenseLayer<T>> mu_head, lv_head;
-    std::vector<T> params, grads, state;
+    Buffer<T> params, grads, state;
     std::vector<std::pair<long, long>> weight_ranges;  // (offset, size) of each weight array
     Optimizer<T> opt;
+    CustomLik<T> custom;  // used when cfg.custom_params_per_dim > 0
     int D = 0, L = 0, P = 1;
 
     explicit Vae(const VaeConfig& c) : cfg(c) {
@@ -60,7 +74,8 @@ class Vae {
         rng.seed = c.seed;
         D = int(shape_size(c.input_shape));
         L = c.latent_dim;
-        P = c.lik.params_per_dim();
+        P = c.custom_params_per_dim > 0 ? c.custom_params_per_dim : c.lik.params_per_dim();
+        if (c.iwae_k < 1) throw ValueError("the number of importance samples k must be >= 1");
         if (D < 1) throw ValueError("input_shape must have at least one element");
         enc.build(c.encoder, c.input_shape, "encoder");
         mu_head.reset(new DenseLayer<T>(enc.out_shape, L, Act::linear));
@@ -96,34 +111,58 @@ class Vae {
     }
 
     // ---- one batch ------------------------------------------------------------------------
-    // Forward pass over x (B, D) with noise eps (B, L) already scaled; fills nll and kl (B,).
-    // With want_grad the likelihood's gradient (for backward) comes out of the same pass.
+    // Importance samples per data point in the training objective (1 for the ELBO).
+    int K() const { return cfg.iwae ? cfg.iwae_k : 1; }
+
+    // Forward pass over x (B, D) with the noise eps_ (B*K, L) already drawn; fills nll (B*K,) and
+    // kl (B,), and for the IWAE objective the bound (B,) and normalised weights (B*K,). With
+    // want_grad the likelihood's gradient for backward() comes out of the same pass.
     void forward(const T* x, int B, bool training, bool want_grad = false) {
-        reserve(B);
+        const int K = this->K();
+        const long R = long(B) * K;
         Ctx ctx = context(training);
         h_ = enc.forward(x, B, ctx);
         mu_head->forward(mu_.data(), h_, B, ctx);
         lv_head->forward(lv_.data(), h_, B, ctx);
-        reparam_forward(z_.data(), mu_.data(), lv_.data(), eps_.data(), long(B) * L);
-        p_ = dec.forward(z_.data(), B, ctx);
-        lik_nll_grad(nll_.data(), want_grad ? dp_.data() : nullptr, x, p_, B, D, cfg.lik,
-                     T(1.0 / B));
+        for (long r = 0; r < R; ++r)  // z_r = mu_b + exp(lv_b / 2) eps_r,  r = b*K + k
+            reparam_forward(z_.data() + r * L, mu_.data() + (r / K) * L, lv_.data() + (r / K) * L,
+                            eps_.data() + r * L, L);
+        p_ = dec.forward(z_.data(), int(R), ctx);
+        xr_ = K == 1 ? x : replicate(x, B, K);
+        nll_grad_rows(nll_.data(), want_grad ? dp_.data() : nullptr, xr_, p_, R, T(1.0 / B));
         dp_ready_ = want_grad;
         kl_forward(kl_.data(), mu_.data(), lv_.data(), B, L, cfg.prior_std);
+        if (cfg.iwae) {
+            iwae_neg_log_weights(c_.data(), nll_.data(), z_.data(), eps_.data(), lv_.data(), B, K,
+                                 L, cfg.prior_std);
+            iwae_bound(bound_.data(), wn_.data(), c_.data(), B, K);
+        }
     }
 
-    // Accumulates the gradient of mean_b(nll_b + beta kl_b) into grads (zero them first).
+    // Accumulates the gradient of the mean loss into grads (zero them first). ELBO: the loss is
+    // mean_b(nll_b + beta kl_b); IWAE: mean_b(-bound_b).
     void backward(const T* x, int B, bool training) {
+        const int K = this->K();
+        const long R = long(B) * K;
         Ctx ctx = context(training);
         const T w = T(1.0 / B);
-        if (!dp_ready_) lik_grad(dp_.data(), x, p_, B, D, cfg.lik, w);
+        if (!dp_ready_) grad_rows(dp_.data(), xr_, p_, R, w);
         dp_ready_ = false;
-        dec.backward(dz_.data(), dp_.data(), z_.data(), B, ctx, ga_.data(), gb_.data());
-        std::fill(dmu_.begin(), dmu_.begin() + long(B) * L, T(0));
-        std::fill(dlv_.begin(), dlv_.begin() + long(B) * L, T(0));
-        reparam_backward(dmu_.data(), dlv_.data(), dz_.data(), lv_.data(), eps_.data(), long(B) * L);
-        kl_backward(dmu_.data(), dlv_.data(), mu_.data(), lv_.data(), long(B) * L, cfg.prior_std,
-                    T(cfg.beta) * w);
+        if (cfg.iwae)  // row r's gradient is weighted by its normalised importance weight
+            for (long r = 0; r < R; ++r)
+                for (long i = 0; i < long(P) * D; ++i) dp_[r * P * D + i] *= T(wn_[r]);
+        dec.backward(dz_.data(), dp_.data(), z_.data(), int(R), ctx, ga_.data(), gb_.data());
+        if (cfg.iwae) {
+            iwae_latent_backward(dmu_.data(), dlv_.data(), dz_.data(), z_.data(), eps_.data(),
+                                 lv_.data(), wn_.data(), B, K, L, cfg.prior_std);
+        } else {
+            std::fill(dmu_.begin(), dmu_.begin() + long(B) * L, T(0));
+            std::fill(dlv_.begin(), dlv_.begin() + long(B) * L, T(0));
+            reparam_backward(dmu_.data(), dlv_.data(), dz_.data(), lv_.data(), eps_.data(),
+                             long(B) * L);
+            kl_backward(dmu_.data(), dlv_.data(), mu_.data(), lv_.data(), long(B) * L,
+                        cfg.prior_std, T(cfg.beta) * w);
+        }
         // dh = dmu @ Wmu^T + dlv @ Wlv^T: the second head accumulates into the first's result.
         head_backward(*mu_head, dh_.data(), dmu_.data(), h_, mu_.data(), B, false);
         head_backward(*lv_head, dh_.data(), dlv_.data(), h_, lv_.data(), B, true);
@@ -131,14 +170,47 @@ class Vae {
     }
 
     LossSums batch_sums(int B) const {
+        const int K = this->K();
         LossSums s;
         for (int b = 0; b < B; ++b) {
-            s.rec += nll_[b];
+            for (int k = 0; k < K; ++k) s.rec += nll_[long(b) * K + k] / double(K);
             s.kl += kl_[b];
+            if (cfg.iwae) s.loss -= bound_[b];
         }
-        s.loss = s.rec + cfg.beta * s.kl;
+        if (!cfg.iwae) s.loss = s.rec + cfg.beta * s.kl;
         s.n = B;
         return s;
+    }
+
+    // The likelihood, built in or supplied by the caller, over R rows.
+    void nll_rows(T* nll, const T* x, const T* p, long R) {
+        if (cfg.custom_params_per_dim > 0)
+            custom.nll(x, p, R, nll);
+        else
+            lik_nll(nll, x, p, int(R), D, cfg.lik);
+    }
+    // nll and, when dp is not null, w * d nll / d p in one pass where the likelihood allows.
+    void nll_grad_rows(T* nll, T* dp, const T* x, const T* p, long R, T w) {
+        if (cfg.custom_params_per_dim > 0) {
+            nll_rows(nll, x, p, R);
+            if (dp) grad_rows(dp, x, p, R, w);
+        } else {
+            lik_nll_grad(nll, dp, x, p, int(R), D, cfg.lik, w);
+        }
+    }
+    void grad_rows(T* dp, const T* x, const T* p, long R, T w) {
+        if (cfg.custom_params_per_dim > 0) {
+            custom.grad(x, p, R, dp);
+            for (long i = 0; i < R * P * D; ++i) dp[i] *= w;
+        } else {
+            lik_grad(dp, x, p, int(R), D, cfg.lik, w);
+        }
+    }
+    void mean_rows(T* out, const T* p, long R) {
+        if (cfg.custom_params_per_dim > 0)
+            custom.mean(p, R, out);
+        else
+            lik_mean_fast(out, p, int(R), D, cfg.lik);
     }
 
     // ---- whole data sets ------------------------------------------------------------------
@@ -157,7 +229,7 @@ class Vae {
             }
         }
         const long nb = (N + batch_size - 1) / batch_size;
-        reserve(int(std::min<long>(batch_size, N)));
+        reserve(int(std::min<long>(batch_size, N)), K());
         std::fill(grads.begin(), grads.end(), T(0));  // kept zero by the optimizer from here on
         LossSums tot;
         for (long k = 0; k < nb; ++k) {
@@ -166,11 +238,13 @@ class Vae {
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
             for (int b = 0; b < B; ++b)
                 std::memcpy(xb + long(b) * D, X + perm[k * batch_size + b] * D, sizeof(T) * D);
-            fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, B, cfg.epsilon_std);
+            fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, long(B) * K(),
+                     cfg.epsilon_std);
             forward(xb, B, true, true);
             LossSums s = batch_sums(B);
             if (!std::isfinite(s.loss))
-                throw NonFiniteLoss(k, "the loss became " + std::to_string(s.loss / B) +
+                throw NonFiniteLoss(k, std::string("the loss became ") +
+                                           (std::isnan(s.loss) ? "NaN" : "inf") +
                                            " at batch " + std::to_string(k + 1) + " of " +
                                            std::to_string(nb));
             backward(xb, B, true);
@@ -190,9 +264,9 @@ class Vae {
         LossSums tot;
         for (long start = 0; start < N; start += batch_size) {
             const int B = int(std::min<long>(batch_size, N - start));
-            reserve(B);
-            fill_eps(stream_id(Purpose::eval_eps, 0), start, B, cfg.epsilon_std);
-            forward(X + start * D, B, false);
+            reserve(B, K());
+            fill_eps(stream_id(Purpose::eval_eps, 0), start * K(), long(B) * K(), cfg.epsilon_std);
+            forward(stage(xbatch_, X + start * D, long(B) * D), B, false);
             LossSums s = batch_sums(B);
             tot.loss += s.loss;
             tot.rec += s.rec;
@@ -203,17 +277,18 @@ class Vae {
     }
 
     // Loss sums and the gradient of the mean loss over all of X (N, D), dropout off, no update.
-    // eps (N, L) is used as given when not null, else drawn as in evaluate().
+    // eps (N*K, L) is used as given when not null, else drawn as in evaluate().
     LossSums gradients(const T* X, long N, const T* eps, T* grad_out) {
         use_threads(cfg.threads);
-        reserve(int(N));
+        reserve(int(N), K());
         if (eps)
-            std::copy(eps, eps + N * L, eps_.data());
+            std::copy(eps, eps + N * K() * L, eps_.data());
         else
-            fill_eps(stream_id(Purpose::eval_eps, 0), 0, int(N), cfg.epsilon_std);
-        forward(X, int(N), false, true);
+            fill_eps(stream_id(Purpose::eval_eps, 0), 0, N * K(), cfg.epsilon_std);
+        const T* x = stage(xbatch_, X, N * D);
+        forward(x, int(N), false, true);
         std::fill(grads.begin(), grads.end(), T(0));
-        backward(X, int(N), false);
+        backward(x, int(N), false);
         std::copy(grads.begin(), grads.end(), grad_out);
         return batch_sums(int(N));
     }
@@ -224,22 +299,75 @@ class Vae {
         Ctx ctx = context(false);
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
-            reserve(B);
-            const T* h = enc.forward(X + start * D, B, ctx);
+            reserve(B, 1);
+            const T* h = enc.forward(stage(xbatch_, X + start * D, long(B) * D), B, ctx);
             mu_head->forward(mu + start * L, h, B, ctx);
             lv_head->forward(lv + start * L, h, B, ctx);
         }
     }
 
-    // out is (N, D): the likelihood's mean for each latent point of Z (N, L).
-    void decode(const T* Z, long N, T* out) {
+    // out is (N, D): the likelihood's mean for each latent point of Z (N, L); with raw = true,
+    // out is (N, P*D): the decoder's outputs (the likelihood's parameters) themselves.
+    void decode(const T* Z, long N, T* out, bool raw = false) {
         use_threads(cfg.threads);
         Ctx ctx = context(false);
+        const long width = raw ? long(P) * D : D;
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
-            reserve(B);
-            const T* p = dec.forward(Z + start * L, B, ctx);
-            lik_mean_fast(out + start * D, p, B, D, cfg.lik);
+            reserve(B, 1);
+            const T* p = dec.forward(stage(z_, Z + start * L, long(B) * L), B, ctx);
+            if (raw)
+                std::copy(p, p + long(B) * P * D, out + start * width);
+            else
+                mean_rows(out + start * D, p, B);
+        }
+    }
+
+    // out (N,): the importance-sampled estimate of log p(x) with k draws per sample (the IWAE
+    // bound), accumulated with a running log-sum-exp in double precision.
+    void log_likelihood(const T* X, long N, long k, T* out) {
+        use_threads(cfg.threads);
+        Ctx ctx = context(false);
+        const long kc = std::min<long>(k, kChunk * 4);     // draws per decoder pass
+        const int bs = int(std::max<long>(1, kChunk * 4 / kc));  // samples per pass
+        const uint64_t stream = stream_id(Purpose::iwae, 0);
+        std::vector<double> c, m, s;
+        for (long start = 0; start < N; start += bs) {
+            const int B = int(std::min<long>(bs, N - start));
+            reserve(B, int(kc));
+            const T* x = stage(xbatch_, X + start * D, long(B) * D);
+            const T* h = enc.forward(x, B, ctx);
+            mu_head->forward(mu_.data(), h, B, ctx);
+            lv_head->forward(lv_.data(), h, B, ctx);
+            m.assign(B, -INFINITY);
+            s.assign(B, 0.0);
+            for (long k0 = 0; k0 < k; k0 += kc) {
+                const int K = int(std::min<long>(kc, k - k0));
+                const long R = long(B) * K;
+                for (long r = 0; r < R; ++r) {
+                    const long b = r / K, draw = (start + b) * k + k0 + r % K;
+                    for (int j = 0; j < L; ++j)
+                        eps_[r * L + j] = T(rng.normal(stream, uint64_t(draw * L + j)));
+                    reparam_forward(z_.data() + r * L, mu_.data() + b * L, lv_.data() + b * L,
+                                    eps_.data() + r * L, L);
+                }
+                const T* p = dec.forward(z_.data(), int(R), ctx);
+                nll_rows(nll_.data(), replicate(x, B, K), p, R);
+                c.resize(R);
+                iwae_neg_log_weights(c.data(), nll_.data(), z_.data(), eps_.data(), lv_.data(), B,
+                                     K, L, cfg.prior_std);
+                for (long r = 0; r < R; ++r) {  // running log-sum-exp of -c per sample
+                    const long b = r / K;
+                    const double v = -c[r];
+                    if (v > m[b]) {
+                        s[b] = s[b] * std::exp(m[b] - v) + 1.0;
+                        m[b] = v;
+                    } else {
+                        s[b] += std::exp(v - m[b]);
+                    }
+                }
+            }
+            for (int b = 0; b < B; ++b) out[start + b] = T(m[b] + std::log(s[b]) - std::log(double(k)));
         }
     }
 
@@ -247,17 +375,27 @@ class Vae {
 
   private:
     static constexpr long kChunk = 1024;
-    int cap_ = 0;
     const T* h_ = nullptr;  // encoder output of the last forward
     const T* p_ = nullptr;  // decoder output of the last forward
+    const T* xr_ = nullptr; // x, or x replicated K times (IWAE), of the last forward
+    Buffer<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dp_, ga_, gb_, xbatch_, xrep_;
     bool dp_ready_ = false;  // dp_ holds the likelihood gradient of the last forward
-    std::vector<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dp_, ga_, gb_, xbatch_;
 
     // A latent head's backward; dinp accumulates when `accumulate` (the second head).
     void head_backward(DenseLayer<T>& h, T* dinp, T* dout, const T* inp, const T* out, int B,
                        bool accumulate) {
         dense_backward(dinp, h.grads, h.grads + long(h.C) * h.OC, dout, inp, out, h.params, B, h.C,
                        h.OC, h.act, accumulate);
+    }
+    std::vector<double> c_, bound_, wn_;  // IWAE: -log weights, bounds, normalised weights
+    long capB_ = 0, capR_ = 0;  // workspace capacity: samples, decoder rows
+
+    // xrep_ (B*K, D): row b*K + k is x[b]
+    const T* replicate(const T* x, int B, int K) {
+        if (xrep_.size() < size_t(B) * K * D) xrep_.resize(size_t(B) * K * D);
+        for (long r = 0; r < long(B) * K; ++r)
+            std::copy(x + (r / K) * D, x + (r / K + 1) * D, xrep_.data() + r * D);
+        return xrep_.data();
     }
 
     Ctx context(bool training) const {
@@ -268,9 +406,15 @@ class Vae {
         return ctx;
     }
 
-    // eps[b, j] = std * N(0, 1) number (first + b) * L + j of the stream
-    void fill_eps(uint64_t stream, long first, int B, double std_) {
-        rng.normals(eps_.data(), stream, uint64_t(first * L), long(B) * L, std_);
+    // Copies caller data into an aligned buffer (same alignment every run; see Buffer<T>).
+    static const T* stage(Buffer<T>& buf, const T* src, long n) {
+        std::copy(src, src + n, buf.data());
+        return buf.data();
+    }
+
+    // eps[r, j] = std * N(0, 1) number (first + r) * L + j of the stream, for `rows` rows
+    void fill_eps(uint64_t stream, long first, long rows, double std_) {
+        rng.normals(eps_.data(), stream, uint64_t(first * L), rows * L, std_);
     }
 
     void bind() {
@@ -292,21 +436,27 @@ class Vae {
         }
     }
 
-    void reserve(int B) {
-        if (B <= cap_) return;
-        cap_ = B;
-        enc.reserve(B);
-        dec.reserve(B);
-        const long bl = long(B) * L, h = enc.out_size();
-        for (auto* v : {&mu_, &lv_, &eps_, &z_, &dmu_, &dlv_, &dz_}) v->resize(bl);
-        nll_.resize(B);
-        kl_.resize(B);
-        dh_.resize(long(B) * h);
-        dp_.resize(long(B) * P * D);
-        const long w = std::max(enc.max_width(), dec.max_width());
-        ga_.resize(long(B) * w);
-        gb_.resize(long(B) * w);
-        xbatch_.resize(long(B) * D);
+    // Workspace for B samples with K latent draws each (the decoder sees B*K rows).
+    void reserve(int B, int K) {
+        const long R = long(B) * K;
+        if (B <= capB_ && R <= capR_) return;
+        capB_ = std::max<long>(capB_, B);
+        capR_ = std::max(capR_, R);
+        enc.reserve(int(capB_));
+        dec.reserve(int(capR_));
+        for (auto* v : {&mu_, &lv_, &dmu_, &dlv_}) v->resize(capB_ * L);
+        for (auto* v : {&eps_, &z_, &dz_}) v->resize(capR_ * L);
+        nll_.resize(capR_);
+        kl_.resize(capB_);
+        dh_.resize(capB_ * enc.out_size());
+        dp_.resize(capR_ * P * D);
+        const long w = std::max(capB_ * enc.max_width(), capR_ * dec.max_width());
+        ga_.resize(w);
+        gb_.resize(w);
+        xbatch_.resize(capB_ * D);
+        c_.resize(capR_);
+        wn_.resize(capR_);
+        bound_.resize(capB_);
     }
 };
 

@@ -1,1 +1,33 @@
-from ._core import *
+"""vaecpp: variational autoencoders with a small, fast, exact C++ engine and a Keras-like API.
+
+>>> import vaecpp
+>>> vae = vaecpp.VAE(input_shape=(28, 28), latent_dim=2, hidden=(512,))
+>>> vae.compile(optimizer=vaecpp.optimizers.Adam(1e-3))
+>>> history = vae.fit(x_train, epochs=10, batch_size=100, validation_data=x_test)
+"""
+
+from . import callbacks, layers, likelihoods, optimizers
+from ._core import build_info as _build_info
+from .callbacks import History
+from .likelihoods import Likelihood
+from .model import VAE
+from .saving import load_model
+
+__version__ = "0.1.0"
+
+__all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", "optimizers", "build_info",
+           "cuda_available", "__version__"]
+
+
+def build_info():
+    """How the engine was built: OpenMP, CUDA, SIMD features, Eigen version, compiler."""
+    info = dict(_build_info())
+    from ._core import max_threads
+    info["max_threads"] = max_threads()
+    info["version"] = __version__
+    return info
+
+
+def cuda_available():
+    """True when this build has the CUDA backend and a GPU is present."""
+    return bool(_build_info()["cuda"])

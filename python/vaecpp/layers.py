@@ -7,7 +7,9 @@ runs it. ``config()`` returns the plain dict the engine reads: ``kind`` plus num
 from __future__ import annotations
 
 __all__ = [
-    "Layer", "Dense", "Activation", "ReLU", "Dropout", "Flatten", "Reshape", "from_config",
+    "Layer", "Dense", "Activation", "ReLU", "Dropout", "Flatten", "Reshape", "Conv2D",
+    "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "BatchNorm", "BatchNormalization",
+    "from_config",
 ]
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus")
@@ -29,6 +31,29 @@ def _positive_int(value, what):
     if value < 1:
         raise ValueError(f"{what} must be >= 1, got {value}")
     return value
+
+
+def _positive_pair(value, what):
+    """(height, width) from an int or a pair of ints, each >= 1."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{what} must be an integer or a pair of integers, got {value!r}")
+        return tuple(_positive_int(v, what) for v in value)
+    v = _positive_int(value, what)
+    return (v, v)
+
+
+def _padding(value, layer):
+    p = value.lower() if isinstance(value, str) else value
+    if p not in ("valid", "same"):
+        raise ValueError(f"{layer} padding must be 'valid' or 'same', got {value!r}")
+    return p
+
+
+def _window_options(prefix, size, strides, padding):
+    """The engine's keys for a 2-D window: <prefix>, <prefix>_w, strides, strides_w, padding."""
+    return {prefix: size[0], prefix + "_w": size[1], "strides": strides[0],
+            "strides_w": strides[1], "padding": padding}
 
 
 class Layer:
@@ -122,6 +147,83 @@ class Reshape(Layer):
         return {f"shape{i}": d for i, d in enumerate(self.target_shape)}
 
 
+class Conv2D(Layer):
+    """2-D convolution over (height, width, channels) inputs, ``f(conv(x, kernel) + bias)``.
+
+    Keras semantics: kernel shaped (kh, kw, in_channels, filters), TensorFlow's ``"valid"`` and
+    ``"same"`` padding (output ``floor((n - k) / s) + 1`` and ``ceil(n / s)``).
+    """
+
+    kind = "conv2d"
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, name=None):
+        super().__init__(name, filters=filters, kernel_size=kernel_size, strides=strides,
+                         padding=padding, activation=activation)
+        what = type(self).__name__
+        self.filters = _positive_int(filters, f"{what} filters")
+        self.kernel_size = _positive_pair(kernel_size, f"{what} kernel_size")
+        self.strides = _positive_pair(strides, f"{what} strides")
+        self.padding = _padding(padding, what)
+        self.activation = check_activation(activation)
+
+    def options(self):
+        return {"filters": self.filters, "activation": self.activation,
+                **_window_options("kernel_size", self.kernel_size, self.strides, self.padding)}
+
+
+class Conv2DTranspose(Conv2D):
+    """Transposed 2-D convolution (the adjoint of a Conv2D), for upsampling in decoders.
+
+    Keras semantics: kernel shaped (kh, kw, filters, in_channels); output size ``n * s`` with
+    ``"same"`` padding and ``n * s + max(k - s, 0)`` with ``"valid"``.
+    """
+
+    kind = "conv2d_transpose"
+
+
+class MaxPool2D(Layer):
+    """Max pooling over (height, width) windows; ``strides`` defaults to ``pool_size``."""
+
+    kind = "maxpool2d"
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
+        super().__init__(name, pool_size=pool_size, strides=strides, padding=padding)
+        self.pool_size = _positive_pair(pool_size, "MaxPool2D pool_size")
+        self.strides = self.pool_size if strides is None else _positive_pair(strides, "MaxPool2D strides")
+        self.padding = _padding(padding, "MaxPool2D")
+
+    def options(self):
+        return _window_options("pool_size", self.pool_size, self.strides, self.padding)
+
+
+MaxPooling2D = MaxPool2D
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the last (channel) axis, with Keras semantics.
+
+    While training (inside ``fit``) it normalises with the batch's mean and biased variance and
+    moves ``moving_mean``/``moving_variance`` by ``moving * momentum + batch * (1 - momentum)``;
+    otherwise it uses the moving statistics. Weights: ``gamma`` (ones), ``beta`` (zeros).
+    """
+
+    kind = "batchnorm"
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, name=None):
+        super().__init__(name, momentum=momentum, epsilon=epsilon)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum}")
+        if not self.epsilon > 0.0:
+            raise ValueError(f"BatchNorm epsilon must be > 0, got {epsilon}")
+
+    def options(self):
+        return {"momentum": self.momentum, "epsilon": self.epsilon}
+
+
+BatchNormalization = BatchNorm
+
 _CLASSES = {}
 
 
@@ -131,7 +233,8 @@ def register(cls):
     return cls
 
 
-for _cls in (Dense, Activation, ReLU, Dropout, Flatten, Reshape):
+for _cls in (Dense, Activation, ReLU, Dropout, Flatten, Reshape, Conv2D, Conv2DTranspose, MaxPool2D,
+             BatchNorm):
     register(_cls)
 
 

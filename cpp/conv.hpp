@@ -1,0 +1,430 @@
+// 2-D convolution, transposed convolution and max pooling over channels-last (NHWC) tensors with
+// TensorFlow's "valid"/"same" geometry and Keras's kernel layouts. The fast kernels lower each
+// sample to one matrix product (im2col + Eigen GEMM) with the samples spread over OpenMP threads;
+// the naive direct loops beside them are the reference they are tested against (config "naive").
+// Conv2DTranspose reuses Conv2D's products: its forward is a convolution's input gradient.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <string>
+#include <vector>
+
+#include "activations.hpp"
+#include "layer.hpp"
+
+namespace vaecpp {
+
+// ---- geometry ---------------------------------------------------------------------------------
+
+// A sliding window from an image (H, W, C) to a grid (OH, OW): grid point (oh, ow) reads the image
+// rows oh*SH - PT + kh for kh < KH (columns likewise); rows outside the image are padding.
+struct ConvGeom {
+    int H = 0, W = 0, C = 0;  // image side
+    int OH = 0, OW = 0;       // grid side
+    int KH = 1, KW = 1, SH = 1, SW = 1, PT = 0, PL = 0;
+    long image() const { return long(H) * W * C; }  // values of one image
+    long grid() const { return long(OH) * OW; }     // grid points
+    long taps() const { return long(KH) * KW * C; } // im2col columns = kernel rows
+};
+
+// Kernel (or pool) size, strides and padding, as the configuration gives them.
+struct Window {
+    std::array<int, 2> k, s;
+    bool same = false;
+};
+
+// TensorFlow's output size and leading pad along one dimension:
+//   valid: out = floor((n - k) / s) + 1, no pad;
+//   same:  out = ceil(n / s), pad_total = max((out - 1) s + k - n, 0), leading pad = pad_total / 2.
+inline std::array<int, 2> window_dim(int n, int k, int s, bool same) {
+    if (!same) return {(n - k) / s + 1, 0};
+    const int out = (n + s - 1) / s;
+    return {out, std::max((out - 1) * s + k - n, 0) / 2};
+}
+
+inline void check_window(const Window& w, const std::string& what) {
+    if (std::min(w.k[0], w.k[1]) < 1 || std::min(w.s[0], w.s[1]) < 1)
+        throw ValueError(what + " size and strides must be >= 1, got " + std::to_string(w.k[0]) +
+                         "x" + std::to_string(w.k[1]) + " with strides " + std::to_string(w.s[0]) +
+                         "x" + std::to_string(w.s[1]));
+}
+
+inline void check_image(const Shape& in, const std::string& layer) {
+    if (in.size() != 3)
+        throw ValueError(layer + " needs a 3-D (height, width, channels) input, got " + shape_str(in) +
+                         "; add a Reshape layer before it");
+}
+
+// The geometry of a convolution or pooling window over an input image `in` (H, W, C).
+inline ConvGeom window_geom(const Shape& in, const Window& w, const std::string& layer,
+                            const std::string& what = "kernel") {
+    check_image(in, layer);
+    check_window(w, layer + " " + what);
+    if (!w.same && (w.k[0] > in[0] || w.k[1] > in[1]))
+        throw ValueError(layer + " " + what + " " + std::to_string(w.k[0]) + "x" + std::to_string(w.k[1]) +
+                         " is larger than its " + std::to_string(in[0]) + "x" + std::to_string(in[1]) +
+                         " input with padding='valid'");
+    ConvGeom g;
+    g.H = in[0], g.W = in[1], g.C = in[2];
+    g.KH = w.k[0], g.KW = w.k[1], g.SH = w.s[0], g.SW = w.s[1];
+    auto r = window_dim(g.H, g.KH, g.SH, w.same), c = window_dim(g.W, g.KW, g.SW, w.same);
+    g.OH = r[0], g.PT = r[1], g.OW = c[0], g.PL = c[1];
+    return g;
+}
+
+// A transposed convolution is the adjoint of the convolution from its output image (C channels)
+// back to its input (the grid). Keras's output size: valid: n s + max(k - s, 0), same: n s.
+inline ConvGeom transpose_geom(const Shape& in, int C, const Window& w, const std::string& layer) {
+    check_image(in, layer);
+    check_window(w, layer + " kernel");
+    auto out = [&](int n, int d) { return n * w.s[d] + (w.same ? 0 : std::max(w.k[d] - w.s[d], 0)); };
+    ConvGeom g = window_geom({out(in[0], 0), out(in[1], 1), C}, w, layer);
+    if (g.OH != in[0] || g.OW != in[1])
+        throw ValueError(layer + ": internal geometry error for input " + shape_str(in));
+    return g;
+}
+
+// Calls f(o, t, i) for every grid point o (flat over OH*OW), kernel tap t (flat over KH*KW) and
+// image pixel i (flat over H*W) that the tap reads, i = -1 for a tap in the padding.
+template <typename F>
+inline void for_each_tap(const ConvGeom& g, F f) {
+    // grid is (OH,OW), taps are (KH,KW), image pixels (H,W)
+    for (int oh = 0; oh < g.OH; ++oh)
+        for (int ow = 0; ow < g.OW; ++ow)
+            for (int kh = 0; kh < g.KH; ++kh) {
+                const int ih = oh * g.SH - g.PT + kh;
+                for (int kw = 0; kw < g.KW; ++kw) {
+                    const int iw = ow * g.SW - g.PL + kw;
+                    const bool inside = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+                    f(long(oh) * g.OW + ow, long(kh) * g.KW + kw, inside ? long(ih) * g.W + iw : -1L);
+                }
+            }
+}
+
+// x is (H,W,C), col is (OH*OW, KH*KW*C): row o holds the C values under each tap, 0 in the padding
+template <typename T>
+void im2col(T* col, const T* x, const ConvGeom& g) {
+    for_each_tap(g, [&](long o, long t, long i) {
+        T* dst = col + o * g.taps() + t * g.C;
+        if (i < 0)
+            std::fill_n(dst, g.C, T(0));
+        else
+            std::copy_n(x + i * g.C, g.C, dst);
+    });
+}
+
+// The adjoint of im2col: x (H,W,C) += every column entry read from it
+template <typename T>
+void col2im(T* x, const T* col, const ConvGeom& g) {
+    for_each_tap(g, [&](long o, long t, long i) {
+        if (i < 0) return;
+        const T* src = col + o * g.taps() + t * g.C;
+        T* dst = x + i * g.C;
+        for (int c = 0; c < g.C; ++c) dst[c] += src[c];
+    });
+}
+
+// ---- shared pieces ----------------------------------------------------------------------------
+
+// out is (rows, n): out = f(out + bias), in place
+template <typename T>
+void add_bias_act(T* out, const T* bias, long rows, int n, Act act) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+    for (long r = 0; r < rows; ++r)
+        for (int j = 0; j < n; ++j) out[r * n + j] = act_value(act, out[r * n + j] + bias[j]);
+}
+
+// With y = f(a), a = ... + bias: da = dout f'(a) (from y) overwrites dout, db += column sums of da.
+// dout and out are (rows, n).
+template <typename T>
+void act_bias_backward(T* db, T* dout, const T* out, long rows, int n, Act act) {
+    act_backward(dout, dout, out, rows * n, act);
+    VecMap<T>(db, n).noalias() += CMatMap<T>(dout, rows, n).colwise().sum().transpose();
+}
+
+// One slab of scratch per thread, grown when the team or the sizes grow and never in the steady
+// state; thread t owns [t * per, (t + 1) * per).
+template <typename T>
+struct ThreadScratch {
+    std::vector<T> buf;
+    long per = 0;
+    int slabs = 0;
+    void prepare(long n, bool zero = false) {
+        per = n;
+        slabs = team_size();
+        const size_t need = size_t(n) * slabs;
+        if (buf.size() < need) buf.resize(need);
+        if (zero) std::fill_n(buf.begin(), need, T(0));
+    }
+    T* mine() { return buf.data() + long(thread_num()) * per; }
+    // dst (per,) += the slabs in thread order, so a given team size always sums alike
+    void sum_into(T* dst) const {
+        for (int t = 0; t < slabs; ++t)
+            VecMap<T>(dst, per) += CVecMap<T>(buf.data() + long(t) * per, per);
+    }
+};
+
+// ---- the three products of a convolution ------------------------------------------------------
+// A convolution maps an image side (B,H,W,C) to a grid side (B,OH,OW,F) with a Keras kernel K
+// (KH,KW,C,F), seen as a (KH*KW*C, F) matrix. Conv2D and Conv2DTranspose (which TensorFlow defines
+// as the input gradient of a convolution) are both made of these three products:
+//   forward:          grid[o,f]  = sum_{t,c} image[pixel(o,t), c] K[t,c,f]  = im2col(image) @ K
+//   backward_input:   image[i,c] = sum_{o,t: pixel(o,t)=i} sum_f grid[o,f] K[t,c,f]
+//                                                                          = col2im(grid @ K^T)
+//   backward_kernel:  dK[t,c,f] += sum_o image[pixel(o,t), c] grid[o,f]   = im2col(image)^T @ grid
+
+// Naive direct loops, the reference for the fast versions: fn(image index, grid index, kernel
+// index) for every sample, grid point, tap inside the image, channel c and filter f.
+template <typename Fn>
+void for_each_product(int B, const ConvGeom& g, int F, Fn fn) {
+    // image is (B,H,W,C), grid is (B,OH,OW,F), K is (KH*KW,C,F)
+    for (int b = 0; b < B; ++b)
+        for_each_tap(g, [&](long o, long t, long i) {
+            if (i < 0) return;
+            for (int c = 0; c < g.C; ++c)
+                for (int f = 0; f < F; ++f)
+                    fn(b * g.image() + i * g.C + c, (b * g.grid() + o) * F + f, (t * g.C + c) * F + f);
+        });
+}
+
+template <typename T>
+void conv2d_forward_naive(T* grid, const T* image, const T* K, int B, const ConvGeom& g, int F) {
+    std::fill_n(grid, B * g.grid() * F, T(0));
+    for_each_product(B, g, F, [&](long x, long y, long k) { grid[y] += image[x] * K[k]; });
+}
+
+template <typename T>
+void conv2d_backward_input_naive(T* image, const T* grid, const T* K, int B, const ConvGeom& g, int F) {
+    std::fill_n(image, B * g.image(), T(0));
+    for_each_product(B, g, F, [&](long x, long y, long k) { image[x] += grid[y] * K[k]; });
+}
+
+template <typename T>
+void conv2d_backward_kernel_naive(T* dK, const T* image, const T* grid, int B, const ConvGeom& g, int F) {
+    for_each_product(B, g, F, [&](long x, long y, long k) { dK[k] += image[x] * grid[y]; });
+}
+
+// Fast versions: one GEMM per sample on its im2col matrix. per_sample spreads the samples over
+// the threads and hands each its own col scratch (OH*OW, KH*KW*C).
+template <typename T, typename Fn>
+void per_sample(int B, const ConvGeom& g, ThreadScratch<T>& col, Fn body) {
+    col.prepare(g.grid() * g.taps());
+#pragma omp parallel for schedule(static) if (B > 1)
+    for (int b = 0; b < B; ++b) body(b, MatMap<T>(col.mine(), g.grid(), g.taps()));
+}
+
+// image is (B,H,W,C), K is (KH*KW*C, F), grid is (B,OH,OW,F)
+template <typename T>
+void conv2d_forward(T* grid, const T* image, const T* K, int B, const ConvGeom& g, int F,
+                    ThreadScratch<T>& col) {
+    per_sample(B, g, col, [&](int b, MatMap<T> c) {
+        im2col(c.data(), image + b * g.image(), g);
+        MatMap<T>(grid + b * g.grid() * F, g.grid(), F).noalias() = c * CMatMap<T>(K, g.taps(), F);
+    });
+}
+
+// image is overwritten
+template <typename T>
+void conv2d_backward_input(T* image, const T* grid, const T* K, int B, const ConvGeom& g, int F,
+                           ThreadScratch<T>& col) {
+    per_sample(B, g, col, [&](int b, MatMap<T> c) {
+        c.noalias() = CMatMap<T>(grid + b * g.grid() * F, g.grid(), F) *
+                      CMatMap<T>(K, g.taps(), F).transpose();
+        T* x = image + b * g.image();
+        std::fill_n(x, g.image(), T(0));
+        col2im(x, c.data(), g);
+    });
+}
+
+// dK is summed in per-thread slabs (dk) and added in thread order
+template <typename T>
+void conv2d_backward_kernel(T* dK, const T* image, const T* grid, int B, const ConvGeom& g, int F,
+                            ThreadScratch<T>& col, ThreadScratch<T>& dk) {
+    dk.prepare(g.taps() * F, true);
+    per_sample(B, g, col, [&](int b, MatMap<T> c) {
+        im2col(c.data(), image + b * g.image(), g);
+        MatMap<T>(dk.mine(), g.taps(), F).noalias() +=
+            c.transpose() * CMatMap<T>(grid + b * g.grid() * F, g.grid(), F);
+    });
+    dk.sum_into(dK);
+}
+
+// ---- MaxPool2D --------------------------------------------------------------------------------
+
+// inp is (B,H,W,C), out is (B,OH,OW,C); arg (B,OH,OW,C) keeps the index of each max within its
+// sample. Windows are clipped to the image (TF's "same" pads with -inf); the first max wins ties.
+template <typename T>
+void maxpool2d_forward(T* out, int* arg, const T* inp, int B, const ConvGeom& g) {
+    const long n = g.grid() * g.C;
+#pragma omp parallel for schedule(static) if (B * g.image() >= kParallelMin)
+    for (int b = 0; b < B; ++b) {
+        const T* x = inp + b * g.image();
+        T* y = out + b * n;
+        int* a = arg + b * n;
+        std::fill_n(a, n, -1);
+        for_each_tap(g, [&](long o, long, long i) {
+            if (i < 0) return;
+            for (int c = 0; c < g.C; ++c) {
+                const long k = o * g.C + c, j = i * g.C + c;
+                if (a[k] < 0 || x[j] > y[k]) y[k] = x[j], a[k] = int(j);
+            }
+        });
+    }
+}
+
+// Only the max depends on its window: dinp[arg] += dout, zero elsewhere.
+// dout and arg are (B,OH,OW,C), dinp is (B,H,W,C)
+template <typename T>
+void maxpool2d_backward(T* dinp, const T* dout, const int* arg, int B, const ConvGeom& g) {
+    const long n = g.grid() * g.C;
+#pragma omp parallel for schedule(static) if (B * g.image() >= kParallelMin)
+    for (int b = 0; b < B; ++b) {
+        T* dx = dinp + b * g.image();
+        std::fill_n(dx, g.image(), T(0));
+        for (long k = 0; k < n; ++k) dx[arg[b * n + k]] += dout[b * n + k];
+    }
+}
+
+// ---- layers -----------------------------------------------------------------------------------
+
+// Reads "<key>" and "<key>_w" (height and width; the width defaults to the height).
+inline std::array<int, 2> config_hw(const LayerConfig& cfg, const std::string& key, double dflt) {
+    const int h = int(cfg.get(key, dflt));
+    return {h, int(cfg.get(key + "_w", h))};
+}
+
+inline bool config_same(const LayerConfig& cfg, const std::string& layer) {
+    const std::string p = cfg.get_str("padding", "valid");
+    if (p != "valid" && p != "same")
+        throw ValueError(layer + " padding must be 'valid' or 'same', got '" + p + "'");
+    return p == "same";
+}
+
+inline Window conv_window(const LayerConfig& cfg, const std::string& layer) {
+    Window w;
+    w.k = config_hw(cfg, "kernel_size", cfg.need("kernel_size"));
+    w.s = config_hw(cfg, "strides", 1);
+    w.same = config_same(cfg, layer);
+    return w;
+}
+
+// Conv2D and Conv2DTranspose: a geometry g, a (KH,KW,g.C,F) kernel and a bias of `filters`, where
+// F is the channel count on the grid side. cfg "naive" = 1 selects the direct loops (for tests).
+template <typename T>
+struct ConvLayerBase : Layer<T> {
+    ConvGeom g;
+    int F = 0, filters = 0;
+    Act act = Act::linear;
+    bool naive = false;
+    ThreadScratch<T> col, dk;
+
+    ConvLayerBase(const LayerConfig& cfg, const std::string& layer) {
+        filters = int(cfg.need("filters"));
+        if (filters < 1) throw ValueError(layer + " filters must be >= 1, got " + std::to_string(filters));
+        act = act_from_name(cfg.get_str("activation", "linear"));
+        naive = cfg.get("naive", 0) != 0;
+    }
+    long kernel_size() const { return g.taps() * F; }
+    const T* kernel() const { return this->params; }
+    const T* bias() const { return this->params + kernel_size(); }
+    T* dbias() { return this->grads + kernel_size(); }
+    std::vector<ArrayInfo> weights() const override {
+        return {{"kernel", {g.KH, g.KW, g.C, F}}, {"bias", {filters}}};
+    }
+    // Keras's fans for a conv kernel: receptive field x input / output channels.
+    void init(const Philox& rng, uint64_t stream) override {
+        const long field = long(g.KH) * g.KW;
+        glorot_uniform(this->params, kernel_size(), field * g.C, field * F, rng, stream);
+        std::fill_n(this->params + kernel_size(), filters, T(0));
+    }
+    // The three products with this layer's kernel, naive or fast.
+    void conv(T* grid, const T* image, int B) {
+        if (naive)
+            conv2d_forward_naive(grid, image, kernel(), B, g, F);
+        else
+            conv2d_forward(grid, image, kernel(), B, g, F, col);
+    }
+    void conv_input_grad(T* image, const T* grid, int B) {
+        if (naive)
+            conv2d_backward_input_naive(image, grid, kernel(), B, g, F);
+        else
+            conv2d_backward_input(image, grid, kernel(), B, g, F, col);
+    }
+    void conv_kernel_grad(const T* image, const T* grid, int B) {
+        if (naive)
+            conv2d_backward_kernel_naive(this->grads, image, grid, B, g, F);
+        else
+            conv2d_backward_kernel(this->grads, image, grid, B, g, F, col, dk);
+    }
+};
+
+// y = f(conv(x) + bias): the input is the image side, the output the grid side.
+// Backward: da = dout f'(a), dbias += sum da, dK += backward_kernel(x, da), dx = backward_input(da).
+template <typename T>
+struct Conv2DLayer : ConvLayerBase<T> {
+    Conv2DLayer(const Shape& in, const LayerConfig& cfg) : ConvLayerBase<T>(cfg, "Conv2D") {
+        this->g = window_geom(in, conv_window(cfg, "Conv2D"), "Conv2D");
+        this->F = this->filters;
+        this->in_shape = in;
+        this->out_shape = {this->g.OH, this->g.OW, this->filters};
+    }
+    std::string kind() const override { return "Conv2D"; }
+    void forward(T* out, const T* inp, int B, const Ctx&) override {
+        this->conv(out, inp, B);
+        add_bias_act(out, this->bias(), B * this->g.grid(), this->F, this->act);
+    }
+    void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx&) override {
+        act_bias_backward(this->dbias(), dout, out, B * this->g.grid(), this->F, this->act);
+        this->conv_kernel_grad(inp, dout, B);
+        if (dinp) this->conv_input_grad(dinp, dout, B);
+    }
+};
+
+// y = f(backward_input(x) + bias): the input is the grid side, the output the image side.
+// Backward: da = dout f'(a), dbias += sum da, dK += backward_kernel(da, x), dx = conv(da).
+template <typename T>
+struct Conv2DTransposeLayer : ConvLayerBase<T> {
+    Conv2DTransposeLayer(const Shape& in, const LayerConfig& cfg)
+        : ConvLayerBase<T>(cfg, "Conv2DTranspose") {
+        this->g = transpose_geom(in, this->filters, conv_window(cfg, "Conv2DTranspose"), "Conv2DTranspose");
+        this->F = in[2];
+        this->in_shape = in;
+        this->out_shape = {this->g.H, this->g.W, this->filters};
+    }
+    std::string kind() const override { return "Conv2DTranspose"; }
+    void forward(T* out, const T* inp, int B, const Ctx&) override {
+        this->conv_input_grad(out, inp, B);
+        add_bias_act(out, this->bias(), B * long(this->g.H) * this->g.W, this->g.C, this->act);
+    }
+    void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx&) override {
+        act_bias_backward(this->dbias(), dout, out, B * long(this->g.H) * this->g.W, this->g.C, this->act);
+        this->conv_kernel_grad(dout, inp, B);
+        if (dinp) this->conv(dinp, dout, B);
+    }
+};
+
+template <typename T>
+struct MaxPool2DLayer : Layer<T> {
+    ConvGeom g;
+    std::vector<int> arg;  // (B, OH, OW, C) of the last forward, grown with B
+    MaxPool2DLayer(const Shape& in, const LayerConfig& cfg) {
+        Window w;
+        w.k = config_hw(cfg, "pool_size", 2);
+        w.s = cfg.num.count("strides") ? config_hw(cfg, "strides", 1) : w.k;
+        w.same = config_same(cfg, "MaxPool2D");
+        g = window_geom(in, w, "MaxPool2D", "pool");
+        this->in_shape = in;
+        this->out_shape = {g.OH, g.OW, g.C};
+    }
+    std::string kind() const override { return "MaxPool2D"; }
+    void forward(T* out, const T* inp, int B, const Ctx&) override {
+        if (arg.size() < size_t(B * this->out_size())) arg.resize(B * this->out_size());
+        maxpool2d_forward(out, arg.data(), inp, B, g);
+    }
+    void backward(T* dinp, T* dout, const T*, const T*, int B, const Ctx&) override {
+        if (dinp) maxpool2d_backward(dinp, dout, arg.data(), B, g);
+    }
+};
+
+}  // namespace vaecpp

@@ -1,0 +1,79 @@
+"""Argument and array validation shared by the public API: clear errors, never a crash."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+# Likelihoods whose data must lie in [0, 1].
+UNIT_INTERVAL = ("bernoulli", "continuous_bernoulli")
+
+
+def positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def number(value, name, minimum=None, open_minimum=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value < minimum or (open_minimum and value == minimum)):
+        raise ValueError(f"{name} must be {'>' if open_minimum else '>='} {minimum}, got {value}")
+    return value
+
+
+def shape_tuple(shape, name="input_shape"):
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {shape!r}") from None
+    if not shape:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(positive_int(d, f"{name} dimension") for d in shape)
+
+
+def as_rows(x, shape, dtype, name="x"):
+    """Returns x as a C-contiguous (n, prod(shape)) array of dtype; accepts (n, *shape) or
+    (n, prod(shape)); rejects non-numeric, empty, NaN/inf."""
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(
+            x.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    size = int(np.prod(shape))
+    if x.ndim >= 1 and (x.shape[1:] == tuple(shape) or x.shape[1:] == (size,)):
+        rows = x.reshape(x.shape[0], size)
+    else:
+        want = f"(n, {', '.join(map(str, shape))})" + (f" or (n, {size})" if len(shape) > 1 else "")
+        raise ValueError(f"{name} must have shape {want}, got {x.shape}")
+    if rows.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    out = np.ascontiguousarray(rows, dtype=dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    return out, x
+
+
+def check_support(rows, original, likelihood, name="x"):
+    """Values outside [0, 1] cannot be scored by a Bernoulli-type likelihood."""
+    if likelihood not in UNIT_INTERVAL:
+        return
+    lo, hi = float(rows.min()), float(rows.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = ""
+        if np.issubdtype(original.dtype, np.integer) or hi > 1.0 and hi <= 255.0:
+            hint = " (for 8-bit images divide by 255 first: x / 255.0)"
+        raise ValueError(f"the {likelihood} likelihood needs {name} in [0, 1], "
+                         f"got values in [{lo:g}, {hi:g}]{hint}")

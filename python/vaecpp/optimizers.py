@@ -1,0 +1,130 @@
+"""Optimizers, with Keras's names, defaults and update rules (run by the C++ engine).
+
+>>> vae.compile(optimizer=vaecpp.optimizers.Adam(learning_rate=1e-3))
+>>> vae.compile(optimizer="rmsprop")
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Optimizer", "Adam", "SGD", "RMSprop", "Adagrad", "get"]
+
+
+def _number(name, value, low=0.0, low_open=False, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (low_open and value == low) or (
+            high is not None and value >= high):
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound += f" and < {high}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+class Optimizer:
+    """Base class. ``learning_rate`` may be changed between epochs (schedules do this)."""
+
+    name = ""
+    _defaults: dict = {}
+
+    def __init__(self, learning_rate=1e-3, clipnorm=None, clipvalue=None, weight_decay=None,
+                 **kwargs):
+        unknown = set(kwargs) - set(self._defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
+                            f"it takes learning_rate, clipnorm, clipvalue, weight_decay"
+                            + "".join(f", {k}" for k in self._defaults))
+        self.learning_rate = _number("learning_rate", learning_rate, low_open=True)
+        self.clipnorm = None if clipnorm is None else _number("clipnorm", clipnorm, low_open=True)
+        self.clipvalue = None if clipvalue is None else _number("clipvalue", clipvalue, low_open=True)
+        self.weight_decay = None if weight_decay is None else _number("weight_decay", weight_decay)
+        self.options = {**self._defaults, **kwargs}
+
+    def get_config(self):
+        cfg = {"name": self.name, "learning_rate": self.learning_rate, **self.options}
+        for k in ("clipnorm", "clipvalue", "weight_decay"):
+            if getattr(self, k) is not None:
+                cfg[k] = getattr(self, k)
+        return cfg
+
+    @classmethod
+    def from_config(cls, cfg):
+        cfg = dict(cfg)
+        name = cfg.pop("name")
+        return _CLASSES[name](**cfg)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) in Keras's form:
+    ``m += (g - m)(1 - beta_1); v += (g^2 - v)(1 - beta_2);
+    p -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)``."""
+
+    name = "adam"
+    _defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate, beta_1=_number("beta_1", beta_1, high=1.0),
+                         beta_2=_number("beta_2", beta_2, high=1.0),
+                         epsilon=_number("epsilon", epsilon), **kwargs)
+
+
+class SGD(Optimizer):
+    """SGD with optional (Nesterov) momentum, Keras's form:
+    ``m = momentum m - lr g; p += m`` (Nesterov: ``p += momentum m - lr g``)."""
+
+    name = "sgd"
+    _defaults = {"momentum": 0.0, "nesterov": False}
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(learning_rate, momentum=_number("momentum", momentum, high=1.0),
+                         nesterov=bool(nesterov), **kwargs)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``v = rho v + (1 - rho) g^2; p -= lr g / (sqrt(v) + epsilon)``."""
+
+    name = "rmsprop"
+    _defaults = {"rho": 0.9, "epsilon": 1e-7}
+
+    def __init__(self, learning_rate=1e-3, rho=0.9, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate, rho=_number("rho", rho, high=1.0),
+                         epsilon=_number("epsilon", epsilon), **kwargs)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (the AEVB paper's choice): ``a += g^2; p -= lr g / (sqrt(a) + epsilon)``."""
+
+    name = "adagrad"
+    _defaults = {"initial_accumulator_value": 0.1, "epsilon": 1e-7}
+
+    def __init__(self, learning_rate=1e-3, initial_accumulator_value=0.1, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate,
+                         initial_accumulator_value=_number("initial_accumulator_value",
+                                                           initial_accumulator_value),
+                         epsilon=_number("epsilon", epsilon), **kwargs)
+
+
+_CLASSES = {c.name: c for c in (Adam, SGD, RMSprop, Adagrad)}
+
+
+def get(identifier):
+    """An Optimizer from an instance, a name ("adam", "sgd", "rmsprop", "adagrad") or a config."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in _CLASSES:
+            raise ValueError(f"unknown optimizer {identifier!r}; expected one of "
+                             f"{', '.join(_CLASSES)} or a vaecpp.optimizers.Optimizer")
+        return _CLASSES[key]()
+    if isinstance(identifier, dict):
+        return Optimizer.from_config(identifier)
+    raise TypeError(f"optimizer must be a name or a vaecpp.optimizers.Optimizer, "
+                    f"got {type(identifier).__name__}")

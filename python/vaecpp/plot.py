@@ -1,0 +1,467 @@
+"""Matplotlib figures for VAEs: losses, latent spaces, manifolds, images.
+
+Every function returns a :class:`matplotlib.figure.Figure` that is *not*
+left open in pyplot: in Jupyter it is displayed once when it is the value of
+a cell (or with ``display(fig)``), and in scripts it is saved with
+``fig.savefig(path)``.  No figure piles up in pyplot's figure list.
+
+Images may be ``(n, h, w)``, ``(n, h, w, 1)`` or ``(n, h, w, 3)`` (or flat,
+with ``image_shape``); ``value_range`` says which values are black and white,
+e.g. ``(-1, 1)`` for a tanh decoder.  Matplotlib is imported only when a
+function is called.
+"""
+
+from statistics import NormalDist
+
+import numpy as np
+
+from ._imageutil import decode_images, image_shape_of, to_display
+
+__all__ = [
+    "loss_curves",
+    "latent_scatter",
+    "manifold",
+    "image_grid",
+    "reconstructions",
+    "interpolation",
+    "nearest_neighbours",
+    "nearest_neighbour_indices",
+    "manifold_grid",
+]
+
+
+def _figure(figsize):
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("vaecpp.plot needs matplotlib: pip install matplotlib") from None
+    fig = plt.figure(figsize=figsize)
+    plt.close(fig)  # returned, not left for pyplot to show a second time
+    return fig
+
+
+def _show(ax, image, title=None):
+    """Draws one display image (values in [0, 1]) on ``ax`` without ticks."""
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(image, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+
+
+def _image_rows(rows, row_labels=None, titles=None, cell=1.2):
+    """A figure with one axes per image; ``rows`` is a list of lists of images."""
+    nrows, ncols = len(rows), max(len(r) for r in rows)
+    fig = _figure((max(2.0, cell * ncols), max(1.5, cell * nrows + 0.3)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            if j >= len(row):
+                ax.set_axis_off()
+                continue
+            _show(ax, row[j], titles[i][j] if titles else None)
+        if row_labels:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+    return fig
+
+
+def _batch(x, vae):
+    """``x`` as a batch: one input shaped ``vae.input_shape`` gets a leading axis."""
+    x = np.asarray(x)
+    if x.shape == tuple(vae.input_shape):
+        x = x[None]
+    return x
+
+
+def loss_curves(history, keys=("loss", "val_loss"), logy=False, title=None):
+    """Plots training curves from a History (or its ``.history`` dict).
+
+    Parameters
+    ----------
+    history : History or dict
+        ``vae.fit(...)``'s return value, or a dict of lists.
+    keys : sequence of str
+        The metrics to draw; those absent from ``history`` are skipped (so
+        ``val_loss`` may be asked for when there was no validation data).
+    logy : bool
+        Whether to use a logarithmic y axis.
+    title : str, optional
+        The axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes, one line per key, x = epoch number (1-based).
+
+    Raises
+    ------
+    ValueError
+        If none of ``keys`` is in ``history``.
+    """
+    logs = getattr(history, "history", history)
+    present = [k for k in keys if k in logs and len(logs[k])]
+    if not present:
+        raise ValueError(f"none of {list(keys)} in the history (it has {sorted(logs)})")
+    epochs = list(getattr(history, "epoch", None) or [])
+    fig = _figure((6, 4))
+    ax = fig.add_subplot()
+    for key in present:
+        values = np.asarray(logs[key], dtype=float)
+        if len(epochs) == len(values):
+            xs = np.asarray(epochs) + 1
+        else:
+            xs = np.arange(1, len(values) + 1)
+        ax.plot(xs, values, marker="o" if len(values) < 30 else None, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
+    """Scatter plot of latent codes, coloured by label.
+
+    Parameters
+    ----------
+    z : array_like or (vae, x)
+        Latent codes ``(n, latent_dim)``, or a pair ``(vae, x)`` whose
+        ``vae.encode(x)`` (posterior means) gives them.
+    labels : array_like, optional
+        ``(n,)`` class labels (integers or strings: discrete colours and,
+        up to 20 classes, a legend) or continuous values (a colour bar),
+        e.g. ``t`` of :func:`vaecpp.datasets.s_curve`.
+    dims : (int, int)
+        The two latent dimensions to draw.  With a 1-D latent space the
+        codes are drawn against the labels (or zero).
+    s : float
+        Marker size.
+    cmap : str, optional
+        Colour map; default ``"tab10"`` (``"tab20"`` beyond 10 classes) for
+        integer labels, ``"viridis"`` otherwise.
+    title : str, optional
+        The axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if isinstance(z, tuple) and len(z) == 2 and hasattr(z[0], "encode"):
+        vae, x = z
+        z = vae.encode(x)
+    z = np.asarray(z, dtype=float)
+    if z.ndim == 1:
+        z = z[:, None]
+    fig = _figure((5.5, 5))
+    ax = fig.add_subplot()
+    if z.shape[1] == 1:
+        xs = z[:, 0]
+        ys = np.zeros(len(z)) if labels is None else np.asarray(labels, dtype=float)
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("label" if labels is not None else "")
+    else:
+        xs, ys = z[:, dims[0]], z[:, dims[1]]
+        ax.set_xlabel(f"z[{dims[0]}]")
+        ax.set_ylabel(f"z[{dims[1]}]")
+    if labels is None:
+        ax.scatter(xs, ys, s=s, color="tab:blue")
+    else:
+        labels = np.asarray(labels)
+        if len(labels) != len(z):
+            raise ValueError(f"{len(labels)} labels for {len(z)} points")
+        discrete = labels.dtype.kind in "biuUSO"  # integers, booleans, strings
+        classes = np.unique(labels) if discrete else None
+        if discrete and (len(classes) <= 20 or labels.dtype.kind in "USO"):
+            colours = _colormap(cmap or ("tab10" if len(classes) <= 10 else "tab20"))
+            for k, c in enumerate(classes):
+                mask = labels == c
+                ax.scatter(xs[mask], ys[mask], s=s, color=colours(k % colours.N), label=str(c))
+            if len(classes) <= 20:
+                ax.legend(markerscale=max(1.0, 12.0 / s), fontsize=8, loc="best")
+        else:
+            points = ax.scatter(xs, ys, s=s, c=labels.astype(float), cmap=cmap or "viridis")
+            fig.colorbar(points, ax=ax)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _colormap(name):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def _axis_values(n, grid, quantiles, limits, scale):
+    if isinstance(grid, str):
+        if grid == "ppf":
+            normal = NormalDist()
+            values = [normal.inv_cdf(q) for q in np.linspace(quantiles[0], quantiles[1], n)]
+        elif grid == "linear":
+            values = np.linspace(limits[0], limits[1], n)
+        else:
+            raise ValueError(f"grid must be 'ppf', 'linear' or an array, not {grid!r}")
+    else:
+        values = grid
+    return np.asarray(values, dtype=float).ravel() * scale
+
+
+def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0),
+                  scale=1.0, dims=(0, 1), fixed=None, image_shape=None,
+                  value_range=(0.0, 1.0)):
+    """The decoded latent grid that :func:`manifold` draws, as arrays.
+
+    Returns
+    -------
+    canvas : numpy.ndarray
+        ``(rows * h, cols * w)`` (or ``(..., 3)``) in [0, 1]: column ``j``
+        decodes ``z[dims[0]] = xs[j]``, row ``i`` decodes
+        ``z[dims[1]] = ys[i]`` with ``ys`` decreasing downwards (so up is
+        up, as in :func:`latent_scatter`).
+    xs, ys : numpy.ndarray
+        The coordinates of the columns and the rows (``ys`` is empty for a
+        1-D latent space, drawn as one row).
+    """
+    if min(quantiles) <= 0 or max(quantiles) >= 1:
+        raise ValueError(f"quantiles must lie strictly between 0 and 1, not {quantiles}")
+    values = _axis_values(n, grid, quantiles, limits, scale)
+    latent_dim = int(vae.latent_dim)
+    base = np.zeros(latent_dim) if fixed is None else np.asarray(fixed, dtype=float).copy()
+    if latent_dim == 1:
+        z = np.repeat(base[None], len(values), axis=0)
+        z[:, 0] = values
+        xs, ys = values, np.array([])
+        images = decode_images(vae, z, image_shape, value_range)[None]
+    else:
+        xs, ys = values, values[::-1]
+        z = np.repeat(base[None], len(xs) * len(ys), axis=0)
+        z[:, dims[0]] = np.tile(xs, len(ys))
+        z[:, dims[1]] = np.repeat(ys, len(xs))
+        images = decode_images(vae, z, image_shape, value_range)
+        images = images.reshape((len(ys), len(xs)) + images.shape[1:])
+    rows, cols, h, w = images.shape[:4]
+    canvas = images.swapaxes(1, 2).reshape((rows * h, cols * w) + images.shape[4:])
+    return canvas, xs, ys
+
+
+def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), scale=1.0,
+             dims=(0, 1), fixed=None, image_shape=None, value_range=(0.0, 1.0), figsize=None,
+             title=None):
+    """Decodes a grid of latent points into one image mosaic (the Keras VAE figure).
+
+    Parameters
+    ----------
+    vae : VAE
+        Anything with ``decode``, ``latent_dim`` and ``input_shape``.
+    n : int
+        Grid points per axis.
+    grid : "ppf", "linear" or array_like
+        ``"ppf"``: the standard normal quantiles ``norm.ppf(linspace(*quantiles, n))``
+        (equal prior mass between points, as in the Keras example);
+        ``"linear"``: ``linspace(*limits, n)``; an array: those coordinates.
+    quantiles : (float, float)
+        Range of probabilities for ``"ppf"``; default ``(0.05, 0.95)``.
+    limits : (float, float)
+        Range for ``"linear"``.
+    scale : float
+        Multiplies the coordinates (e.g. a prior standard deviation).
+    dims : (int, int)
+        The latent dimensions varied along x and y when ``latent_dim > 2``.
+    fixed : array_like, optional
+        Values of the other dimensions (default zeros).
+    image_shape : tuple, optional
+        Shape of one image if ``vae.input_shape`` is flat.
+    value_range : (float, float)
+        Decoder values shown as black and white.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes showing the mosaic (see :func:`manifold_grid` for its
+        layout), ticks at the grid coordinates.
+    """
+    canvas, xs, ys = manifold_grid(vae, n, grid, quantiles, limits, scale, dims, fixed,
+                                   image_shape, value_range)
+    h, w = image_shape_of(vae, image_shape)[:2]
+    fig = _figure(figsize or (8, 8 if len(ys) else 2))
+    ax = fig.add_subplot()
+    cmap = "gray" if canvas.ndim == 2 else None
+    ax.imshow(canvas, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    step = max(1, len(xs) // 8)
+    ax.set_xticks(np.arange(len(xs))[::step] * w + w / 2 - 0.5)
+    ax.set_xticklabels([f"{v:.2g}" for v in xs[::step]])
+    ax.set_xlabel(f"z[{dims[0]}]")
+    if len(ys):
+        ax.set_yticks(np.arange(len(ys))[::step] * h + h / 2 - 0.5)
+        ax.set_yticklabels([f"{v:.2g}" for v in ys[::step]])
+        ax.set_ylabel(f"z[{dims[1]}]")
+    else:
+        ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0, 1.0)):
+    """Shows images in a grid, one axes per image, row by row.
+
+    Parameters
+    ----------
+    images : array_like
+        ``(n, h, w)``, ``(n, h, w, 1)``, ``(n, h, w, 3)``, or flat with
+        ``image_shape``.
+    ncols : int
+        Images per row.
+    titles : sequence of str, optional
+        One per image.
+    image_shape : tuple, optional
+        Shape to give each flat image.
+    value_range : (float, float)
+        Values shown as black and white.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    shown = to_display(images, image_shape, value_range)
+    if len(shown) == 0:
+        raise ValueError("no images to show")
+    ncols = max(1, min(int(ncols), len(shown)))
+    rows = [list(shown[i : i + ncols]) for i in range(0, len(shown), ncols)]
+    row_titles = None
+    if titles is not None:
+        titles = list(titles)
+        row_titles = [titles[i : i + ncols] for i in range(0, len(shown), ncols)]
+    return _image_rows(rows, titles=row_titles)
+
+
+def reconstructions(vae, x, n=10, image_shape=None, value_range=(0.0, 1.0)):
+    """The first ``n`` inputs (top row) and ``vae.decode(vae.encode(x))`` (bottom row).
+
+    Reconstructions go through the posterior means, so they are
+    deterministic.  Returns the Figure.
+    """
+    x = _batch(x, vae)[:n]
+    shape = image_shape_of(vae, image_shape)
+    originals = to_display(x, shape, value_range)
+    decoded = to_display(vae.decode(vae.encode(x)), shape, value_range)
+    return _image_rows([list(originals), list(decoded)], row_labels=["input", "reconstruction"])
+
+
+def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,
+                  image_shape=None, value_range=(0.0, 1.0)):
+    """Decodes points on the path between the latent codes of two inputs.
+
+    Parameters
+    ----------
+    vae : VAE
+    x_a, x_b : array_like
+        One input each (shaped ``vae.input_shape``, or a batch of one).
+    steps : int
+        Number of decoded points, ``t = linspace(0, 1, steps)``.
+    method : {"linear", "slerp"}
+        Straight line, or spherical interpolation (keeps the norm of codes
+        near that of the prior's typical set).
+    include_inputs : bool
+        Whether to show the two inputs at the ends of the row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row: [x_a,] decode(z(t)) for each t, [x_b].
+    """
+    if steps < 2:
+        raise ValueError("steps must be at least 2")
+    pair = np.concatenate([_batch(x_a, vae)[:1], _batch(x_b, vae)[:1]])
+    z_a, z_b = np.asarray(vae.encode(pair), dtype=float)
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    if method == "linear":
+        z = (1 - t) * z_a + t * z_b
+    elif method == "slerp":
+        cos = np.dot(z_a, z_b) / (np.linalg.norm(z_a) * np.linalg.norm(z_b) + 1e-12)
+        omega = np.arccos(np.clip(cos, -1.0, 1.0))
+        if omega < 1e-6:
+            z = (1 - t) * z_a + t * z_b
+        else:
+            z = (np.sin((1 - t) * omega) * z_a + np.sin(t * omega) * z_b) / np.sin(omega)
+    else:
+        raise ValueError(f"method must be 'linear' or 'slerp', not {method!r}")
+    decoded = list(decode_images(vae, z, image_shape, value_range))
+    titles = [f"t={v:.2f}" for v in t[:, 0]]
+    if include_inputs:
+        ends = to_display(pair, image_shape_of(vae, image_shape), value_range)
+        decoded = [ends[0]] + decoded + [ends[1]]
+        titles = ["A"] + titles + ["B"]
+    return _image_rows([decoded], titles=[titles])
+
+
+def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096):
+    """Indices and Euclidean distances of the ``k`` nearest training images to each sample.
+
+    Returns
+    -------
+    indices : numpy.ndarray
+        ``(n_samples, k)`` int, nearest first.
+    distances : numpy.ndarray
+        ``(n_samples, k)`` float.
+    """
+    a = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    train = np.asarray(train_images)
+    b_all = train.reshape(len(train), -1)
+    if a.shape[1] != b_all.shape[1]:
+        raise ValueError(
+            f"samples have {a.shape[1]} values each, training images {b_all.shape[1]}"
+        )
+    k = min(int(k), len(train))
+    d2 = np.empty((len(a), len(train)))
+    a2 = (a * a).sum(axis=1)[:, None]
+    for start in range(0, len(train), chunk):
+        b = b_all[start : start + chunk].astype(np.float64)
+        d2[:, start : start + chunk] = a2 - 2.0 * a @ b.T + (b * b).sum(axis=1)[None, :]
+    idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(train) else np.tile(
+        np.arange(len(train)), (len(a), 1))
+    part = np.take_along_axis(d2, idx, axis=1)
+    order = np.argsort(part, axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=1)
+    dist = np.sqrt(np.maximum(np.take_along_axis(part, order, axis=1), 0.0))
+    return idx, dist
+
+
+def nearest_neighbours(samples, train_images, k=3, image_shape=None, value_range=(0.0, 1.0)):
+    """Each sample beside its ``k`` nearest training images (Euclidean, pixel space).
+
+    A check for memorisation: generated samples that are copies of training
+    images show a near-zero distance.
+
+    Parameters
+    ----------
+    samples : array_like
+        ``(n, ...)`` generated images, e.g. ``vae.sample(8)``.
+    train_images : array_like
+        ``(N, ...)`` training images, same size per image as ``samples``.
+    k : int
+        Neighbours per sample.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row per sample: the sample, then its neighbours titled with
+        their index and distance.
+    """
+    idx, dist = nearest_neighbour_indices(samples, train_images, k)
+    shown = to_display(samples, image_shape, value_range)
+    train = np.asarray(train_images)
+    rows, titles = [], []
+    for i in range(len(shown)):
+        neighbours = to_display(train[idx[i]], image_shape, value_range)
+        rows.append([shown[i]] + list(neighbours))
+        titles.append(["sample"] + [f"#{j} d={d:.2f}" for j, d in zip(idx[i], dist[i])])
+    return _image_rows(rows, titles=titles)

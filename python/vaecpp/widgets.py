@@ -1,0 +1,175 @@
+"""Jupyter widgets for exploring a VAE's latent space.
+
+Needs ipywidgets and Pillow (imported when a widget is built).  The decoded
+image is sent to the browser as PNG bytes in an ``ipywidgets.Image``, so it
+needs no matplotlib backend and works headless; everything a test needs is
+on the returned object.
+"""
+
+import io
+
+import numpy as np
+
+from ._imageutil import decode_images
+
+__all__ = ["latent_sliders", "LatentSliders"]
+
+
+def _png(image, zoom):
+    """PNG bytes of a display image (values in [0, 1]), enlarged ``zoom`` times."""
+    from PIL import Image
+
+    pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    picture = Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
+    if zoom != 1:
+        picture = picture.resize((picture.width * zoom, picture.height * zoom),
+                                 Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class LatentSliders:
+    """One slider per latent dimension and the image they decode to.
+
+    Built by :func:`latent_sliders`.  Displaying the object in Jupyter
+    shows the sliders above the image; moving a slider redraws it.
+
+    Attributes
+    ----------
+    sliders : list of ipywidgets.FloatSlider
+        One per latent dimension, in order.
+    image : ipywidgets.Image
+        The decoded image as PNG.
+    widget : ipywidgets.VBox
+        Sliders and image together (what is displayed).
+    current_image : numpy.ndarray
+        The image last drawn, ``(h, w)`` or ``(h, w, 3)`` in [0, 1] (before
+        enlargement).
+    current_z : numpy.ndarray
+        The latent point it was decoded from (values times ``scale``).
+    """
+
+    def __init__(self, vae, ranges, step, names, scale, image_shape, value_range, zoom,
+                 continuous_update):
+        import ipywidgets
+
+        self.vae = vae
+        self.scale = float(scale)
+        self.image_shape = image_shape
+        self.value_range = value_range
+        self.zoom = int(zoom)
+        self.current_image = None
+        self.current_z = None
+        self._syncing = False
+        self.sliders = []
+        for i, ((lo, hi), name) in enumerate(zip(ranges, names)):
+            slider = ipywidgets.FloatSlider(
+                value=min(max(0.0, lo), hi), min=lo, max=hi, step=step, description=name,
+                continuous_update=continuous_update, readout_format=".2f",
+            )
+            slider.observe(self._on_change, names="value")
+            self.sliders.append(slider)
+        self.image = ipywidgets.Image(format="png")
+        self.widget = ipywidgets.VBox([*self.sliders, self.image])
+        self.update()
+
+    def _on_change(self, change):
+        if not self._syncing:
+            self.update()
+
+    @property
+    def values(self):
+        """The slider values, as a list of floats."""
+        return [float(s.value) for s in self.sliders]
+
+    def update(self, *values):
+        """Decodes and shows ``values * scale`` (default: the sliders' values).
+
+        Given values are also set on the sliders (which clip them to their
+        ranges for display; the image uses the values as given).
+
+        Returns
+        -------
+        numpy.ndarray
+            The image drawn (also ``self.current_image``).
+        """
+        if values:
+            if len(values) == 1 and np.ndim(values[0]) == 1:
+                values = tuple(values[0])
+            if len(values) != len(self.sliders):
+                raise ValueError(f"expected {len(self.sliders)} values, got {len(values)}")
+            self._syncing = True
+            try:
+                for slider, v in zip(self.sliders, values):
+                    slider.value = float(v)
+            finally:
+                self._syncing = False
+        else:
+            values = self.values
+        z = np.asarray(values, dtype=float)[None, :] * self.scale
+        image = decode_images(self.vae, z, self.image_shape, self.value_range)[0]
+        self.image.value = _png(image, self.zoom)
+        self.current_z = z[0]
+        self.current_image = image
+        return image
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def latent_sliders(vae, ranges=(-3.0, 3.0), step=0.05, names=None, scale=1.0,
+                   image_shape=None, value_range=(0.0, 1.0), zoom=6, continuous_update=True):
+    """Sliders for each latent dimension and the live decoded image.
+
+    Parameters
+    ----------
+    vae : VAE
+        Anything with ``decode``, ``latent_dim`` and ``input_shape``.
+    ranges : (float, float) or list of (float, float)
+        The slider range, for all dimensions or one pair per dimension.
+    step : float
+        Slider step.
+    names : list of str, optional
+        Slider labels, e.g. ``["humour", "pose"]``; default ``z0, z1, ...``.
+    scale : float
+        The decoded point is ``scale * values`` (e.g. the prior's standard
+        deviation, so the sliders read in standard deviations).
+    image_shape : tuple, optional
+        Shape of one image if ``vae.input_shape`` is flat.
+    value_range : (float, float)
+        Decoder values shown as black and white, e.g. ``(-1, 1)``.
+    zoom : int
+        Integer enlargement of the image (nearest neighbour, so pixels stay
+        sharp).
+    continuous_update : bool
+        Redraw while a slider is dragged (True) or only on release.
+
+    Returns
+    -------
+    LatentSliders
+        Display it (make it a cell's value); see its attributes for use
+        without a browser.
+
+    Examples
+    --------
+    >>> ui = latent_sliders(vae, names=["humour", "pose"])  # doctest: +SKIP
+    >>> ui  # doctest: +SKIP
+    """
+    latent_dim = int(vae.latent_dim)
+    ranges = np.asarray(ranges, dtype=float)
+    if ranges.shape == (2,):
+        ranges = np.tile(ranges, (latent_dim, 1))
+    if ranges.shape != (latent_dim, 2):
+        raise ValueError(f"ranges must be (low, high) or {latent_dim} such pairs")
+    if np.any(ranges[:, 1] <= ranges[:, 0]):
+        raise ValueError("each range must be (low, high) with high > low")
+    names = [f"z{i}" for i in range(latent_dim)] if names is None else list(names)
+    if len(names) != latent_dim:
+        raise ValueError(f"{len(names)} names for {latent_dim} latent dimensions")
+    if step <= 0 or zoom < 1:
+        raise ValueError("step must be positive and zoom at least 1")
+    return LatentSliders(vae, [tuple(r) for r in ranges], step, names, scale, image_shape,
+                         value_range, zoom, continuous_update)

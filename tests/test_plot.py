@@ -1,0 +1,193 @@
+"""vaecpp.plot on the Agg backend: the data each figure shows."""
+
+import io
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from stub_vae import StubVAE  # noqa: E402
+from vaecpp import plot  # noqa: E402
+
+
+class FakeHistory:
+    def __init__(self, history):
+        self.history = history
+        self.epoch = list(range(len(history["loss"])))
+
+
+def shown(fig):
+    """The arrays of every image drawn in the figure, axes by axes."""
+    return [np.asarray(im.get_array()) for ax in fig.axes for im in ax.images]
+
+
+def test_figures_are_returned_and_not_left_in_pyplot():
+    stub_vae = StubVAE()
+    before = plt.get_fignums()
+    fig = plot.manifold(stub_vae, n=3)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    assert plt.get_fignums() == before
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    assert buffer.getvalue().startswith(b"\x89PNG")
+
+
+def test_loss_curves_from_history_and_dict():
+    history = FakeHistory({"loss": [3.0, 2.0, 1.5], "val_loss": [3.1, 2.2, 1.9], "kl_loss": [1, 2, 3]})
+    fig = plot.loss_curves(history)
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["loss", "val_loss"]
+    np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3])
+    np.testing.assert_array_equal(lines[1].get_ydata(), [3.1, 2.2, 1.9])
+    fig = plot.loss_curves({"loss": [1.0, 0.5]}, logy=True, title="t")  # no val_loss: skipped
+    assert len(fig.axes[0].get_lines()) == 1 and fig.axes[0].get_yscale() == "log"
+    fig = plot.loss_curves(history, keys=("kl_loss",))
+    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_ydata(), [1, 2, 3])
+    with pytest.raises(ValueError, match="none of"):
+        plot.loss_curves(history, keys=("elbo",))
+
+
+def test_latent_scatter_with_classes():
+    stub_vae = StubVAE()
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((30, 3))
+    labels = np.arange(30) % 3
+    fig = plot.latent_scatter(z, labels, dims=(0, 2))
+    collections = fig.axes[0].collections
+    assert len(collections) == 3
+    np.testing.assert_allclose(collections[1].get_offsets(), z[labels == 1][:, [0, 2]])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["0", "1", "2"]
+
+
+def test_latent_scatter_encodes_vae_input_and_continuous_labels():
+    stub_vae = StubVAE()
+    x = np.random.default_rng(1).random((20, 6, 5))
+    t = np.linspace(-1, 1, 20)
+    fig = plot.latent_scatter((stub_vae, x), labels=t)
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets(), stub_vae.encode(x))
+    assert len(fig.axes) == 2  # with a colour bar
+    fig = plot.latent_scatter(np.linspace(0, 1, 5)[:, None])  # 1-D latent space
+    assert len(fig.axes[0].collections[0].get_offsets()) == 5
+    fig = plot.latent_scatter(np.zeros((3, 2)), labels=["shoe", "bag", "shoe"])
+    assert len(fig.axes[0].collections) == 2
+    with pytest.raises(ValueError, match="labels"):
+        plot.latent_scatter(np.zeros((4, 2)), labels=[1, 2])
+
+
+def expected_block(vae, z):
+    return vae.decode(np.asarray([z]))[0]
+
+
+def test_manifold_ppf_grid_shows_the_decoded_images():
+    stub_vae = StubVAE()
+    n = 4
+    fig = plot.manifold(stub_vae, n=n)
+    (canvas,) = shown(fig)
+    assert canvas.shape == (n * 6, n * 5)
+    coords = [NormalDist().inv_cdf(q) for q in np.linspace(0.05, 0.95, n)]
+    for i in range(n):  # rows: z[1] decreasing downwards
+        for j in range(n):  # columns: z[0] increasing to the right
+            block = canvas[i * 6 : (i + 1) * 6, j * 5 : (j + 1) * 5]
+            np.testing.assert_allclose(block, expected_block(stub_vae, [coords[j], coords[-1 - i]]))
+
+
+def test_manifold_grid_linear_scale_fixed_dims():
+    vae = StubVAE(input_shape=(4, 4), latent_dim=3)
+    canvas, xs, ys = plot.manifold_grid(vae, n=3, grid="linear", limits=(-1, 1), scale=2.0,
+                                        dims=(2, 0), fixed=[0.0, 0.5, 0.0])
+    np.testing.assert_allclose(xs, [-2, 0, 2])
+    np.testing.assert_allclose(ys, [2, 0, -2])
+    np.testing.assert_allclose(canvas[4:8, 8:12], expected_block(vae, [0.0, 0.5, 2.0]))
+    canvas, xs, _ = plot.manifold_grid(vae, grid=[0.1, 0.2])
+    assert canvas.shape == (8, 8)
+    with pytest.raises(ValueError, match="grid must be"):
+        plot.manifold(vae, grid="log")
+
+
+def test_manifold_one_latent_dimension_and_flat_rgb_inputs():
+    vae = StubVAE(input_shape=(48,), latent_dim=1)
+    fig = plot.manifold(vae, n=5, image_shape=(4, 4, 3))
+    (canvas,) = shown(fig)
+    assert canvas.shape == (4, 20, 3)
+    np.testing.assert_allclose(canvas[:, 8:12], vae.decode([[0.0]])[0].reshape(4, 4, 3))
+    flat = StubVAE(input_shape=(16,), latent_dim=2)
+    assert shown(plot.manifold(flat, n=2))[0].shape == (8, 8)  # 16 = 4 x 4
+    odd = StubVAE(input_shape=(15,), latent_dim=2)
+    with pytest.raises(ValueError, match="image_shape"):
+        plot.manifold(odd)
+
+
+def test_manifold_value_range_for_tanh_decoders():
+    vae = StubVAE(tanh=True)
+    canvas, xs, ys = plot.manifold_grid(vae, n=2, value_range=(-1, 1))
+    np.testing.assert_allclose(canvas[:6, :5], (expected_block(vae, [xs[0], ys[0]]) + 1) / 2)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 5), (3, 6, 5, 1), (3, 6, 5, 3)])
+def test_image_grid_shapes(shape):
+    images = np.random.default_rng(0).random(shape)
+    fig = plot.image_grid(images, ncols=2, titles=["a", "b", "c"])
+    arrays = shown(fig)
+    assert len(arrays) == 3 and len(fig.axes) == 4  # 2 x 2, one empty
+    np.testing.assert_allclose(arrays[2], images[2].reshape(arrays[2].shape))
+    assert fig.axes[1].get_title() == "b"
+
+
+def test_image_grid_value_range_and_flat_images():
+    images = np.array([[-1.0, 0.0, 1.0, 3.0]])
+    (array,) = shown(plot.image_grid(images, image_shape=(2, 2), value_range=(-1, 1)))
+    np.testing.assert_allclose(array, [[0.0, 0.5], [1.0, 1.0]])  # clipped above 1
+    with pytest.raises(ValueError, match="expected images"):
+        plot.image_grid(np.zeros((2, 3, 3, 2)))
+    with pytest.raises(ValueError, match="no images"):
+        plot.image_grid(np.zeros((0, 3, 3)))
+
+
+def test_reconstructions():
+    stub_vae = StubVAE()
+    x = np.random.default_rng(2).random((7, 6, 5))
+    fig = plot.reconstructions(stub_vae, x, n=4)
+    arrays = shown(fig)
+    assert len(arrays) == 8
+    np.testing.assert_allclose(arrays[1], x[1])
+    np.testing.assert_allclose(arrays[4 + 3], stub_vae.decode(stub_vae.encode(x[3:4]))[0])
+
+
+def test_interpolation_linear_and_slerp():
+    stub_vae = StubVAE()
+    rng = np.random.default_rng(3)
+    x_a, x_b = rng.random((6, 5)), rng.random((1, 6, 5))
+    z_a, z_b = stub_vae.encode(np.stack([x_a, x_b[0]]))
+    arrays = shown(plot.interpolation(stub_vae, x_a, x_b, steps=5))
+    assert len(arrays) == 7
+    np.testing.assert_allclose(arrays[0], x_a)
+    np.testing.assert_allclose(arrays[-1], x_b[0])
+    np.testing.assert_allclose(arrays[3], stub_vae.decode([(z_a + z_b) / 2])[0])
+    plot.interpolation(stub_vae, x_a, x_b, steps=3, method="slerp", include_inputs=False)
+    z_path = stub_vae.decoded[-1]
+    assert len(z_path) == 3
+    np.testing.assert_allclose(z_path[[0, -1]], [z_a, z_b], atol=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        plot.interpolation(stub_vae, x_a, x_b, method="cubic")
+
+
+def test_nearest_neighbours_finds_copies():
+    rng = np.random.default_rng(4)
+    train = rng.random((50, 6, 5))
+    samples = train[[7, 31]] + 1e-3
+    idx, dist = plot.nearest_neighbour_indices(samples, train, k=3, chunk=16)
+    assert idx[:, 0].tolist() == [7, 31]
+    assert np.all(dist[:, 0] < 0.01) and np.all(np.diff(dist, axis=1) >= 0)
+    brute = np.sqrt(((samples.reshape(2, 1, -1) - train.reshape(1, 50, -1)) ** 2).sum(-1))
+    np.testing.assert_allclose(dist, np.sort(brute, axis=1)[:, :3], atol=1e-9)
+    fig = plot.nearest_neighbours(samples, train, k=3)
+    arrays = shown(fig)
+    assert len(arrays) == 8
+    np.testing.assert_allclose(arrays[5], train[31])
+    assert fig.axes[1].get_title().startswith("#7 d=0.0")
+    with pytest.raises(ValueError, match="values each"):
+        plot.nearest_neighbours(samples, train[:, :5], k=1)

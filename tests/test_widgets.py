@@ -1,0 +1,75 @@
+"""vaecpp.widgets.latent_sliders without a browser."""
+
+import io
+
+import numpy as np
+import pytest
+
+ipywidgets = pytest.importorskip("ipywidgets")
+Image = pytest.importorskip("PIL.Image")
+
+from stub_vae import StubVAE  # noqa: E402
+from vaecpp import widgets  # noqa: E402
+
+
+def png_pixels(data):
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_one_slider_per_dimension_with_names_and_ranges():
+    vae = StubVAE(latent_dim=2)
+    ui = widgets.latent_sliders(vae, ranges=[(-1, 1), (0.5, 4)], step=0.1, names=["humour", "pose"])
+    assert [s.description for s in ui.sliders] == ["humour", "pose"]
+    assert [(s.min, s.max, s.step) for s in ui.sliders] == [(-1, 1, 0.1), (0.5, 4, 0.1)]
+    assert ui.values == [0.0, 0.5]  # zero, moved into the range where needed
+    assert isinstance(ui.widget, ipywidgets.VBox)
+    assert list(ui.widget.children) == [*ui.sliders, ui.image]
+
+
+def test_update_draws_the_decoded_point():
+    stub_vae = StubVAE()
+    ui = widgets.latent_sliders(stub_vae, scale=0.5, zoom=3)
+    image = ui.update(1.0, -2.0)
+    expected = stub_vae.decode([[0.5, -1.0]])[0]
+    np.testing.assert_allclose(ui.current_image, expected)
+    assert image is ui.current_image
+    np.testing.assert_allclose(ui.current_z, [0.5, -1.0])
+    assert ui.values == [1.0, -2.0]
+    pixels = png_pixels(ui.image.value)
+    assert pixels.shape == (18, 15)
+    np.testing.assert_array_equal(pixels[::3, ::3], np.round(expected * 255).astype(np.uint8))
+    ui.update([0.0, 0.0])  # one sequence works too
+    np.testing.assert_allclose(ui.current_image, stub_vae.decode([[0.0, 0.0]])[0])
+
+
+def test_moving_a_slider_redraws_once():
+    stub_vae = StubVAE()
+    ui = widgets.latent_sliders(stub_vae)
+    calls = len(stub_vae.decoded)
+    ui.sliders[1].value = 1.5
+    assert len(stub_vae.decoded) == calls + 1
+    np.testing.assert_allclose(ui.current_z, [0.0, 1.5])
+    ui.update(0.25, 0.75)  # setting both sliders decodes once, not three times
+    assert len(stub_vae.decoded) == calls + 2
+
+
+def test_rgb_flat_and_tanh_outputs():
+    vae = StubVAE(input_shape=(4 * 4 * 3,), latent_dim=3, tanh=True)
+    ui = widgets.latent_sliders(vae, image_shape=(4, 4, 3), value_range=(-1, 1), zoom=1)
+    ui.update(0.3, -0.2, 0.1)
+    expected = (vae.decode([[0.3, -0.2, 0.1]])[0].reshape(4, 4, 3) + 1) / 2
+    np.testing.assert_allclose(ui.current_image, expected)
+    assert png_pixels(ui.image.value).shape == (4, 4, 3)
+
+
+def test_bad_arguments():
+    stub_vae = StubVAE()
+    with pytest.raises(ValueError, match="names"):
+        widgets.latent_sliders(stub_vae, names=["only one"])
+    with pytest.raises(ValueError, match="ranges"):
+        widgets.latent_sliders(stub_vae, ranges=[(-1, 1)] * 3)
+    with pytest.raises(ValueError, match="high > low"):
+        widgets.latent_sliders(stub_vae, ranges=(1, -1))
+    ui = widgets.latent_sliders(stub_vae)
+    with pytest.raises(ValueError, match="expected 2 values"):
+        ui.update(1.0)
