@@ -168,49 +168,10 @@ def timed_median(fn, reps):
     return statistics.median(times)
 
 
-class _PrivateVAE:  # TEMPORARY until the public API is merged
-    def __init__(self, hidden, latent, threads):
-        from vaecpp import _core
-        dense = lambda u, a="relu": dict(kind="dense", units=u, activation=a)
-        cfg = dict(input_shape=[784], latent_dim=latent, encoder=[dense(h) for h in hidden],
-                   decoder=[dense(h) for h in reversed(hidden)] + [dense(D, "linear")],
-                   likelihood="bernoulli", output_activation="linear", log_var_clip=5.0,
-                   laplace_scale=0.0, reduction="sum", beta=1.0, epsilon_std=1.0, prior_std=1.0,
-                   seed=0, threads=threads)
-        self.core = _core.VaeF32(cfg)
-        self.core.set_optimizer(dict(name="adam", learning_rate=1e-3))
-
-    def fit(self, x, batch_size, epochs, times):
-        losses = []
-        for e in range(epochs):
-            t0 = time.perf_counter()
-            s = self.core.train_epoch(x, batch_size, True, e, None)
-            times.append(time.perf_counter() - t0)
-            losses.append(s["loss"] / s["n"])
-        return losses
-
-    def evaluate(self, x, batch_size):
-        s = self.core.evaluate(x, batch_size)
-        return {"loss": s["loss"] / s["n"]}
-
-    def encode(self, x):
-        return self.core.encode(x)[0]
-
-    def decode(self, z):
-        return self.core.decode(z)
-
-
 def run_vaecpp(args, x, x_test):
     import vaecpp
 
     hidden, latent, batch = CONFIGS[args.config]
-    if not hasattr(vaecpp, "VAE"):
-        vae = _PrivateVAE(hidden, latent, args.threads)
-        times = []
-        train_loss = vae.fit(x, batch, args.epochs, times)[-1]
-        test_loss = vae.evaluate(x_test, batch_size=1000)["loss"]
-        return inference(args, vae, x_test, dict(epoch_times=times, train_loss=train_loss,
-                                                 test_loss=test_loss))
     vae = vaecpp.VAE(D, latent_dim=latent, hidden=hidden, likelihood="bernoulli", seed=0,
                      threads=args.threads, dtype="float32")
     vae.compile(optimizer=vaecpp.optimizers.Adam(learning_rate=1e-3))
@@ -311,7 +272,8 @@ def spawn(framework, config, threads, args):
         cmd += ["--subset", str(args.subset)]
     if args.synthetic:
         cmd.append("--synthetic")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    # NumPy's own BLAS threads stay idle (neither side uses them while timed).
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{framework} worker failed ({config}, {threads} threads):\n"

@@ -104,20 +104,44 @@ using ArrMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <typename T>
 using CArrMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
+// Columns per step of the kernels below that keep an intermediate (e.g. exp(-|x|)) on the stack.
+constexpr long kActChunk = 256;
+
+// The transcendental part goes through Eigen's SIMD functions into a stack buffer and the branch
+// through a plain loop, so both vectorise (Eigen 3.4 evaluates select() one scalar at a time).
+// v (n <= kActChunk) is overwritten with f(v); a is not linear / relu / leaky_relu.
+template <typename T>
+void act_chunk_transcendental(T* __restrict v, long n, Act a) {
+    T tmp[kActChunk];
+    ArrMap<T> V(v, n), E(tmp, n);
+    switch (a) {
+        case Act::elu:  // x > 0 ? x : alpha (e^x - 1)
+            E = V.min(T(0)).expm1();
+            for (long j = 0; j < n; ++j) v[j] = v[j] > 0 ? v[j] : T(kEluAlpha) * tmp[j];
+            break;
+        case Act::tanh:
+            V = V.tanh();
+            break;
+        case Act::sigmoid:  // with e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below
+            E = (-V.abs()).exp();
+            for (long j = 0; j < n; ++j) v[j] = (v[j] >= 0 ? T(1) : tmp[j]) / (T(1) + tmp[j]);
+            break;
+        case Act::softplus:  // max(x, 0) + log1p(exp(-|x|))
+            V = V.max(T(0)) + (-V.abs()).exp().log1p();
+            break;
+        default:
+            break;
+    }
+}
+
 // y[r, j] = f(y[r, j] + b[j]) for r < rows, j < cols; y and b point at the block's first column.
 // b may be null (no bias): then y = f(y).
 template <typename T>
 void bias_act_block(T* y, const T* b, long rows, long cols, long ld, Act a) {
     for (long r = 0; r < rows; ++r) {
         T* __restrict row = y + r * ld;
-        ArrMap<T> v(row, cols);
-        if (b) {
-            if (a == Act::linear || a == Act::relu || a == Act::leaky_relu) {
-                for (long j = 0; j < cols; ++j) row[j] += b[j];
-            } else {
-                v += CArrMap<T>(b, cols);
-            }
-        }
+        if (b)
+            for (long j = 0; j < cols; ++j) row[j] += b[j];
         switch (a) {
             case Act::linear:
                 break;
@@ -127,19 +151,9 @@ void bias_act_block(T* y, const T* b, long rows, long cols, long ld, Act a) {
             case Act::leaky_relu:
                 for (long j = 0; j < cols; ++j) row[j] = row[j] > 0 ? row[j] : T(kLeakySlope) * row[j];
                 break;
-            case Act::elu:
-                v = (v > T(0)).select(v, T(kEluAlpha) * v.expm1());
-                break;
-            case Act::tanh:
-                v = v.tanh();
-                break;
-            case Act::sigmoid: {  // 1 / (1 + e^-x) through e = exp(-|x|), as sigmoid() above
-                auto e = (-v.abs()).exp();
-                v = (v >= T(0)).select(T(1) / (T(1) + e), e / (T(1) + e));
-                break;
-            }
-            case Act::softplus:
-                v = v.max(T(0)) + (-v.abs()).exp().log1p();
+            default:
+                for (long j0 = 0; j0 < cols; j0 += kActChunk)
+                    act_chunk_transcendental(row + j0, std::min(kActChunk, cols - j0), a);
                 break;
         }
     }

@@ -475,6 +475,23 @@ void bind_kernels_for(py::module_& k) {
                   y.data(), W.data(), B, C, OC, a, accumulate_dinp);
               return py::make_tuple(dinp, dW, db);
           });
+    // C (+)= op(A) @ op(B) through the engine's product (fast) or Eigen (reference); C0 is the
+    // starting C when accumulating.
+    k.def("gemm", [](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b, bool accumulate,
+                     bool fast) {
+        if (a.ndim() != 2 || b.ndim() != 2) throw ValueError("A and B must be matrices");
+        const long M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+        const long N = trans_b ? b.shape(0) : b.shape(1);
+        if ((trans_b ? b.shape(1) : b.shape(0)) != K) throw ValueError("inner dimensions differ");
+        check_rows(c0, N, "C0");
+        if (c0.shape(0) != M) throw ValueError("C0 must be (M, N)");
+        py::array_t<T> c({M, N});
+        std::copy(c0.data(), c0.data() + M * N, c.mutable_data());
+        const long sai = trans_a ? 1 : a.shape(1), sak = trans_a ? a.shape(1) : 1;
+        (fast ? gemm<T> : gemm_ref<T>)(M, N, K, a.data(), sai, sak, b.data(), b.shape(1), trans_b,
+                                       c.mutable_data(), N, accumulate);
+        return c;
+    });
     k.def("act_forward", [](const A& x, const std::string& act, bool fast, int threads) {
         py::array_t<T> out(x.size());
         use_threads(threads);
@@ -573,6 +590,7 @@ PYBIND11_MODULE(_core, m) {
         py::dict d;
         d["openmp"] = have_openmp();
         d["cuda"] = false;
+        d["fast_gemm"] = have_fast_gemm();
         d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
                      "." + std::to_string(EIGEN_MINOR_VERSION);
         d["compiler"] = std::string(__VERSION__);

@@ -1,15 +1,16 @@
 // Fully connected layer with a fused activation: out = f(inp @ W + b), W stored (C, OC) like Keras.
 //
-// dense_forward / dense_backward are the fast kernels: each GEMM is cut into column blocks of the
-// weight matrix, one per thread, so every thread packs and streams only its own part of W and
-// writes a disjoint part of the result (no reductions between threads: the same thread count
-// always gives bit-identical results). Bias, activation and their gradients run on the block while
-// it is still in cache. dense_forward_ref / dense_backward_ref are the readable versions they are
+// dense_forward / dense_backward are the fast kernels: each product (gemm.hpp) is cut into column
+// blocks of the weight matrix, one per thread, so every thread streams only its own part of W and
+// writes a disjoint part of the result (no reductions between threads, so no thread count changes
+// the order of any sum). Bias, activation and their gradients run on a block while it is still
+// in cache. dense_forward_ref / dense_backward_ref are the readable versions they are
 // tested against.
 #pragma once
 
 #include "activations.hpp"
 #include "common.hpp"
+#include "gemm.hpp"
 
 namespace vaecpp {
 
@@ -47,12 +48,6 @@ void dense_backward_ref(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* o
 
 // ---- fast kernels ----------------------------------------------------------------------------------
 
-// Row-major (rows, cols) view of a column block of a (rows, ld) matrix.
-template <typename T>
-using BlockMap = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
-template <typename T>
-using CBlockMap = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
-
 // db[j] += sum_r da[r, j] over a column block; the rows are summed in order (as the reference),
 // a chunk of columns at a time so the partial sums stay in registers.
 template <typename T>
@@ -82,8 +77,7 @@ void dense_forward(T* out, const T* inp, const T* W, const T* b, int B, int C, i
     parallel_parts(OC, nt, kColAlign, [&](long j0, long j1) {
         // out[:, j0:j1] = f(inp @ W[:, j0:j1] + b[j0:j1])
         const long n = j1 - j0;
-        BlockMap<T> y(out + j0, B, n, Eigen::OuterStride<>(OC));
-        y.noalias() = CMatMap<T>(inp, B, C) * CBlockMap<T>(W + j0, C, n, Eigen::OuterStride<>(OC));
+        gemm<T>(B, n, C, inp, C, 1, W + j0, OC, false, out + j0, OC, false);
         bias_act_block(out + j0, b + j0, B, n, OC, act);
     });
 }
@@ -97,20 +91,12 @@ void dense_backward(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, 
         // da = dout * f'(y);  dW[:, j0:j1] += inp^T @ da[:, j0:j1];  db[j0:j1] += colsum(da)
         const long n = j1 - j0;
         act_grad_block(dout + j0, dout + j0, out + j0, B, n, OC, act);
-        CBlockMap<T> da(dout + j0, B, n, Eigen::OuterStride<>(OC));
-        BlockMap<T>(dW + j0, C, n, Eigen::OuterStride<>(OC)).noalias() +=
-            CMatMap<T>(inp, B, C).transpose() * da;
+        gemm<T>(C, n, B, inp, 1, C, dout + j0, OC, false, dW + j0, OC, true);  // A = inp^T
         colsum_add(db + j0, dout + j0, B, n, OC);
     };
     auto input_grad = [&](long c0, long c1) {
         // dinp[:, c0:c1] (+)= da @ W[c0:c1, :]^T
-        const long n = c1 - c0;
-        BlockMap<T> d(dinp + c0, B, n, Eigen::OuterStride<>(C));
-        CMatMap<T> Wb(W + c0 * OC, n, OC);
-        if (accumulate_dinp)
-            d.noalias() += CMatMap<T>(dout, B, OC) * Wb.transpose();
-        else
-            d.noalias() = CMatMap<T>(dout, B, OC) * Wb.transpose();
+        gemm<T>(B, c1 - c0, OC, dout, OC, 1, W + c0 * OC, OC, true, dinp + c0, C, accumulate_dinp);
     };
     const int nt = gemm_threads(B, C, OC, std::min(C, OC));
     if (nt <= 1) {

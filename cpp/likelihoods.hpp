@@ -206,8 +206,13 @@ void bernoulli_nll_grad(T* nll, T* dp, const T* x, const T* l, int B, int D, T w
             ArrMap<T> e(ebuf, n);
             e = (-lv.abs()).exp();
             acc += double((lv.max(T(0)) + e.log1p() - xv * lv).sum());
-            if (dp)
-                ArrMap<T>(dp + o, n) = w * ((lv >= T(0)).select(T(1), e) / (T(1) + e) - xv);
+            if (dp) {  // a plain loop: Eigen 3.4's select() would not vectorise
+                const T* __restrict lp = l + o;
+                const T* __restrict xp = x + o;
+                T* __restrict g = dp + o;
+                for (long d = 0; d < n; ++d)
+                    g[d] = w * ((lp[d] >= 0 ? T(1) : ebuf[d]) / (T(1) + ebuf[d]) - xp[d]);
+            }
         }
         nll[b] = T(acc);
     }
