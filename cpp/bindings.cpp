@@ -570,22 +570,36 @@ PYBIND11_MODULE(_core, m) {
     bind_harness(m);
     bind_kernels(m);
     m.def("max_threads", &max_threads);
-    // GFLOP/s of the best of `reps` (n,n) @ (n,n) float32 products through the engine's Eigen GEMM
-    // with `threads` threads: the machine's large-GEMM rate the benchmarks compare against.
-    m.def("gemm_bench", [](int n, int reps, int threads) {
+    // GFLOP/s of the best of `reps` (n,n) @ (n,n) float32 products with `threads` threads: the
+    // machine's large-GEMM rate the benchmarks compare against. kernel="engine": the product the
+    // dense layers use (gemm.hpp, columns split between threads as they do); "eigen": Eigen's
+    // own multi-threaded product.
+    m.def("gemm_bench", [](int n, int reps, int threads, const std::string& kernel) {
         if (n < 1 || reps < 1 || threads < 1) throw ValueError("n, reps and threads must be >= 1");
+        if (kernel != "engine" && kernel != "eigen")
+            throw ValueError("kernel must be 'engine' or 'eigen'");
         py::gil_scoped_release nogil;
         use_threads(threads);
         Mat<float> A = Mat<float>::Random(n, n), B = Mat<float>::Random(n, n), C(n, n);
-        C.noalias() = A * B;  // warm-up: page in, spin up the thread team
+        auto run = [&] {
+            if (kernel == "eigen") {
+                C.noalias() = A * B;
+                return;
+            }
+            parallel_parts(n, threads, 16, [&](long j0, long j1) {
+                gemm<float>(n, j1 - j0, n, A.data(), n, 1, B.data() + j0, n, false, C.data() + j0, n,
+                            false);
+            });
+        };
+        run();  // warm-up: page in, spin up the thread team
         double best = 1e300;
         for (int r = 0; r < reps; ++r) {
             auto t0 = std::chrono::steady_clock::now();
-            C.noalias() = A * B;
+            run();
             best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         }
         return 2.0 * double(n) * n * n / best * 1e-9;
-    }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1);
+    }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1, py::arg("kernel") = "engine");
     m.def("build_info", []() {
         py::dict d;
         d["openmp"] = have_openmp();
