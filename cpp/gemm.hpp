@@ -97,17 +97,11 @@ inline void tile(long K, const T* A, long sai, long sak, const T* B, long ldb, T
         }
 }
 
-// All rows of one column strip of NV vectors, MR rows at a time, then the remaining rows.
+// r (< kMR) rows of a strip: the same kernel, unrolled for r rows.
 template <typename T, int NV>
-inline void strip(long M, long K, const T* A, long sai, long sak, const T* B, long ldb, T* C,
-                  long ldc, bool accumulate) {
-    long i = 0;
-    for (; i + kMR <= M; i += kMR)
-        tile<T, kMR, NV>(K, A + i * sai, sai, sak, B, ldb, C + i * ldc, ldc, accumulate);
-    const long r = M - i;
-    A += i * sai;
-    C += i * ldc;
-    switch (r) {  // fewer rows than a full tile: the same kernel, unrolled for r rows
+inline void rows_tile(long r, long K, const T* A, long sai, long sak, const T* B, long ldb, T* C,
+                      long ldc, bool accumulate) {
+    switch (r) {
         case 0: break;
         case 1: tile<T, 1, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
         case 2: tile<T, 2, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
@@ -117,6 +111,26 @@ inline void strip(long M, long K, const T* A, long sai, long sak, const T* B, lo
         case 6: tile<T, 6, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
         case 7: tile<T, 7, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
     }
+}
+
+// All rows of one column strip of NV vectors, MR rows at a time. A short remainder is merged with
+// the last full tile and the two split evenly (50 rows: 5 x 8 + 5 + 5, not 6 x 8 + 2), since a
+// tile of one or two rows has too few accumulators to keep the FMA units busy.
+template <typename T, int NV>
+inline void strip(long M, long K, const T* A, long sai, long sak, const T* B, long ldb, T* C,
+                  long ldc, bool accumulate) {
+    long full = M / kMR, r = M % kMR;
+    if (full > 0 && r > 0 && r < kMR / 2) --full, r += kMR;
+    long i = 0;
+    for (; i < full * kMR; i += kMR)
+        tile<T, kMR, NV>(K, A + i * sai, sai, sak, B, ldb, C + i * ldc, ldc, accumulate);
+    if (r >= kMR) {
+        const long h = r / 2;
+        rows_tile<T, NV>(r - h, K, A + i * sai, sai, sak, B, ldb, C + i * ldc, ldc, accumulate);
+        i += r - h;
+        r = h;
+    }
+    rows_tile<T, NV>(r, K, A + i * sai, sai, sak, B, ldb, C + i * ldc, ldc, accumulate);
 }
 
 // Transposes a VL x VL tile held in VL registers: log2(VL) butterfly stages, each swapping one bit
