@@ -72,21 +72,22 @@ inline void store(T* p, typename Simd<T>::type v) {
     *reinterpret_cast<typename Simd<T>::unaligned*>(p) = v;
 }
 
-// C[0:R, 0:NV*VL] (+)= A[0:R, 0:K] @ B[0:K, 0:NV*VL]; B rows are ldb apart.
+// The micro-kernel: C[0:R, 0:NV*VL] (+)= A @ B over K, from packed panels: Ap holds A's R rows
+// interleaved (Ap[k * R + i]) and Bp a strip of B (Bp[k * NV*VL + j]), so both are read as two
+// sequential streams. The R x NV accumulators stay in registers for the whole of K.
 template <typename T, int R, int NV>
-inline void tile(long K, const T* A, long sai, long sak, const T* B, long ldb, T* C, long ldc,
+inline void tile(long K, const T* __restrict Ap, const T* __restrict Bp, T* C, long ldc,
                  bool accumulate) {
     using V = typename Simd<T>::type;
     constexpr int VL = Simd<T>::n;
     V acc[R][NV];
     for (int i = 0; i < R; ++i)
         for (int v = 0; v < NV; ++v) acc[i][v] = V{};
-    for (long k = 0; k < K; ++k) {
+    for (long k = 0; k < K; ++k, Ap += R, Bp += NV * VL) {
         V b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load(B + k * ldb + v * VL);
-        const T* a = A + k * sak;
+        for (int v = 0; v < NV; ++v) b[v] = load(Bp + v * VL);
         for (int i = 0; i < R; ++i) {
-            const V ai = V{} + a[i * sai];  // broadcast
+            const V ai = V{} + Ap[i];  // broadcast
             for (int v = 0; v < NV; ++v) acc[i][v] += ai * b[v];
         }
     }
@@ -97,40 +98,21 @@ inline void tile(long K, const T* A, long sai, long sak, const T* B, long ldb, T
         }
 }
 
-// r (< kMR) rows of a strip: the same kernel, unrolled for r rows.
+// tile() for a run-time row count r <= kMR.
 template <typename T, int NV>
-inline void rows_tile(long r, long K, const T* A, long sai, long sak, const T* B, long ldb, T* C,
-                      long ldc, bool accumulate) {
+inline void tile_rows(long r, long K, const T* Ap, const T* Bp, T* C, long ldc, bool accumulate) {
+    static_assert(kMR <= 8, "tile_rows dispatches up to 8 rows");
     switch (r) {
-        case 0: break;
-        case 1: tile<T, 1, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
-        case 2: tile<T, 2, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
-        case 3: tile<T, 3, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
-        case 4: tile<T, 4, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
-        case 5: tile<T, 5, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
-        case 6: tile<T, 6, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
-        case 7: tile<T, 7, NV>(K, A, sai, sak, B, ldb, C, ldc, accumulate); break;
+        case 1: tile<T, 1, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 2: tile<T, 2, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 3: tile<T, 3, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 4: tile<T, 4, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 5: tile<T, 5, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 6: tile<T, 6, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 7: tile<T, 7, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 8: tile<T, 8, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        default: break;
     }
-}
-
-// All rows of one column strip of NV vectors, MR rows at a time. A short remainder is merged with
-// the last full tile and the two split evenly (50 rows: 5 x 8 + 5 + 5, not 6 x 8 + 2), since a
-// tile of one or two rows has too few accumulators to keep the FMA units busy.
-template <typename T, int NV>
-inline void strip(long M, long K, const T* A, long sai, long sak, const T* B, long ldb, T* C,
-                  long ldc, bool accumulate) {
-    long full = M / kMR, r = M % kMR;
-    if (full > 0 && r > 0 && r < kMR / 2) --full, r += kMR;
-    long i = 0;
-    for (; i < full * kMR; i += kMR)
-        tile<T, kMR, NV>(K, A + i * sai, sai, sak, B, ldb, C + i * ldc, ldc, accumulate);
-    if (r >= kMR) {
-        const long h = r / 2;
-        rows_tile<T, NV>(r - h, K, A + i * sai, sai, sak, B, ldb, C + i * ldc, ldc, accumulate);
-        i += r - h;
-        r = h;
-    }
-    rows_tile<T, NV>(r, K, A + i * sai, sai, sak, B, ldb, C + i * ldc, ldc, accumulate);
 }
 
 // Transposes a VL x VL tile held in VL registers: log2(VL) butterfly stages, each swapping one bit
@@ -164,53 +146,98 @@ inline void transpose_tile(typename Simd<T>::type* r) {
     static_assert(VL == 4 || VL == 8 || VL == 16, "tile transpose for 4, 8 or 16 lanes");
 }
 
-// P (kb, nc) row-major = (S (nc, kb) with rows lds apart)^T, VL x VL tiles in registers.
+// Per-thread scratch for the packed panels; grows once, never shrinks (no allocation per call).
 template <typename T>
-void pack_transposed(T* P, const T* S, long lds, long nc, long kb) {
+inline T* scratch(int which, size_t n) {
+    static thread_local std::vector<T> buf[2];
+    if (buf[which].size() < n) buf[which].resize(n);
+    return buf[which].data();
+}
+
+// A block of nc columns is packed as column strips: full strips of NR = kNV*VL columns, then
+// strips of VL, then one strip of VL holding the last n < VL columns, zero-padded.
+struct Strip {
+    long j, w, n;  // first column in the block, packed width, valid columns
+};
+
+template <typename T>
+inline long make_strips(long nc, Strip* out) {
+    constexpr long VL = Simd<T>::n, NR = kNV * VL;
+    long ns = 0, j = 0;
+    for (; j + NR <= nc; j += NR) out[ns++] = {j, NR, NR};
+    for (; j + VL <= nc; j += VL) out[ns++] = {j, VL, VL};
+    if (j < nc) out[ns++] = {j, VL, nc - j};
+    return ns;
+}
+
+// Packs rows [0, kb) of B (B[k * ldb + j], or B[j * ldb + k] when b_trans) into its strips:
+// strip q occupies P[kb * q.j ...] as a (kb, q.w) row-major panel.
+template <typename T>
+void pack_b(T* P, const T* B, long ldb, bool b_trans, long kb, const Strip* st, long ns) {
     using V = typename Simd<T>::type;
     constexpr long VL = Simd<T>::n;
-    const long nf = nc / VL * VL, kf = kb / VL * VL;
-    for (long j = 0; j < nf; j += VL) {
-        for (long k = 0; k < kf; k += VL) {
-            V r[VL];
-            for (long i = 0; i < VL; ++i) r[i] = load(S + (j + i) * lds + k);
-            transpose_tile<T>(r);
-            for (long i = 0; i < VL; ++i) store(P + (k + i) * nc + j, r[i]);
+    for (long s = 0; s < ns; ++s) {
+        const Strip& q = st[s];
+        T* Ps = P + kb * q.j;
+        if (q.n < q.w) {  // the ragged last strip, zero-padded
+            for (long k = 0; k < kb; ++k)
+                for (long j = 0; j < q.w; ++j)
+                    Ps[k * q.w + j] = j >= q.n ? T(0) : b_trans ? B[(q.j + j) * ldb + k]
+                                                                : B[k * ldb + q.j + j];
+        } else if (!b_trans) {
+            for (long k = 0; k < kb; ++k)
+                for (long v = 0; v < q.w; v += VL) store(Ps + k * q.w + v, load(B + k * ldb + q.j + v));
+        } else {  // transposed source: VL x VL tiles through registers
+            const long kf = kb / VL * VL;
+            for (long v = 0; v < q.w; v += VL) {
+                const T* S = B + (q.j + v) * ldb;  // the VL stored rows that are these columns
+                for (long k = 0; k < kf; k += VL) {
+                    V r[VL];
+                    for (long i = 0; i < VL; ++i) r[i] = load(S + i * ldb + k);
+                    transpose_tile<T>(r);
+                    for (long i = 0; i < VL; ++i) store(Ps + (k + i) * q.w + v, r[i]);
+                }
+                for (long k = kf; k < kb; ++k)
+                    for (long i = 0; i < VL; ++i) Ps[k * q.w + v + i] = S[i * ldb + k];
+            }
         }
-        for (long k = kf; k < kb; ++k)
-            for (long i = 0; i < VL; ++i) P[k * nc + j + i] = S[(j + i) * lds + k];
     }
-    for (long j = nf; j < nc; ++j)
-        for (long k = 0; k < kb; ++k) P[k * nc + j] = S[j * lds + k];
 }
 
-// Per-thread scratch for packed B blocks and edge tiles; grows once, never shrinks.
+// Ap[k * R + i] = A[i * sai + k * sak]: an R-row tile of A over kb values of k, interleaved.
 template <typename T>
-inline std::vector<T>& scratch(int which) {
-    static thread_local std::vector<T> buf[2];
-    return buf[which];
+inline void pack_a(T* __restrict Ap, const T* A, long sai, long sak, long R, long kb) {
+    if (sai == 1) {
+        for (long k = 0; k < kb; ++k)
+            for (long i = 0; i < R; ++i) Ap[k * R + i] = A[k * sak + i];
+    } else {
+        for (long i = 0; i < R; ++i)
+            for (long k = 0; k < kb; ++k) Ap[k * R + i] = A[i * sai + k * sak];
+    }
 }
 
-// C[:, 0:N] (+)= A @ B[0:K, 0:N] for one block of k, B rows ldb apart (unit column stride).
+// One R-row tile of C against every strip of a packed block.
 template <typename T>
-void block(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb, T* C,
-           long ldc, bool accumulate) {
-    constexpr long VL = Simd<T>::n, NR = kNV * VL;
-    long j = 0;
-    for (; j + NR <= N; j += NR) strip<T, kNV>(M, K, A, sai, sak, B + j, ldb, C + j, ldc, accumulate);
-    for (; j + VL <= N; j += VL) strip<T, 1>(M, K, A, sai, sak, B + j, ldb, C + j, ldc, accumulate);
-    if (j == N) return;
-    // Fewer than VL columns left: run a full-width strip on zero-padded copies of B and C.
-    const long n = N - j;
-    std::vector<T>& pad = scratch<T>(1);
-    pad.assign(size_t(K + M) * VL, T(0));
-    T* Bp = pad.data();
-    T* Cp = Bp + K * VL;
-    for (long k = 0; k < K; ++k) std::copy(B + k * ldb + j, B + k * ldb + N, Bp + k * VL);
-    if (accumulate)
-        for (long i = 0; i < M; ++i) std::copy(C + i * ldc + j, C + i * ldc + N, Cp + i * VL);
-    strip<T, 1>(M, K, A, sai, sak, Bp, VL, Cp, VL, accumulate);
-    for (long i = 0; i < M; ++i) std::copy(Cp + i * VL, Cp + i * VL + n, C + i * ldc + j);
+void tile_strips(long R, long kb, const T* Ap, const T* P, const Strip* st, long ns, T* C, long ldc,
+                 bool accumulate) {
+    constexpr long VL = Simd<T>::n;
+    for (long s = 0; s < ns; ++s) {
+        const Strip& q = st[s];
+        const T* Bs = P + kb * q.j;
+        if (q.w == kNV * VL) {
+            tile_rows<T, kNV>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
+        } else if (q.n == q.w) {
+            tile_rows<T, 1>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
+        } else {  // ragged columns: through an (R, VL) copy of C
+            T tmp[kMR * VL];
+            for (long i = 0; i < R; ++i)
+                for (long j = 0; j < VL; ++j)
+                    tmp[i * VL + j] = accumulate && j < q.n ? C[i * ldc + q.j + j] : T(0);
+            tile_rows<T, 1>(R, kb, Ap, Bs, tmp, VL, accumulate);
+            for (long i = 0; i < R; ++i)
+                for (long j = 0; j < q.n; ++j) C[i * ldc + q.j + j] = tmp[i * VL + j];
+        }
+    }
 }
 
 // Shared-dimension block size: K cut into equal blocks of at most kKcMax (a function of K only).
@@ -219,9 +246,11 @@ inline long kc_for(long K) {
     const long nk = (K + kKcMax - 1) / kKcMax;
     return (K + nk - 1) / nk;
 }
-// Columns of B per block: with kc rows, about 384 KiB of B stays in the L2 cache.
+// Columns of B per block: a packed (kc, nc) block of about 384 KiB stays in the L2 cache.
 template <typename T>
-constexpr long nc_max() { return (384 * 1024 / (kKcMax * long(sizeof(T)))) / (kNV * Simd<T>::n) * (kNV * Simd<T>::n); }
+constexpr long nc_max() {
+    return (384 * 1024 / (kKcMax * long(sizeof(T)))) / (kNV * Simd<T>::n) * (kNV * Simd<T>::n);
+}
 
 }  // namespace gemm_detail
 
@@ -229,8 +258,9 @@ template <typename T>
 void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
           bool b_trans, T* C, long ldc, bool accumulate) {
     using namespace gemm_detail;
+    constexpr long VL = Simd<T>::n;
     if (M <= 0 || N <= 0) return;
-    if (N < Simd<T>::n)  // narrower than one register (e.g. the latent heads): Eigen does better
+    if (N < VL)  // narrower than one register (e.g. the latent heads): Eigen does better
         return gemm_ref(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
     if (K <= 0) {
         if (!accumulate)
@@ -238,21 +268,30 @@ void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, lo
         return;
     }
     const long kc = kc_for(K), ncm = nc_max<T>();
+    T* P = scratch<T>(0, size_t(kc) * (ncm + VL));
+    T* Ap = scratch<T>(1, size_t(kc) * kMR);
+    Strip st[ncm / VL + 2];
+    // Rows in tiles of kMR; a short remainder is merged with the last full tile and the two split
+    // evenly (50 rows: 5 x 8 + 5 + 5, not 6 x 8 + 2): one- or two-row tiles have too few
+    // accumulators to keep the FMA units busy.
+    long full = M / kMR, rem = M % kMR;
+    if (full > 0 && rem > 0 && rem < kMR / 2) --full, rem += kMR;
+    const long r1 = rem > kMR ? rem - rem / 2 : rem, r2 = rem > kMR ? rem / 2 : 0;
     for (long j0 = 0; j0 < N; j0 += ncm) {
         const long nc = std::min(ncm, N - j0);
+        const long ns = make_strips<T>(nc, st);
         for (long k0 = 0; k0 < K; k0 += kc) {
             const long kb = std::min(kc, K - k0);
             const bool acc = accumulate || k0 > 0;
-            const T* Ab = A + k0 * sak;
-            if (!b_trans) {
-                block(M, nc, kb, Ab, sai, sak, B + k0 * ldb + j0, ldb, C + j0, ldc, acc);
-            } else {  // pack the (kb, nc) block of B = (rows j0.. of the stored matrix)^T
-                std::vector<T>& pk = scratch<T>(0);
-                if (pk.size() < size_t(kb * nc)) pk.resize(size_t(kc * ncm));
-                pack_transposed(pk.data(), B + j0 * ldb + k0, ldb, nc, kb);
-                const T* P = pk.data();
-                block(M, nc, kb, Ab, sai, sak, P, nc, C + j0, ldc, acc);
-            }
+            pack_b(P, b_trans ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, b_trans, kb, st, ns);
+            auto rows = [&](long i0, long R) {
+                pack_a(Ap, A + i0 * sai + k0 * sak, sai, sak, R, kb);
+                tile_strips(R, kb, Ap, P, st, ns, C + i0 * ldc + j0, ldc, acc);
+            };
+            long i0 = 0;
+            for (long t = 0; t < full; ++t, i0 += kMR) rows(i0, kMR);
+            if (r1) rows(i0, r1);
+            if (r2) rows(i0 + r1, r2);
         }
     }
 }
