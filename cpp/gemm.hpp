@@ -260,7 +260,9 @@ void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, lo
     using namespace gemm_detail;
     constexpr long VL = Simd<T>::n;
     if (M <= 0 || N <= 0) return;
-    if (N < VL)  // narrower than one register (e.g. the latent heads): Eigen does better
+    // Narrower than one register (e.g. the latent heads), or too few rows to repay packing B (a
+    // one-point decode is a matrix-vector product that reads each weight once): Eigen does better.
+    if (N < VL || M < kMR / 2)
         return gemm_ref(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
     if (K <= 0) {
         if (!accumulate)
