@@ -24,19 +24,48 @@ namespace vaecpp {
 
 // A (M,K) is addressed as A[i * sai + k * sak], so both A and A^T views work; B (K,N) is
 // B[k * ldb + j], or B[j * ldb + k] when b_trans; C (M,N) is C[i * ldc + j].
+// The reference: Eigen's product on views with a unit inner stride known at compile time wherever
+// the layout allows (Eigen only vectorises those; a matrix-vector product through a run-time
+// stride runs one scalar at a time).
+namespace gemm_detail {
 template <typename T>
-void gemm_ref(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
-              bool b_trans, T* C, long ldc, bool accumulate) {
-    using Strided = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>,
-                               0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
-    Strided a(A, M, K, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(sai, sak));
-    Strided b(B, K, N, b_trans ? Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(1, ldb)
-                               : Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(ldb, 1));
+using RowView = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;  // row-major, rows ld apart
+
+template <typename T, typename AV, typename BV>
+void product(const AV& a, const BV& b, T* C, long M, long N, long ldc, bool accumulate) {
     Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>> c(C, M, N, Eigen::OuterStride<>(ldc));
     if (accumulate)
         c.noalias() += a * b;
     else
         c.noalias() = a * b;
+}
+
+template <typename T, typename AV>
+void with_b(const AV& a, long N, long K, const T* B, long ldb, bool b_trans, T* C, long M,
+            long ldc, bool accumulate) {
+    if (b_trans)
+        product<T>(a, RowView<T>(B, N, K, Eigen::OuterStride<>(ldb)).transpose(), C, M, N, ldc,
+                   accumulate);
+    else
+        product<T>(a, RowView<T>(B, K, N, Eigen::OuterStride<>(ldb)), C, M, N, ldc, accumulate);
+}
+}  // namespace gemm_detail
+
+template <typename T>
+void gemm_ref(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
+              bool b_trans, T* C, long ldc, bool accumulate) {
+    using namespace gemm_detail;
+    if (sak == 1) {
+        with_b(RowView<T>(A, M, K, Eigen::OuterStride<>(sai)), N, K, B, ldb, b_trans, C, M, ldc,
+               accumulate);
+    } else if (sai == 1) {
+        with_b(RowView<T>(A, K, M, Eigen::OuterStride<>(sak)).transpose(), N, K, B, ldb, b_trans, C,
+               M, ldc, accumulate);
+    } else {
+        using Strided = Eigen::Map<const Mat<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+        with_b(Strided(A, M, K, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(sai, sak)), N, K, B,
+               ldb, b_trans, C, M, ldc, accumulate);
+    }
 }
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
