@@ -133,6 +133,25 @@ inline std::pair<long, long> split_range(long n, int parts, int i, long align) {
     return {std::min(n, lo * align), std::min(n, hi * align)};
 }
 
+// Runs f and g at once on two threads when `worth` it and two are available; else one by one.
+template <typename F, typename G>
+void parallel_pair(bool worth, F&& f, G&& g) {
+    if (!worth || threads_for(2.0, 1.0, 2) < 2) {
+        f();
+        g();
+        return;
+    }
+#pragma omp parallel num_threads(2)
+    {
+#ifdef _OPENMP
+        if (omp_get_thread_num() == 0)
+            f();
+        else
+            g();
+#endif
+    }
+}
+
 // Runs body(begin, end) on `nt` threads, each on its own part of [0, n); serially when nt <= 1.
 template <typename F>
 void parallel_parts(long n, int nt, long align, F&& body) {

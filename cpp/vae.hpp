@@ -122,8 +122,7 @@ class Vae {
         const long R = long(B) * K;
         Ctx ctx = context(training);
         h_ = enc.forward(x, B, ctx);
-        mu_head->forward(mu_.data(), h_, B, ctx);
-        lv_head->forward(lv_.data(), h_, B, ctx);
+        heads_forward(mu_.data(), lv_.data(), h_, B, ctx);
         for (long r = 0; r < R; ++r)  // z_r = mu_b + exp(lv_b / 2) eps_r,  r = b*K + k
             reparam_forward(z_.data() + r * L, mu_.data() + (r / K) * L, lv_.data() + (r / K) * L,
                             eps_.data() + r * L, L);
@@ -163,9 +162,7 @@ class Vae {
             kl_backward(dmu_.data(), dlv_.data(), mu_.data(), lv_.data(), long(B) * L,
                         cfg.prior_std, T(cfg.beta) * w);
         }
-        // dh = dmu @ Wmu^T + dlv @ Wlv^T: the second head accumulates into the first's result.
-        head_backward(*mu_head, dh_.data(), dmu_.data(), h_, mu_.data(), B, false);
-        head_backward(*lv_head, dh_.data(), dlv_.data(), h_, lv_.data(), B, true);
+        heads_backward(B);
         enc.backward(nullptr, dh_.data(), x, B, ctx, ga_.data(), gb_.data());
     }
 
@@ -301,8 +298,7 @@ class Vae {
             const int B = int(std::min<long>(kChunk, N - start));
             reserve(B, 1);
             const T* h = enc.forward(stage(xbatch_, X + start * D, long(B) * D), B, ctx);
-            mu_head->forward(mu + start * L, h, B, ctx);
-            lv_head->forward(lv + start * L, h, B, ctx);
+            heads_forward(mu + start * L, lv + start * L, h, B, ctx);
         }
     }
 
@@ -337,8 +333,7 @@ class Vae {
             reserve(B, int(kc));
             const T* x = stage(xbatch_, X + start * D, long(B) * D);
             const T* h = enc.forward(x, B, ctx);
-            mu_head->forward(mu_.data(), h, B, ctx);
-            lv_head->forward(lv_.data(), h, B, ctx);
+            heads_forward(mu_.data(), lv_.data(), h, B, ctx);
             m.assign(B, -INFINITY);
             s.assign(B, 0.0);
             for (long k0 = 0; k0 < k; k0 += kc) {
@@ -378,14 +373,46 @@ class Vae {
     const T* h_ = nullptr;  // encoder output of the last forward
     const T* p_ = nullptr;  // decoder output of the last forward
     const T* xr_ = nullptr; // x, or x replicated K times (IWAE), of the last forward
-    Buffer<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dp_, ga_, gb_, xbatch_, xrep_;
+    Buffer<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dh2_, dp_, ga_, gb_, xbatch_,
+        xrep_;
     bool dp_ready_ = false;  // dp_ holds the likelihood gradient of the last forward
 
-    // A latent head's backward; dinp accumulates when `accumulate` (the second head).
+    // The two latent heads are equal-sized products of the same input: with two threads each
+    // head gets one (splitting each one's few columns would leave a thread idle half the time).
+    bool heads_in_parallel(int B) const {
+        return double(B) * enc.out_size() * L >= kGemmMinPerThread;
+    }
+
+    void heads_forward(T* mu, T* lv, const T* h, int B, const Ctx& ctx) {
+        parallel_pair(heads_in_parallel(B), [&] { mu_head->forward(mu, h, B, ctx); },
+                      [&] { lv_head->forward(lv, h, B, ctx); });
+    }
+
+    // A latent head's backward; dinp accumulates when `accumulate`.
     void head_backward(DenseLayer<T>& h, T* dinp, T* dout, const T* inp, const T* out, int B,
                        bool accumulate) {
         dense_backward(dinp, h.grads, h.grads + long(h.C) * h.OC, dout, inp, out, h.params, B, h.C,
                        h.OC, h.act, accumulate);
+    }
+
+    // dh_ = dmu @ Wmu^T + dlv @ Wlv^T (and the heads' weight gradients): the heads run side by
+    // side into dh_ and dh2_, which are then added; or one after the other, the second
+    // accumulating into the first's result.
+    void heads_backward(int B) {
+        if (!heads_in_parallel(B) || threads_for(2.0, 1.0, 2) < 2) {
+            head_backward(*mu_head, dh_.data(), dmu_.data(), h_, mu_.data(), B, false);
+            head_backward(*lv_head, dh_.data(), dlv_.data(), h_, lv_.data(), B, true);
+            return;
+        }
+        parallel_pair(true,
+                      [&] { head_backward(*mu_head, dh_.data(), dmu_.data(), h_, mu_.data(), B, false); },
+                      [&] { head_backward(*lv_head, dh2_.data(), dlv_.data(), h_, lv_.data(), B, false); });
+        const long n = long(B) * enc.out_size();
+        T* __restrict a = dh_.data();
+        const T* __restrict b = dh2_.data();
+        parallel_parts(n, threads_for(double(n), double(kParallelMin), n), 64, [&](long i0, long i1) {
+            for (long i = i0; i < i1; ++i) a[i] += b[i];
+        });
     }
     std::vector<double> c_, bound_, wn_;  // IWAE: -log weights, bounds, normalised weights
     long capB_ = 0, capR_ = 0;  // workspace capacity: samples, decoder rows
@@ -414,7 +441,11 @@ class Vae {
 
     // eps[r, j] = std * N(0, 1) number (first + r) * L + j of the stream, for `rows` rows
     void fill_eps(uint64_t stream, long first, long rows, double std_) {
-        rng.normals(eps_.data(), stream, uint64_t(first * L), rows * L, std_);
+        // each number is a function of its index alone, so the split changes no value
+        const long n = rows * L;
+        parallel_parts(n, threads_for(double(n), 2048.0, n / 2), 2, [&](long i0, long i1) {
+            rng.normals(eps_.data() + i0, stream, uint64_t(first * L + i0), i1 - i0, std_);
+        });
     }
 
     void bind() {
@@ -449,6 +480,7 @@ class Vae {
         nll_.resize(capR_);
         kl_.resize(capB_);
         dh_.resize(capB_ * enc.out_size());
+        dh2_.resize(capB_ * enc.out_size());
         dp_.resize(capR_ * P * D);
         const long w = std::max(capB_ * enc.max_width(), capR_ * dec.max_width());
         ga_.resize(w);

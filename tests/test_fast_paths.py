@@ -164,8 +164,12 @@ def test_training_is_bit_identical_run_to_run(threads, dropout):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_training_depends_on_threads_only_through_rounding(dtype):
-    one, two = train(1, dtype, hidden=(300, 200)), train(2, dtype, hidden=(300, 200))
+@pytest.mark.parametrize("hidden,latent", [((300, 200), 3), ((256,), 64)])
+def test_training_depends_on_threads_only_through_rounding(dtype, hidden, latent):
+    """Big enough that every product is split between threads (and, with 64 latent dimensions,
+    the two heads run side by side)."""
+    one = train(1, dtype, hidden=hidden, latent=latent)
+    two = train(2, dtype, hidden=hidden, latent=latent)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(one[0], two[0], rtol=tol)
     for u, v in zip(one[1:], two[1:]):
