@@ -14,7 +14,8 @@ namespace vaecpp {
 enum class Purpose : uint64_t {
     init = 1,          // weight initialisation, stream = layer index
     train_eps = 2,     // reparameterisation noise while training, stream = global step
-    dropout = 3,       // dropout masks, stream = global step * 64 + layer index
+    dropout = 3,       // dropout masks, stream = global step * 64 + layer index; element i
+                       // uses word i % 4 of block i / 4 (a 32-bit uniform)
     eval_eps = 4,      // noise of evaluate()/gradients(), index = sample * latent + j
     shuffle = 5,       // epoch permutation, stream = epoch
     prior = 6,         // sample(), stream = user seed
@@ -59,6 +60,9 @@ struct Philox {
         uint64_t u = (static_cast<uint64_t>(a) << 21) ^ (b >> 11);
         return (static_cast<double>(u) + 0.5) * 0x1.0p-53;
     }
+
+    // A 32-bit uniform in (0, 1) from one word (dropout masks: four per Philox block).
+    static inline double to_unit32(uint32_t w) { return (static_cast<double>(w) + 0.5) * 0x1.0p-32; }
 
     double uniform(uint64_t stream, uint64_t index) const {
         auto w = (*this)(stream, index);

@@ -219,3 +219,22 @@ def test_gemm_matches_eigen(dtype, trans_a, trans_b, accumulate):
 
 
 K_ = K
+
+
+def test_dropout_masks_four_per_philox_block():
+    """Dropout draws one Philox block per four elements (chunked so that it vectorises): the
+    masks keep 1 - rate of the values, scaled by 1 / (1 - rate), repeat for the same step and
+    change with it, including a ragged tail (n not a multiple of 4 or of the chunk)."""
+    h = _core.LayerHarness(dict(kind="dropout", rate=0.3), [333], 11)
+    x = np.ones((7, 333))
+    a = h.forward(x, training=True, step=4)
+    np.testing.assert_array_equal(a, h.forward(x, training=True, step=4))
+    assert not np.array_equal(a, h.forward(x, training=True, step=5))
+    assert set(np.unique(a)) <= {0.0, 1 / 0.7}
+    n = a.size
+    dropped = np.mean(a == 0)
+    assert abs(dropped - 0.3) < 4 * np.sqrt(0.3 * 0.7 / n)
+    assert (a[-1, -3:] == 0).any() or (a[-1, -3:] != 0).any()  # the tail is filled
+    big = _core.LayerHarness(dict(kind="dropout", rate=0.5), [4096], 11).forward(
+        np.ones((20, 4096)), training=True, step=1)  # the threaded path
+    assert abs(np.mean(big == 0) - 0.5) < 4 * np.sqrt(0.25 / big.size)
