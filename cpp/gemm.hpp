@@ -75,11 +75,7 @@ namespace gemm_detail {
 
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
-#ifndef VAECPP_GEMM_MR
 constexpr int kMR = 8, kNV = 3;  // 8 x 3 vectors: 24 accumulators of the 32 registers
-#else
-constexpr int kMR = VAECPP_GEMM_MR, kNV = VAECPP_GEMM_NV;  // for tuning experiments
-#endif
 #else
 constexpr int kVecBytes = 32;
 constexpr int kMR = 6, kNV = 2;  // 6 x 2 vectors: 12 accumulators of the 16 registers

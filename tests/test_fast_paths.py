@@ -234,7 +234,6 @@ def test_dropout_masks_four_per_philox_block():
     n = a.size
     dropped = np.mean(a == 0)
     assert abs(dropped - 0.3) < 4 * np.sqrt(0.3 * 0.7 / n)
-    assert (a[-1, -3:] == 0).any() or (a[-1, -3:] != 0).any()  # the tail is filled
     big = _core.LayerHarness(dict(kind="dropout", rate=0.5), [4096], 11).forward(
         np.ones((20, 4096)), training=True, step=1)  # the threaded path
     assert abs(np.mean(big == 0) - 0.5) < 4 * np.sqrt(0.25 / big.size)
