@@ -244,6 +244,18 @@ void bind_vae(py::module_& m, const char* name) {
                  }
                  return sums_dict(s);
              })
+        .def("train_batch",
+             [](V& v, const Arr<T>& X, long batch) {
+                 check_rows(X, v.D, "x");
+                 if (X.shape(0) < 1) throw ValueError("x is an empty batch");
+                 LossSums s;
+                 {
+                     py::gil_scoped_release nogil;
+                     s = v.train_batch(X.data(), int(X.shape(0)), batch);
+                 }
+                 return sums_dict(s);
+             },
+             py::arg("x"), py::arg("batch") = 0)
         .def("evaluate",
              [](V& v, const Arr<T>& X, int batch_size) {
                  check_rows(X, v.D, "x");

@@ -83,15 +83,35 @@ class Vae {
         mu_head->name = "z_mean";
         lv_head->name = "z_log_var";
         dec.build(c.decoder, {L}, "decoder");
-        if (dec.out_size() != long(P) * D)
-            throw ValueError("the decoder's output has " + std::to_string(dec.out_size()) +
-                             " values per sample but the likelihood needs " + std::to_string(P) +
-                             " x " + std::to_string(D));
+        if (P > 1 && interleaves_parameters(dec.out_shape)) {
+            dec.append(LayerPtr<T>(new ChannelsToBlocksLayer<T>(dec.out_shape, P)));
+            dec.layers.back()->name = "channels_to_blocks";
+        }
+        if (dec.out_size() != long(P) * D) {
+            const std::string last = dec.layers.empty() ? "" : " (layer '" + dec.layers.back()->name + "')";
+            throw ValueError("the decoder's output shape " + shape_str(dec.out_shape) + last + " has " +
+                             std::to_string(dec.out_size()) + " values per sample but the likelihood needs " +
+                             std::to_string(P) + " x " + std::to_string(D) + " for input_shape " +
+                             shape_str(c.input_shape) +
+                             (P > 1 && c.input_shape.size() >= 2
+                                  ? ": end the decoder with " + std::to_string(P) + " x channels of the input"
+                                  : ""));
+        }
         enc.first_index = 0;
         dec.first_index = int(enc.layers.size()) + 2;
         bind();
         init_weights();
         opt.reset(long(params.size()));
+    }
+
+    // A decoder ending in (H, W, P*C) for images (H, W, C) or (H, W) (C = 1) gives the P values of
+    // each pixel side by side; the likelihoods want P blocks of D, so the model appends a
+    // ChannelsToBlocks layer. Decoders that already end in P*D flat values or in blocks are kept.
+    bool interleaves_parameters(const Shape& out) const {
+        const Shape& in = cfg.input_shape;
+        if (out.size() != 3 || (in.size() != 2 && in.size() != 3)) return false;
+        const int C = in.size() == 3 ? in[2] : 1;
+        return out[0] == in[0] && out[1] == in[1] && out[2] == P * C;
     }
 
     // Every layer in parameter order: encoder, z_mean, z_log_var, decoder.
@@ -226,25 +246,24 @@ class Vae {
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
             for (int b = 0; b < B; ++b)
                 std::memcpy(xb + long(b) * D, X + perm[k * batch_size + b] * D, sizeof(T) * D);
-            fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, long(B) * K(),
-                     cfg.epsilon_std);
-            forward(xb, B, true);
-            LossSums s = batch_sums(B);
-            if (!std::isfinite(s.loss))
-                throw NonFiniteLoss(k, std::string("the loss became ") +
-                                           (std::isnan(s.loss) ? "NaN" : "inf") +
-                                           " at batch " + std::to_string(k + 1) + " of " +
-                                           std::to_string(nb));
-            std::fill(grads.begin(), grads.end(), T(0));
-            backward(xb, B, true);
-            opt.update(params.data(), grads.data(), long(params.size()), weight_ranges);
+            LossSums s = step(xb, B, k, nb);
             tot.loss += s.loss;
             tot.rec += s.rec;
             tot.kl += s.kl;
             tot.n += B;
+            // The callback may run inference on this model (encode, decode, save): every buffer
+            // the next step reads is refilled by its forward pass.
             if (progress && !progress(k + 1, nb, tot)) break;
         }
         return tot;
+    }
+
+    // One optimizer step on a batch X (B, D) given by the caller (streamed data); `batch` only
+    // names the batch in a NonFiniteLoss message.
+    LossSums train_batch(const T* X, int B, long batch) {
+        use_threads(cfg.threads);
+        reserve(B, K());
+        return step(stage(xbatch_, X, long(B) * D), B, batch, 0);
     }
 
     // Loss sums over X (N, D) without training; sample i's noise depends only on (seed, i).
@@ -368,9 +387,29 @@ class Vae {
     const T* p_ = nullptr;  // decoder output of the last forward
     const T* xr_ = nullptr; // x, or x replicated K times (IWAE), of the last forward
     Buffer<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dh2_, dp_, ga_, gb_, xbatch_,
-        xrep_;
+        xrep_, state_before_;
     std::vector<double> c_, bound_, wn_;  // IWAE: -log weights, bounds, normalised weights
     long capB_ = 0, capR_ = 0;  // workspace capacity: samples, decoder rows
+
+    // The training step on the batch xb (B, D) in xbatch_: noise from the step number, forward,
+    // a finiteness check before anything changes, backward and the update. Batch k of nb (nb = 0:
+    // of a stream) in error messages.
+    LossSums step(const T* xb, int B, long k, long nb) {
+        fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, long(B) * K(), cfg.epsilon_std);
+        state_before_.assign(state.begin(), state.end());  // the forward moves BatchNorm's statistics
+        forward(xb, B, true);
+        LossSums s = batch_sums(B);
+        if (!std::isfinite(s.loss)) {
+            std::copy(state_before_.begin(), state_before_.end(), state.begin());
+            throw NonFiniteLoss(k, std::string("the loss became ") + (std::isnan(s.loss) ? "NaN" : "inf") +
+                                       " at batch " + std::to_string(k + 1) +
+                                       (nb > 0 ? " of " + std::to_string(nb) : std::string()));
+        }
+        std::fill(grads.begin(), grads.end(), T(0));
+        backward(xb, B, true);
+        opt.update(params.data(), grads.data(), long(params.size()), weight_ranges);
+        return s;
+    }
 
     // xrep_ (B*K, D): row b*K + k is x[b]
     const T* replicate(const T* x, int B, int K) {

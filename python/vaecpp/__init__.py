@@ -6,17 +6,20 @@
 >>> history = vae.fit(x_train, epochs=10, batch_size=100, validation_data=x_test)
 """
 
-from . import callbacks, layers, likelihoods, optimizers
+from . import callbacks, layers, likelihoods, optimizers, sources
 from ._core import build_info as _build_info
 from .callbacks import History
 from .likelihoods import Likelihood
 from .model import VAE
 from .saving import load_model
+from . import architectures
+from .architectures import celeba_conv_vae, keras_mnist_conv_vae
 
 __version__ = "0.1.0"
 
 __all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", "optimizers", "build_info",
-           "cuda_available", "__version__"]
+           "cuda_available", "__version__", "architectures", "celeba_conv_vae", "keras_mnist_conv_vae",
+           "sources"]
 
 
 def build_info():

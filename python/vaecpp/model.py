@@ -7,6 +7,7 @@ import numpy as np
 from . import _core, _checks, callbacks as cbks, layers as L, optimizers
 from .likelihoods import Likelihood, sample_builtin
 from .callbacks import History
+from .sources import Stream, is_stream
 
 __all__ = ["VAE"]
 
@@ -252,51 +253,85 @@ class VAE:
 
     # ---- training -------------------------------------------------------------------------
     def fit(self, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+            steps_per_epoch=None, validation_steps=None):
         """Trains for ``epochs - initial_epoch`` epochs; returns a History of this call.
 
+        ``x`` is an array, or data that does not fit in memory (see :mod:`vaecpp.sources`): a
+        data source with ``batches(batch_size, shuffle, seed, epoch)`` such as
+        ``datasets.image_folder(path, stream=True)``, a generator of batches (with
+        ``steps_per_epoch``), or another iterable of batches; each batch is one optimizer step.
         ``y`` must be None or ``x`` itself (a VAE reconstructs its input). ``validation_data`` is
-        an array or a tuple ``(x_val, anything)``. Ctrl-C stops between batches: the model stays
-        usable and ``vae.history`` keeps every finished epoch.
+        an array, a tuple ``(x_val, anything)`` or a stream (a generator with
+        ``validation_steps``). Ctrl-C stops between batches: the model stays usable and
+        ``vae.history`` keeps every finished epoch.
         """
-        if y is not None and y is not x and not (
+        streaming = is_stream(x)
+        if y is not None and (streaming or y is not x and not (
                 isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and y.shape == x.shape
-                and np.array_equal(y, x)):
-            raise ValueError("a VAE reconstructs its input: y must be None or the same array as x")
+                and np.array_equal(y, x))):
+            raise ValueError("a VAE reconstructs its input: y must be None or the same array as x"
+                             + (" (None for a data source or generator)" if streaming else ""))
         batch_size = _checks.positive_int(batch_size, "batch_size")
         epochs = _checks.positive_int(epochs, "epochs", minimum=0)
         initial_epoch = _checks.positive_int(initial_epoch, "initial_epoch", minimum=0)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        x_rows = self._rows(x)
-        val_rows = None
+        if steps_per_epoch is not None:
+            steps_per_epoch = _checks.positive_int(steps_per_epoch, "steps_per_epoch")
+            if not streaming:
+                raise ValueError("steps_per_epoch is for data sources and generators; with arrays "
+                                 "an epoch is one pass over x")
         split = _checks.number(validation_split, "validation_split", 0.0)
+        val = None
         if validation_data is not None:
             if isinstance(validation_data, tuple):
                 if not validation_data:
                     raise ValueError("validation_data is an empty tuple")
                 validation_data = validation_data[0]
-            val_rows = self._rows(validation_data, "validation_data")
-        elif split > 0:
-            if split >= 1.0:
-                raise ValueError(f"validation_split must be in [0, 1), got {split}")
-            n_val = int(len(x_rows) * split)
-            if n_val < 1 or n_val >= len(x_rows):
-                raise ValueError(f"validation_split={split} leaves no training or no validation "
-                                 f"samples out of {len(x_rows)}")
-            x_rows, val_rows = x_rows[:-n_val], x_rows[-n_val:]
+            val = self._data(validation_data, batch_size, validation_steps, "validation_data",
+                             "validation_steps")
+        if streaming:
+            if split > 0:
+                raise ValueError("validation_split needs array data; give a data source or "
+                                 "generator its validation_data")
+            train = Stream(x, batch_size, steps_per_epoch, self.seed, "x", "steps_per_epoch")
+            steps = train.steps
+        else:
+            train = self._rows(x)
+            if validation_data is None and split > 0:
+                if split >= 1.0:
+                    raise ValueError(f"validation_split must be in [0, 1), got {split}")
+                n_val = int(len(train) * split)
+                if n_val < 1 or n_val >= len(train):
+                    raise ValueError(f"validation_split={split} leaves no training or no "
+                                     f"validation samples out of {len(train)}")
+                train, val = train[:-n_val], train[-n_val:]
+            steps = -(-len(train) // batch_size)
         if self.optimizer is None:
             self.compile()
 
-        steps = -(-len(x_rows) // batch_size)
         history = History()
         user_cbs = list(callbacks or [])
         terminate_on_nan = any(isinstance(c, cbks.TerminateOnNaN) for c in user_cbs)
         progress = cbks.ProgressBar(verbose, epochs, steps)
         log_lr = any(isinstance(c, (cbks.LearningRateScheduler, cbks.ReduceLROnPlateau))
                      for c in user_cbs)
+        batch_cbs = [c for c in user_cbs if cbks.has_batch_hook(c)]
         # History first, so user callbacks (e.g. ModelCheckpoint) see the finished epoch in it.
         cb = cbks.CallbackList([history, _Recorder(self.history), progress] + user_cbs, self)
+
+        def report(done, total, loss, rec, kl):
+            """After a batch (throttled to every 0.1 s for arrays); False ends the epoch."""
+            if verbose == 1:
+                progress.on_batches(done, loss)
+            if batch_cbs:
+                logs = {"loss": loss, "reconstruction_loss": rec, "kl_loss": kl}
+                step = int(self._core.step)
+                for c in batch_cbs:
+                    c.on_train_batch_end(step, dict(logs))
+            return not self.stop_training
+
         self.stop_training = False
         cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
@@ -304,10 +339,12 @@ class VAE:
             if self._beta_schedule is not None:
                 self._core.beta = _checks.number(self._beta_schedule(epoch), "beta(epoch)", 0.0)
             self._core.set_learning_rate(self.optimizer.learning_rate)
-            report = None if verbose != 1 else (
-                lambda done, total, loss, rec, kl: progress.on_batches(done, loss))
+            hook = report if verbose == 1 or batch_cbs else None
             try:
-                sums = self._core.train_epoch(x_rows, batch_size, bool(shuffle), epoch, report)
+                if streaming:
+                    sums = self._train_stream(train.epoch(epoch, bool(shuffle)), hook)
+                else:
+                    sums = self._core.train_epoch(train, batch_size, bool(shuffle), epoch, hook)
             except _core.NonFiniteLoss as e:
                 if not terminate_on_nan:
                     raise FloatingPointError(
@@ -316,27 +353,64 @@ class VAE:
                 logs = {"loss": float("nan")}
                 cb.on_epoch_end(epoch, logs)
                 break
+            if sums["n"] == 0:  # a generator that had run dry
+                break
             logs = _means(sums)
             if self._beta_schedule is not None:
                 logs["beta"] = self._core.beta
             if log_lr:  # the rate this epoch ran with
                 logs["learning_rate"] = self.optimizer.learning_rate
-            if val_rows is not None:
-                val = _means(self._core.evaluate(val_rows, batch_size))
-                logs.update({"val_" + k: v for k, v in val.items()})
+            if val is not None:
+                logs.update({"val_" + k: v for k, v in _means(self._evaluate_sums(val, batch_size)).items()})
             cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
+            if self.stop_training or streaming and train.exhausted:
                 break
         cb.on_train_end({})
         return history
 
+    def _train_stream(self, batches, report):
+        """One epoch over streamed batches, one optimizer step each; the loss sums."""
+        tot = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
+        for k, batch in enumerate(batches):
+            s = self._core.train_batch(self._rows(batch, f"batch {k + 1} of x"), k)
+            for key in tot:
+                tot[key] += s[key]
+            if report is not None:
+                m = _means(tot)
+                if not report(k + 1, None, m["loss"], m["reconstruction_loss"], m["kl_loss"]):
+                    break
+        return tot
+
+    def _data(self, data, batch_size, steps, name, steps_name):
+        """Array rows, or a Stream for a data source / generator / iterable of batches."""
+        if is_stream(data):
+            if steps is not None:
+                steps = _checks.positive_int(steps, steps_name)
+            return Stream(data, batch_size, steps, self.seed, name, steps_name)
+        return self._rows(data, name)
+
+    def _evaluate_sums(self, data, batch_size):
+        """Loss sums over array rows or over one pass of a Stream (unshuffled)."""
+        if not isinstance(data, Stream):
+            return self._core.evaluate(data, batch_size)
+        tot = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
+        for k, batch in enumerate(data.epoch(0, False)):
+            s = self._core.evaluate(self._rows(batch, f"batch {k + 1} of {data.name}"), batch_size)
+            for key in tot:
+                tot[key] += s[key]
+        if tot["n"] == 0:
+            raise ValueError(f"{data.name} yielded no batches")
+        return tot
+
     # ---- inference ------------------------------------------------------------------------
-    def evaluate(self, x, y=None, batch_size=32, verbose=0):
+    def evaluate(self, x, y=None, batch_size=32, verbose=0, steps=None):
         """Mean loss terms per sample over x: ``loss``, ``reconstruction_loss``, ``kl_loss`` and
         ``elbo`` (= -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise
-        of sample i depends only on the seed and i, so the result is repeatable."""
+        of sample i depends only on the seed and i, so the result is repeatable. ``x`` may be a
+        data source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``); the
+        noise then depends on the position within each batch."""
         batch_size = _checks.positive_int(batch_size, "batch_size")
-        out = _means(self._core.evaluate(self._rows(x), batch_size))
+        out = _means(self._evaluate_sums(self._data(x, batch_size, steps, "x", "steps"), batch_size))
         out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
         return out
 
