@@ -257,16 +257,18 @@ void bind_vae(py::module_& m, const char* name) {
              },
              py::arg("x"), py::arg("batch") = 0)
         .def("evaluate",
-             [](V& v, const Arr<T>& X, int batch_size) {
+             [](V& v, const Arr<T>& X, int batch_size, long first) {
                  check_rows(X, v.D, "x");
                  if (batch_size < 1) throw ValueError("batch_size must be >= 1");
+                 if (first < 0) throw ValueError("first must be >= 0");
                  LossSums s;
                  {
                      py::gil_scoped_release nogil;
-                     s = v.evaluate(X.data(), X.shape(0), batch_size);
+                     s = v.evaluate(X.data(), X.shape(0), batch_size, first);
                  }
                  return sums_dict(s);
-             })
+             },
+             py::arg("x"), py::arg("batch_size"), py::arg("first") = 0)
         .def("gradients",
              [](V& v, const Arr<T>& X, std::optional<Arr<T>> eps) {
                  check_rows(X, v.D, "x");

@@ -266,14 +266,16 @@ class Vae {
         return step(stage(xbatch_, X, long(B) * D), B, batch, 0);
     }
 
-    // Loss sums over X (N, D) without training; sample i's noise depends only on (seed, i).
-    LossSums evaluate(const T* X, long N, int batch_size) {
+    // Loss sums over X (N, D) without training; sample i's noise depends only on (seed, i), where
+    // X's rows are samples first, first + 1, ... of the data (first > 0 for streamed batches).
+    LossSums evaluate(const T* X, long N, int batch_size, long first = 0) {
         use_threads(cfg.threads);
         LossSums tot;
         for (long start = 0; start < N; start += batch_size) {
             const int B = int(std::min<long>(batch_size, N - start));
             reserve(B, K());
-            fill_eps(stream_id(Purpose::eval_eps, 0), start * K(), long(B) * K(), cfg.epsilon_std);
+            fill_eps(stream_id(Purpose::eval_eps, 0), (first + start) * K(), long(B) * K(),
+                     cfg.epsilon_std);
             forward(stage(xbatch_, X + start * D, long(B) * D), B, false);
             LossSums s = batch_sums(B);
             tot.loss += s.loss;

@@ -395,7 +395,8 @@ class VAE:
             return self._core.evaluate(data, batch_size)
         tot = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
         for k, batch in enumerate(data.epoch(0, False)):
-            s = self._core.evaluate(self._rows(batch, f"batch {k + 1} of {data.name}"), batch_size)
+            rows = self._rows(batch, f"batch {k + 1} of {data.name}")
+            s = self._core.evaluate(rows, batch_size, tot["n"])  # noise by position in the data
             for key in tot:
                 tot[key] += s[key]
         if tot["n"] == 0:
@@ -407,8 +408,8 @@ class VAE:
         """Mean loss terms per sample over x: ``loss``, ``reconstruction_loss``, ``kl_loss`` and
         ``elbo`` (= -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise
         of sample i depends only on the seed and i, so the result is repeatable. ``x`` may be a
-        data source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``); the
-        noise then depends on the position within each batch."""
+        data source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``),
+        read once in order: the same data as an array gives the same numbers."""
         batch_size = _checks.positive_int(batch_size, "batch_size")
         out = _means(self._evaluate_sums(self._data(x, batch_size, steps, "x", "steps"), batch_size))
         out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
