@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "common.hpp"
 
@@ -82,6 +83,21 @@ inline T act_grad_from_output(Act a, T y) {
     return T(1);
 }
 
+// Calls f(std::integral_constant<Act, a>) for the runtime value a, so that loops written in f see
+// the activation as a constant: the switch leaves the loop and the loop can be vectorised.
+template <typename F>
+inline void with_act(Act a, F f) {
+    switch (a) {
+        case Act::linear: return f(std::integral_constant<Act, Act::linear>{});
+        case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
+        case Act::leaky_relu: return f(std::integral_constant<Act, Act::leaky_relu>{});
+        case Act::elu: return f(std::integral_constant<Act, Act::elu>{});
+        case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
+        case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
+        case Act::softplus: return f(std::integral_constant<Act, Act::softplus>{});
+    }
+}
+
 // x and out are (n,); out may alias x.
 template <typename T>
 void act_forward(T* out, const T* x, long n, Act a) {
@@ -89,8 +105,10 @@ void act_forward(T* out, const T* x, long n, Act a) {
         if (out != x) std::copy(x, x + n, out);
         return;
     }
+    with_act(a, [&](auto A) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (long i = 0; i < n; ++i) out[i] = act_value(a, x[i]);
+        for (long i = 0; i < n; ++i) out[i] = act_value(A(), x[i]);
+    });
 }
 
 // dx = dout * f'(x), with f'(x) computed from y = f(x); dx may alias dout.
@@ -100,8 +118,10 @@ void act_backward(T* dx, const T* dout, const T* y, long n, Act a) {
         if (dx != dout) std::copy(dout, dout + n, dx);
         return;
     }
+    with_act(a, [&](auto A) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (long i = 0; i < n; ++i) dx[i] = dout[i] * act_grad_from_output(a, y[i]);
+        for (long i = 0; i < n; ++i) dx[i] = dout[i] * act_grad_from_output(A(), y[i]);
+    });
 }
 
 }  // namespace vaecpp

@@ -102,6 +102,14 @@ inline void use_threads(int n) {
     Eigen::setNbThreads(n);
 }
 
+// b (n,) += the sum of the rows of a (rows, n). A plain row-order loop: Eigen's colwise().sum()
+// on a row-major matrix walks it column by column, several times slower on tall matrices.
+template <typename T>
+void add_column_sums(T* b, const T* a, long rows, int n) {
+    for (long r = 0; r < rows; ++r)
+        for (int j = 0; j < n; ++j) b[j] += a[r * n + j];
+}
+
 // Below this many elements an element-wise loop is not worth waking a thread team.
 constexpr long kParallelMin = 1 << 15;
 

@@ -162,9 +162,11 @@ void col2im_row(T* x, const T* col, const ConvGeom& g, int ih) {
 // out is (rows, n): out = f(out + bias), in place
 template <typename T>
 void add_bias_act(T* out, const T* bias, long rows, int n, Act act) {
+    with_act(act, [&](auto A) {
 #pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
-    for (long r = 0; r < rows; ++r)
-        for (int j = 0; j < n; ++j) out[r * n + j] = act_value(act, out[r * n + j] + bias[j]);
+        for (long r = 0; r < rows; ++r)
+            for (int j = 0; j < n; ++j) out[r * n + j] = act_value(A(), out[r * n + j] + bias[j]);
+    });
 }
 
 // With y = f(a), a = ... + bias: da = dout f'(a) (from y) overwrites dout, db += column sums of da.
@@ -172,7 +174,7 @@ void add_bias_act(T* out, const T* bias, long rows, int n, Act act) {
 template <typename T>
 void act_bias_backward(T* db, T* dout, const T* out, long rows, int n, Act act) {
     act_backward(dout, dout, out, rows * n, act);
-    VecMap<T>(db, n).noalias() += CMatMap<T>(dout, rows, n).colwise().sum().transpose();
+    add_column_sums(db, dout, rows, n);
 }
 
 // One slab of scratch per thread, grown when the team or the sizes grow and never in the steady

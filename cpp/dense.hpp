@@ -12,11 +12,13 @@ void dense_forward(T* out, const T* inp, const T* W, const T* b, int B, int C, i
     MatMap<T> y(out, B, OC);
     y.noalias() = CMatMap<T>(inp, B, C) * CMatMap<T>(W, C, OC);
     // bias and activation in one pass over the output
+    with_act(act, [&](auto A) {
 #pragma omp parallel for schedule(static) if (long(B) * OC >= kParallelMin)
-    for (int r = 0; r < B; ++r) {
-        T* row = out + long(r) * OC;
-        for (int j = 0; j < OC; ++j) row[j] = act_value(act, row[j] + b[j]);
-    }
+        for (int r = 0; r < B; ++r) {
+            T* row = out + long(r) * OC;
+            for (int j = 0; j < OC; ++j) row[j] = act_value(A(), row[j] + b[j]);
+        }
+    });
 }
 
 // With a = inp @ W + b and y = f(a):  da = dout * f'(a) (from y),
@@ -28,7 +30,7 @@ void dense_backward(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, 
     act_backward(dout, dout, out, long(B) * OC, act);
     CMatMap<T> da(dout, B, OC);
     MatMap<T>(dW, C, OC).noalias() += CMatMap<T>(inp, B, C).transpose() * da;
-    VecMap<T>(db, OC).noalias() += da.colwise().sum().transpose();
+    add_column_sums(db, dout, B, OC);
     if (dinp) MatMap<T>(dinp, B, C).noalias() = da * CMatMap<T>(W, C, OC).transpose();
 }
 
