@@ -49,15 +49,34 @@ struct LossSums {
 // Thrown when a batch's loss is NaN or inf; no update was applied for that batch.
 struct NonFiniteLoss : std::runtime_error {
     long batch;
-    NonFiniteLoss(long b, const std::string& msg) : std::runtime_error(msg), batch(b) {}
+    NonFiniteLoss(long b, long batches, double loss)
+        : std::runtime_error(std::string("the loss became ") + (std::isnan(loss) ? "NaN" : "inf") +
+                             " at batch " + std::to_string(b + 1) + " of " + std::to_string(batches)),
+          batch(b) {}
 };
 
 // Called after each batch with (batches done, batches in the epoch, running sums); false stops.
 using Progress = std::function<bool(long, long, const LossSums&)>;
 
+// The order in which an epoch visits the N samples: Fisher-Yates with counter-based uniforms of
+// stream shuffle|epoch (or 0..N-1 without shuffling). The CUDA backend uses it too.
+inline std::vector<long> epoch_order(const Philox& rng, long N, bool shuffle, long epoch) {
+    std::vector<long> perm(N);
+    std::iota(perm.begin(), perm.end(), 0L);
+    if (shuffle) {
+        const uint64_t s = stream_id(Purpose::shuffle, uint64_t(epoch));
+        for (long i = N - 1; i > 0; --i) {
+            long j = long(rng.uniform(s, uint64_t(i)) * double(i + 1));
+            std::swap(perm[i], perm[std::min(j, i)]);
+        }
+    }
+    return perm;
+}
+
 template <typename T>
 class Vae {
   public:
+    using value_type = T;
     VaeConfig cfg;
     Philox rng;
     Stack<T> enc, dec;
@@ -208,15 +227,7 @@ class Vae {
     LossSums train_epoch(const T* X, long N, int batch_size, bool shuffle, long epoch,
                          const Progress& progress) {
         use_threads(cfg.threads);
-        std::vector<long> perm(N);
-        std::iota(perm.begin(), perm.end(), 0L);
-        if (shuffle) {  // Fisher-Yates with counter-based uniforms
-            const uint64_t s = stream_id(Purpose::shuffle, uint64_t(epoch));
-            for (long i = N - 1; i > 0; --i) {
-                long j = long(rng.uniform(s, uint64_t(i)) * double(i + 1));
-                std::swap(perm[i], perm[std::min(j, i)]);
-            }
-        }
+        const std::vector<long> perm = epoch_order(rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
         reserve(int(std::min<long>(batch_size, N)), K());
         LossSums tot;
@@ -230,11 +241,7 @@ class Vae {
                      cfg.epsilon_std);
             forward(xb, B, true);
             LossSums s = batch_sums(B);
-            if (!std::isfinite(s.loss))
-                throw NonFiniteLoss(k, std::string("the loss became ") +
-                                           (std::isnan(s.loss) ? "NaN" : "inf") +
-                                           " at batch " + std::to_string(k + 1) + " of " +
-                                           std::to_string(nb));
+            if (!std::isfinite(s.loss)) throw NonFiniteLoss(k, nb, s.loss);
             std::fill(grads.begin(), grads.end(), T(0));
             backward(xb, B, true);
             opt.update(params.data(), grads.data(), long(params.size()), weight_ranges);
