@@ -44,6 +44,12 @@ struct CustomLik {
 struct LossSums {
     double loss = 0, rec = 0, kl = 0;
     long n = 0;
+    void add(const LossSums& s) {
+        loss += s.loss;
+        rec += s.rec;
+        kl += s.kl;
+        n += s.n;
+    }
 };
 
 // Thrown when a batch's loss is NaN or inf; no update was applied for that batch.
@@ -245,10 +251,7 @@ class Vae {
             std::fill(grads.begin(), grads.end(), T(0));
             backward(xb, B, true);
             opt.update(params.data(), grads.data(), long(params.size()), weight_ranges);
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            tot.add(s);
             if (progress && !progress(k + 1, nb, tot)) break;
         }
         return tot;
@@ -264,10 +267,7 @@ class Vae {
             fill_eps(stream_id(Purpose::eval_eps, 0), start * K(), long(B) * K(), cfg.epsilon_std);
             forward(stage(xbatch_, X + start * D, long(B) * D), B, false);
             LossSums s = batch_sums(B);
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            tot.add(s);
         }
         return tot;
     }

@@ -107,10 +107,7 @@ class VaeCuda {
             grads_.zero();
             backward(xb_.data(), B);
             update();
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            tot.add(s);
             if (progress && !progress(k + 1, nb, tot)) break;
         }
         return tot;
@@ -131,10 +128,7 @@ class VaeCuda {
                         stream_id(Purpose::eval_eps, 0));
             forward(x, B, false);
             LossSums s = batch_sums(B);
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            tot.add(s);
         }
         return tot;
     }
