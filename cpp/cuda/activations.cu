@@ -53,16 +53,6 @@ void multiply(float* out, const float* a, const float* b, long n) {
     VAECPP_CUDA_CHECK_LAUNCH();
 }
 
-__global__ void add_kernel(float* y, const float* x, long n) {
-    VAECPP_FOR_EACH(i, n) y[i] += x[i];
-}
-
-void add_inplace(float* y, const float* x, long n) {
-    if (n == 0) return;
-    add_kernel<<<blocks_for(n), kThreads>>>(y, x, n);
-    VAECPP_CUDA_CHECK_LAUNCH();
-}
-
 // xb is (B,D), X is (N,D): xb[b] = X[perm[first + b]]
 __global__ void gather_kernel(float* xb, const float* X, const int64_t* perm, long first, long n, int D) {
     VAECPP_FOR_EACH(i, n) {

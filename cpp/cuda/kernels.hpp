@@ -36,7 +36,6 @@ void act_backward(float* dx, const float* dout, const float* y, long n, Act a); 
 void dropout_forward(float* out, float* mask, const float* inp, long n, double rate, Philox rng,
                      uint64_t stream);
 void multiply(float* out, const float* a, const float* b, long n);  // out = a * b (may alias)
-void add_inplace(float* y, const float* x, long n);                  // y += x
 // xb (B,D) = rows perm[first .. first+B) of X (N,D): the batch gather of Vae::train_epoch
 void gather_rows(float* xb, const float* X, const int64_t* perm, long first, int B, int D);
 
