@@ -148,12 +148,15 @@ def load_dataset(name, download=True, image_size=(64, 64)):
 
 
 # ---- commands -----------------------------------------------------------------------------------
-def cmd_info(out=sys.stdout):
+def cmd_info(out=None):
+    import numpy
+
     import vaecpp
 
+    out = out or sys.stdout
     info = vaecpp.build_info()
     print(f"vaecpp {info['version']}", file=out)
-    print(f"python {sys.version.split()[0]}, numpy {__import__('numpy').__version__}", file=out)
+    print(f"python {sys.version.split()[0]}, numpy {numpy.__version__}", file=out)
     print(f"OpenMP: {'yes' if info.get('openmp') else 'no'}", file=out)
     env = os.environ.get("VAECPP_THREADS", "").strip()
     print(f"threads: {info.get('max_threads')} cores; a model uses "
@@ -161,7 +164,7 @@ def cmd_info(out=sys.stdout):
           file=out)
     print(f"CUDA: {'yes' if info.get('cuda') else 'no'}", file=out)
     print(f"native build (-march=native): {'yes' if info.get('native') else 'no'}", file=out)
-    print(f"CPU features: {' '.join(info.get('simd') or []) or 'none detected'}", file=out)
+    print(f"CPU features used by this build: {' '.join(info.get('simd') or []) or 'none detected'}", file=out)
     print(f"Eigen: {info.get('eigen', '?')}, compiler: {info.get('compiler', '?')}", file=out)
     return 0
 
@@ -171,9 +174,8 @@ def _save(fig, path, written, dpi=80):
     written.append(path)
 
 
-def cmd_train(args, out=sys.stdout, err=sys.stderr):
-    import numpy as np
-
+def cmd_train(args, out=None, err=None):
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         import matplotlib
 
