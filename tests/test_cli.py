@@ -128,7 +128,8 @@ def test_train_mnist_falls_back_with_one_warning(tmp_path, env):
     assert result.returncode == 0, result.stderr
     warning = [line for line in result.stderr.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "MNIST test set" in warning[0], result.stderr
-    assert "MNIST: 300 training and 1000 validation" in result.stdout
+    assert "MNIST test set (training set unavailable): 300 training and 1000 validation" in (
+        result.stdout)
     assert_png(out / "latent.png")
 
 

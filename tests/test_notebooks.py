@@ -22,7 +22,7 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 pytest.importorskip("ipywidgets")
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
-from jupyter_client.manager import KernelManager  # noqa: E402
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 
 from vaecpp import datasets  # noqa: E402
 
@@ -98,10 +98,12 @@ def test_notebook_runs(path, kernel_specs, notebook_env):
     if reason:
         pytest.skip(reason)
     nb = nbformat.read(path, as_version=4)
-    km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
+    km = AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
     client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, allow_errors=False,
                                      resources={"metadata": {"path": str(path.parent)}})
-    client.execute()  # raises CellExecutionError, naming the cell, if a cell fails
+    # Raises CellExecutionError, naming the cell, if a cell fails. cleanup_kc: shut the kernel
+    # down and close its sockets afterwards (by default nbclient leaves a given km running).
+    client.execute(cleanup_kc=True)
 
     text = "\n".join(
         out.get("text", "") if out.get("output_type") == "stream"

@@ -127,8 +127,16 @@ def load_dataset(name, download=True, image_size=(64, 64)):
         x, y = datasets.digits()
         return x[:1600], y[:1600], x[1600:], y[1600:], "scikit-learn digits"
     if name == "mnist":
-        (x, y), (xv, yv) = datasets.load_mnist(normalize=True, fallback=True, download=download)
-        return x, y, xv, yv, "MNIST"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", datasets.DatasetFallbackWarning)
+            (x, y), (xv, yv) = datasets.load_mnist(normalize=True, fallback=True,
+                                                   download=download)
+        title = "MNIST"
+        for w in caught:  # passed on; the title says which data the figures show
+            warnings.warn(w.message)
+            title = ("Fashion-MNIST (MNIST unavailable)" if "Fashion-MNIST" in str(w.message)
+                     else "MNIST test set (training set unavailable)")
+        return x, y, xv, yv, title
     if name == "fashion_mnist":
         x, y = datasets.fashion_mnist(split="train", normalize=True, download=download)
         xv, yv = datasets.fashion_mnist(split="test", normalize=True, download=download)
@@ -237,7 +245,9 @@ def cmd_train(args, out=None, err=None):
     _save(plot.image_grid(vae.sample(32, seed=args.seed), ncols=8, value_range=value_range),
           os.path.join(args.out, "samples.png"), written)
     if args.latent_dim == 2:
+        h, w = x.shape[1:3]
         _save(plot.manifold(vae, n=15, quantiles=(0.05, 0.95), value_range=value_range,
+                            figsize=(8 * min(1.0, w / h) + 0.6, 8 * min(1.0, h / w) + 0.6),
                             title=f"{title}: decoded latent grid"),
               os.path.join(args.out, "manifold.png"), written)
 
