@@ -118,7 +118,7 @@ def np_maxpool(x, pool, strides, padding):
 
 def conv_weights(h):
     """(kernel, bias) as Keras shapes them, from the harness's flat parameters."""
-    (_, _, kshape), (_, _, bshape) = h.weight_info()
+    (_, _, _, kshape), (_, _, _, bshape) = h.weight_info()
     p = h.get_params()
     n = int(np.prod(kshape))
     return p[:n].reshape(kshape), p[n:].reshape(bshape)
@@ -157,7 +157,7 @@ def test_conv2d_output_shape_and_weights(in_shape, filters, k, s, padding):
     (kh, kw), (sh, sw) = pair(k), pair(s)
     oh, ow = tf_dim(in_shape[0], kh, sh, padding)[0], tf_dim(in_shape[1], kw, sw, padding)[0]
     assert h.out_shape == [oh, ow, filters]
-    assert [(n, s) for _, n, s in h.weight_info()] == [("kernel", (kh, kw, in_shape[2], filters)),
+    assert [(n, s) for _, _, n, s in h.weight_info()] == [("kernel", (kh, kw, in_shape[2], filters)),
                                                        ("bias", (filters,))]
 
 
@@ -170,7 +170,7 @@ def test_conv2d_transpose_output_shape_and_weights(in_shape, filters, k, s, padd
     else:
         expect = [in_shape[0] * sh + max(kh - sh, 0), in_shape[1] * sw + max(kw - sw, 0), filters]
     assert h.out_shape == expect
-    assert [(n, s) for _, n, s in h.weight_info()] == [("kernel", (kh, kw, filters, in_shape[2])),
+    assert [(n, s) for _, _, n, s in h.weight_info()] == [("kernel", (kh, kw, filters, in_shape[2])),
                                                        ("bias", (filters,))]
 
 
@@ -189,8 +189,8 @@ def test_conv_glorot_uniform_init(cls):
 def test_batchnorm_init_and_arrays():
     h = harness(L.BatchNorm(), (4, 3, 5))
     assert h.out_shape == [4, 3, 5]
-    assert [(n, s) for _, n, s in h.weight_info()] == [("gamma", (5,)), ("beta", (5,))]
-    assert [(n, s) for _, n, s in h.state_info()] == [("moving_mean", (5,)), ("moving_variance", (5,))]
+    assert [(n, s) for _, _, n, s in h.weight_info()] == [("gamma", (5,)), ("beta", (5,))]
+    assert [(n, s) for _, _, n, s in h.state_info()] == [("moving_mean", (5,)), ("moving_variance", (5,))]
     np.testing.assert_array_equal(h.get_params(), [1] * 5 + [0] * 5)
     np.testing.assert_array_equal(h.get_state(), [0] * 5 + [1] * 5)
 
