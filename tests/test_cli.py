@@ -105,14 +105,20 @@ def test_train_image_folder(tmp_path, env):
     assert_png(out / "manifold.png")
 
 
+def train_on_shared_data(tmp_path, env, dataset, *options):
+    """A one-epoch run on 300 samples of a data set in ../shared/data; returns (result, out)."""
+    env["VAECPP_DATA"] = str(SHARED_DATA)
+    out = tmp_path / "run"
+    result = run(["train", "--dataset", dataset, "--limit", "300", "--epochs", "1", "--hidden", "64",
+                  "--quiet", "--out", str(out), *options], env)
+    assert result.returncode == 0, result.stderr
+    return result, out
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "frey_rawface.mat").is_file(),
                     reason=f"Frey faces not found in {SHARED_DATA}")
 def test_train_frey(tmp_path, env):
-    env["VAECPP_DATA"] = str(SHARED_DATA)
-    out = tmp_path / "run"
-    result = run(["train", "--dataset", "frey", "--likelihood", "gaussian", "--limit", "300",
-                  "--epochs", "1", "--hidden", "64", "--quiet", "--out", str(out)], env)
-    assert result.returncode == 0, result.stderr
+    result, out = train_on_shared_data(tmp_path, env, "frey", "--likelihood", "gaussian")
     assert "Frey faces: 300 training and 165 validation samples of shape (28, 20)" in result.stdout
     assert_png(out / "manifold.png")
     assert vaecpp.load_model(out / "model.vae").likelihood == "gaussian"
@@ -121,11 +127,7 @@ def test_train_frey(tmp_path, env):
 @pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(),
                     reason=f"MNIST test set not found in {SHARED_DATA / 'mnist'}")
 def test_train_mnist_falls_back_with_one_warning(tmp_path, env):
-    env["VAECPP_DATA"] = str(SHARED_DATA)
-    out = tmp_path / "run"
-    result = run(["train", "--dataset", "mnist", "--limit", "300", "--epochs", "1",
-                  "--hidden", "64", "--quiet", "--no-download", "--out", str(out)], env)
-    assert result.returncode == 0, result.stderr
+    result, out = train_on_shared_data(tmp_path, env, "mnist", "--no-download")
     warning = [line for line in result.stderr.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "MNIST test set" in warning[0], result.stderr
     assert "MNIST test set (training set unavailable): 300 training and 1000 validation" in (
@@ -160,6 +162,13 @@ def test_missing_data_gives_one_line_and_exit_2(tmp_path, env):
                  env)
     line = assert_one_line_error(result)
     assert "frey_rawface.mat not found" in line
+
+
+def test_unusable_out_gives_one_line_and_exit_2(tmp_path, env):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    line = assert_one_line_error(run(["train", "--out", str(blocker / "run")], env))
+    assert "--out" in line
 
 
 def test_failed_download_ends_with_one_error_line(tmp_path, env):

@@ -210,6 +210,11 @@ def cmd_train(args, out=None, err=None):
     if args.limit is not None:
         x = x[:args.limit]
         y = None if y is None else y[:args.limit]
+    try:  # before training, so that an unusable --out costs no time
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"vaecpp train: error: cannot create --out {args.out!r}: "
+                         f"{e.strerror or e}") from None
 
     try:
         vae = vaecpp.VAE(input_shape=x.shape[1:], latent_dim=args.latent_dim, hidden=args.hidden,
@@ -223,7 +228,6 @@ def cmd_train(args, out=None, err=None):
     except (ValueError, TypeError) as e:
         raise UsageError(f"vaecpp train: error: {_one_line(e)}") from None
 
-    os.makedirs(args.out, exist_ok=True)
     written = []
     model_path = os.path.join(args.out, "model.vae")
     vae.save(model_path)
