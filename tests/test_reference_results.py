@@ -23,7 +23,7 @@ def test_gaussian_vae_on_frey_faces_full_30_epochs(record_property):
     batch 100, 30 epochs on the first 1800 faces, validated on the other 165. The original
     notebook printed ``loss: -620.40 - val_loss: -581.30`` after epoch 30.
 
-    About 4 s here on one thread (2-core machine)."""
+    3 to 6 s on one thread of this project's 2-core machine."""
     faces = datasets.frey_faces(path=FREY)
     x_train, x_val = faces[:1800], faces[1800:]
     vae = vaecpp.VAE((28, 20), latent_dim=2, hidden=(200,), activation="relu",
