@@ -348,6 +348,9 @@ def load_mnist(normalize=True, fallback=True, holdout=1000, **kwargs):
                           f"sets instead ({len(train[0])} + {len(test[0])} clothing images)",
                           DatasetFallbackWarning, stacklevel=2)
             return train, test
+        if holdout >= len(x):
+            raise ValueError(f"holdout={holdout} leaves none of the {len(x)} MNIST test images "
+                             f"for training") from None
         cut = len(x) - holdout
         warnings.warn(f"MNIST training set unavailable ({reason}); using the MNIST test set "
                       f"instead: its first {cut} digits for training, its last {holdout} for "
