@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _core, _checks, callbacks as cbks, layers as L, optimizers
@@ -79,7 +81,7 @@ class VAE:
         identical numbers run after run.
     dtype : "float32" or "float64"
     threads : int or None
-        OpenMP threads (default: all cores).
+        OpenMP threads (default: ``$VAECPP_THREADS`` if set, else all cores).
     backend : "cpu" or "cuda"
         Where the engine runs. ``"cuda"`` needs vaecpp built with ``VAECPP_CUDA=ON`` and a CUDA
         device (see ``vaecpp.cuda_available()``); it runs float32 MLP models (Dense, Activation,
@@ -138,7 +140,8 @@ class VAE:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
         self.seed = _checks.positive_int(seed, "seed", minimum=0)
-        threads = _core.max_threads() if threads is None else threads
+        if threads is None:
+            threads = _default_threads()
         threads = _checks.positive_int(threads, "threads")
         dropout = _checks.number(dropout, "dropout", 0.0)
         if dropout >= 1.0:
@@ -574,6 +577,22 @@ def _engine_stacks(encoder, decoder):
             cfgs.append(cfg)
         stacks[key] = cfgs
     return stacks
+
+
+def _default_threads():
+    """``$VAECPP_THREADS`` (a positive integer) if set, else the number of cores. On a busy
+    machine fewer threads than cores can be much faster: OpenMP threads wait for each other at
+    every layer."""
+    value = os.environ.get("VAECPP_THREADS", "").strip()
+    if not value:
+        return _core.max_threads()
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"VAECPP_THREADS must be a positive integer, got {value!r}")
+    return n
 
 
 def _means(sums):
