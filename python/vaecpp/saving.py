@@ -29,6 +29,9 @@ def _write(path, header, arrays):
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=".vaecpp-", suffix=".tmp", dir=directory)
     try:
+        umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{HEADER: blob}, **arrays)
             f.flush()
