@@ -2,11 +2,12 @@
 // a layer only keeps its output for the backward pass (and bias + activation can be done in place).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <type_traits>
 
-#include "common.hpp"
+#include "base.hpp"
 
 namespace vaecpp {
 
@@ -40,20 +41,21 @@ inline const char* act_name(Act a) {
     return "?";
 }
 
-// Numerically stable logistic function and log(1 + e^x).
+// Numerically stable logistic function and log(1 + e^x). The scalar formulas are VAECPP_HD: the
+// CUDA kernels (cpp/cuda/activations.cu) call these very functions.
 template <typename T>
-inline T sigmoid(T x) {
+VAECPP_HD inline T sigmoid(T x) {
     if (x >= 0) return T(1) / (T(1) + std::exp(-x));
     T e = std::exp(x);
     return e / (T(1) + e);
 }
 template <typename T>
-inline T softplus(T x) {
+VAECPP_HD inline T softplus(T x) {
     return (x > 0 ? x : T(0)) + std::log1p(std::exp(-std::abs(x)));
 }
 
 template <typename T>
-inline T act_value(Act a, T x) {
+VAECPP_HD inline T act_value(Act a, T x) {
     switch (a) {
         case Act::linear: return x;
         case Act::relu: return x > 0 ? x : T(0);
@@ -70,7 +72,7 @@ inline T act_value(Act a, T x) {
 //   relu: [y>0]   leaky: y>0 ? 1 : a   elu: y>0 ? 1 : y + a   tanh: 1 - y^2
 //   sigmoid: y (1 - y)   softplus: sigmoid(x) = 1 - e^{-y}
 template <typename T>
-inline T act_grad_from_output(Act a, T y) {
+VAECPP_HD inline T act_grad_from_output(Act a, T y) {
     switch (a) {
         case Act::linear: return T(1);
         case Act::relu: return y > 0 ? T(1) : T(0);

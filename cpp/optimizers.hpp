@@ -1,37 +1,15 @@
 // Optimizers over one flat parameter buffer; their moments mirror its layout, so each update is a
-// single loop. The rules are Keras 3's (keras/src/optimizers/*.py), including where epsilon goes.
+// single loop over the element rule of optimizer_rules.hpp (Keras 3's rules).
 #pragma once
 
 #include <cmath>
-#include <string>
 #include <utility>
 #include <vector>
 
 #include "common.hpp"
+#include "optimizer_rules.hpp"
 
 namespace vaecpp {
-
-enum class Opt { adam, sgd, rmsprop, adagrad };
-
-struct OptSpec {
-    Opt kind = Opt::adam;
-    double learning_rate = 1e-3;
-    double beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-7;  // adam; epsilon also rmsprop/adagrad
-    double momentum = 0.0;                                // sgd
-    bool nesterov = false;                                // sgd
-    double rho = 0.9;                                     // rmsprop
-    double initial_accumulator_value = 0.1;               // adagrad
-    double clipnorm = 0.0, clipvalue = 0.0;               // 0 = off
-    double weight_decay = 0.0;                            // decoupled, as Keras: p -= lr * wd * p
-};
-
-inline Opt opt_from_name(const std::string& s) {
-    if (s == "adam") return Opt::adam;
-    if (s == "sgd") return Opt::sgd;
-    if (s == "rmsprop") return Opt::rmsprop;
-    if (s == "adagrad") return Opt::adagrad;
-    throw ValueError("unknown optimizer '" + s + "'; expected one of adam, sgd, rmsprop, adagrad");
-}
 
 template <typename T>
 struct Optimizer {
@@ -51,7 +29,7 @@ struct Optimizer {
     void clip(T* g, long n, const std::vector<std::pair<long, long>>& ranges) const {
         if (spec.clipvalue > 0) {
             const T c = T(spec.clipvalue);
-            for (long i = 0; i < n; ++i) g[i] = std::min(std::max(g[i], -c), c);
+            for (long i = 0; i < n; ++i) g[i] = clip_value(g[i], c);
         }
         if (spec.clipnorm > 0) {
             for (auto [off, len] : ranges) {
@@ -70,64 +48,11 @@ struct Optimizer {
     void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges) {
         clip(g, n, ranges);
         ++step;
-        const T lr = T(spec.learning_rate), eps = T(spec.epsilon);
-        const T decay = T(1.0 - spec.learning_rate * spec.weight_decay);
+        const OptCoeffs<T> c = opt_coeffs<T>(spec, step);
         T* mp = m.data();
         T* vp = v.data();
-        switch (spec.kind) {
-            case Opt::adam: {
-                // alpha = lr sqrt(1 - b2^t) / (1 - b1^t);  m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2)
-                // p -= alpha m / (sqrt(v) + eps)
-                const double t = double(step);
-                const T alpha = T(spec.learning_rate * std::sqrt(1 - std::pow(spec.beta_2, t)) /
-                                  (1 - std::pow(spec.beta_1, t)));
-                const T a1 = T(1 - spec.beta_1), a2 = T(1 - spec.beta_2);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-                for (long i = 0; i < n; ++i) {
-                    p[i] *= decay;
-                    mp[i] += (g[i] - mp[i]) * a1;
-                    vp[i] += (g[i] * g[i] - vp[i]) * a2;
-                    p[i] -= alpha * mp[i] / (std::sqrt(vp[i]) + eps);
-                }
-                break;
-            }
-            case Opt::sgd: {
-                // m = mu m - lr g;  p += m  (nesterov: p += mu m - lr g);  plain: p -= lr g
-                const T mu = T(spec.momentum);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-                for (long i = 0; i < n; ++i) {
-                    p[i] *= decay;
-                    if (mu == T(0)) {
-                        p[i] -= lr * g[i];
-                    } else {
-                        mp[i] = mu * mp[i] - lr * g[i];
-                        p[i] += spec.nesterov ? mu * mp[i] - lr * g[i] : mp[i];
-                    }
-                }
-                break;
-            }
-            case Opt::rmsprop: {
-                // v = rho v + (1 - rho) g^2;  p -= lr g / (sqrt(v) + eps)
-                const T rho = T(spec.rho);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-                for (long i = 0; i < n; ++i) {
-                    p[i] *= decay;
-                    vp[i] = rho * vp[i] + (T(1) - rho) * g[i] * g[i];
-                    p[i] -= lr * g[i] / (std::sqrt(vp[i]) + eps);
-                }
-                break;
-            }
-            case Opt::adagrad: {
-                // acc += g^2;  p -= lr g / (sqrt(acc) + eps)
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-                for (long i = 0; i < n; ++i) {
-                    p[i] *= decay;
-                    vp[i] += g[i] * g[i];
-                    p[i] -= lr * g[i] / (std::sqrt(vp[i]) + eps);
-                }
-                break;
-            }
-        }
+        for (long i = 0; i < n; ++i) opt_update_elem(c, i, p, g, mp, vp);
     }
 };
 

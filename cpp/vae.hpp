@@ -44,20 +44,47 @@ struct CustomLik {
 struct LossSums {
     double loss = 0, rec = 0, kl = 0;
     long n = 0;
+    void add(const LossSums& s) {
+        loss += s.loss;
+        rec += s.rec;
+        kl += s.kl;
+        n += s.n;
+    }
 };
 
 // Thrown when a batch's loss is NaN or inf; no update was applied for that batch.
 struct NonFiniteLoss : std::runtime_error {
     long batch;
-    NonFiniteLoss(long b, const std::string& msg) : std::runtime_error(msg), batch(b) {}
+    // batches = 0: a batch of a stream, whose length is unknown
+    NonFiniteLoss(long b, long batches, double loss)
+        : std::runtime_error(std::string("the loss became ") + (std::isnan(loss) ? "NaN" : "inf") +
+                             " at batch " + std::to_string(b + 1) +
+                             (batches > 0 ? " of " + std::to_string(batches) : std::string())),
+          batch(b) {}
 };
 
 // Called after each batch with (batches done, batches in the epoch, running sums); false stops.
 using Progress = std::function<bool(long, long, const LossSums&)>;
 
+// The order in which an epoch visits the N samples: Fisher-Yates with counter-based uniforms of
+// stream shuffle|epoch (or 0..N-1 without shuffling). The CUDA backend uses it too.
+inline std::vector<long> epoch_order(const Philox& rng, long N, bool shuffle, long epoch) {
+    std::vector<long> perm(N);
+    std::iota(perm.begin(), perm.end(), 0L);
+    if (shuffle) {
+        const uint64_t s = stream_id(Purpose::shuffle, uint64_t(epoch));
+        for (long i = N - 1; i > 0; --i) {
+            long j = long(rng.uniform(s, uint64_t(i)) * double(i + 1));
+            std::swap(perm[i], perm[std::min(j, i)]);
+        }
+    }
+    return perm;
+}
+
 template <typename T>
 class Vae {
   public:
+    using value_type = T;
     VaeConfig cfg;
     Philox rng;
     Stack<T> enc, dec;
@@ -228,15 +255,7 @@ class Vae {
     LossSums train_epoch(const T* X, long N, int batch_size, bool shuffle, long epoch,
                          const Progress& progress) {
         use_threads(cfg.threads);
-        std::vector<long> perm(N);
-        std::iota(perm.begin(), perm.end(), 0L);
-        if (shuffle) {  // Fisher-Yates with counter-based uniforms
-            const uint64_t s = stream_id(Purpose::shuffle, uint64_t(epoch));
-            for (long i = N - 1; i > 0; --i) {
-                long j = long(rng.uniform(s, uint64_t(i)) * double(i + 1));
-                std::swap(perm[i], perm[std::min(j, i)]);
-            }
-        }
+        const std::vector<long> perm = epoch_order(rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
         reserve(int(std::min<long>(batch_size, N)), K());
         LossSums tot;
@@ -247,10 +266,7 @@ class Vae {
             for (int b = 0; b < B; ++b)
                 std::memcpy(xb + long(b) * D, X + perm[k * batch_size + b] * D, sizeof(T) * D);
             LossSums s = step(xb, B, k, nb);
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            tot.add(s);
             // The callback may run inference on this model (encode, decode, save): every buffer
             // the next step reads is refilled by its forward pass.
             if (progress && !progress(k + 1, nb, tot)) break;
@@ -278,10 +294,7 @@ class Vae {
                      cfg.epsilon_std);
             forward(stage(xbatch_, X + start * D, long(B) * D), B, false);
             LossSums s = batch_sums(B);
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            tot.add(s);
         }
         return tot;
     }
@@ -403,9 +416,7 @@ class Vae {
         LossSums s = batch_sums(B);
         if (!std::isfinite(s.loss)) {
             std::copy(state_before_.begin(), state_before_.end(), state.begin());
-            throw NonFiniteLoss(k, std::string("the loss became ") + (std::isnan(s.loss) ? "NaN" : "inf") +
-                                       " at batch " + std::to_string(k + 1) +
-                                       (nb > 0 ? " of " + std::to_string(nb) : std::string()));
+            throw NonFiniteLoss(k, nb, s.loss);
         }
         std::fill(grads.begin(), grads.end(), T(0));
         backward(xb, B, true);

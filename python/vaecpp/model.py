@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _core, _checks, callbacks as cbks, layers as L, optimizers
@@ -80,20 +82,29 @@ class VAE:
         identical numbers run after run.
     dtype : "float32" or "float64"
     threads : int or None
-        OpenMP threads (default: all cores).
+        OpenMP threads (default: ``$VAECPP_THREADS`` if set, else all cores).
+    backend : "cpu" or "cuda"
+        Where the engine runs. ``"cuda"`` needs vaecpp built with ``VAECPP_CUDA=ON`` and a CUDA
+        device (see ``vaecpp.cuda_available()``); it runs float32 MLP models (Dense, Activation,
+        Dropout, Flatten, Reshape) with the built-in likelihoods and the ELBO, and gives the same
+        numbers as the CPU to float rounding. Weights, optimizer state and files are the same on
+        both backends: ``load_model(path, backend=...)`` moves a model across.
+    device : int
+        The CUDA device's number (``backend="cuda"`` only).
     """
 
     def __init__(self, input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None,
                  activation="relu", likelihood="bernoulli", output_activation=None, dropout=0.0,
                  beta=1.0, epsilon_std=1.0, prior_std=1.0, log_var_clip=5.0, laplace_scale=None,
                  reduction="sum", encoder=None, decoder=None, objective="elbo", k=1, seed=None,
-                 dtype="float32", threads=None):
+                 dtype="float32", threads=None, backend="cpu", device=0):
         self.input_shape = _checks.shape_tuple(input_shape)
         self.input_dim = int(np.prod(self.input_shape))
         self.latent_dim = _checks.positive_int(latent_dim, "latent_dim")
         if dtype not in ("float32", "float64", np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(dtype)
+        device = _check_backend(backend, device, self.dtype)
         self.custom_likelihood = likelihood if isinstance(likelihood, Likelihood) else None
         if self.custom_likelihood is not None:
             likelihood = type(likelihood).__name__
@@ -130,7 +141,8 @@ class VAE:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
         self.seed = _checks.positive_int(seed, "seed", minimum=0)
-        threads = _core.max_threads() if threads is None else threads
+        if threads is None:
+            threads = _default_threads()
         threads = _checks.positive_int(threads, "threads")
         dropout = _checks.number(dropout, "dropout", 0.0)
         if dropout >= 1.0:
@@ -163,7 +175,7 @@ class VAE:
             log_var_clip=_checks.number(log_var_clip, "log_var_clip", 0.0, open_minimum=True),
             laplace_scale=laplace_scale, reduction=reduction, objective=objective, k=k,
             seed=self.seed,
-            dtype=self.dtype.name, threads=threads,
+            dtype=self.dtype.name, threads=threads, backend=backend, device=device,
             encoder=[layer.get_config() for layer in self.encoder_layers],
             decoder=[layer.get_config() for layer in self.decoder_layers])
         if self.custom_likelihood is not None:
@@ -175,8 +187,12 @@ class VAE:
             custom_params_per_dim=self.params_per_dim if self.custom_likelihood else 0,
             laplace_scale=laplace_scale or 0.0, iwae_k=k,
             **_engine_stacks(self.encoder_layers, self.decoder_layers))
-        core_cls = _core.VaeF32 if self.dtype == np.float32 else _core.VaeF64
-        self._core = core_cls(engine_cfg, self.custom_likelihood)
+        if backend == "cuda":
+            self._core = _core.VaeCudaF32(engine_cfg, None, device)
+        else:
+            core_cls = _core.VaeF32 if self.dtype == np.float32 else _core.VaeF64
+            self._core = core_cls(engine_cfg, self.custom_likelihood)
+        self.backend, self.device = backend, device
         self._weight_index = self._weight_layout()
         self._core_loc_act = loc_act
 
@@ -551,7 +567,9 @@ class VAE:
                 rows.append(("z", "Sampling", (self.latent_dim,), 0))
         width = max(len(f"{r[0]} ({r[1]})") for r in rows) + 2
         line = "-" * (width + 34)
-        print_fn(f'Model: "vae"  likelihood: {self.likelihood}  dtype: {self.dtype.name}')
+        where = "cpu" if self.backend == "cpu" else f"cuda:{self.device}"
+        print_fn(f'Model: "vae"  likelihood: {self.likelihood}  dtype: {self.dtype.name}  '
+                 f'backend: {where}')
         print_fn(line)
         print_fn(f"{'Layer (type)':<{width}}{'Output Shape':<22}{'Param #':>12}")
         print_fn("=" * len(line))
@@ -590,6 +608,35 @@ class _Recorder(cbks.Callback):
         self.lifetime.on_epoch_end(epoch, dict(logs or {}))
 
 
+BACKENDS = ("cpu", "cuda")
+
+
+def _check_backend(backend, device, dtype):
+    """Validates backend and device; returns the device number. A CUDA request that this build or
+    machine cannot serve raises RuntimeError saying why, before any engine is built."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
+        raise ValueError(f"device must be a CUDA device number >= 0, got {device!r}")
+    device = int(device)
+    if backend == "cpu":
+        return device
+    if not hasattr(_core, "VaeCudaF32"):
+        raise RuntimeError("backend='cuda' is not available: this vaecpp was built without CUDA. "
+                           "Rebuild it with  pip install . -C cmake.define.VAECPP_CUDA=ON  "
+                           "(needs nvcc), or use backend='cpu'")
+    count = _core.cuda_device_count()
+    if count == 0:
+        raise RuntimeError("backend='cuda' is not available: vaecpp was built with CUDA but no "
+                           "CUDA device was found (no GPU, or no NVIDIA driver); use backend='cpu'")
+    if device >= count:
+        raise ValueError(f"device={device} but only {count} CUDA device"
+                         f"{'s are' if count > 1 else ' is'} present (0..{count - 1})")
+    if dtype != np.float32:
+        raise ValueError("the CUDA backend runs float32 only: use dtype='float32' or backend='cpu'")
+    return device
+
+
 def _engine_stacks(encoder, decoder):
     """Engine configs of both stacks, unnamed layers named like Keras: dense, dense_1, ..."""
     counts = {}
@@ -605,6 +652,22 @@ def _engine_stacks(encoder, decoder):
             cfgs.append(cfg)
         stacks[key] = cfgs
     return stacks
+
+
+def _default_threads():
+    """``$VAECPP_THREADS`` (a positive integer) if set, else the number of cores. On a busy
+    machine fewer threads than cores can be much faster: OpenMP threads wait for each other at
+    every layer."""
+    value = os.environ.get("VAECPP_THREADS", "").strip()
+    if not value:
+        return _core.max_threads()
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"VAECPP_THREADS must be a positive integer, got {value!r}")
+    return n
 
 
 def _means(sums):
