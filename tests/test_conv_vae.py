@@ -2,6 +2,9 @@
 architectures, BatchNorm's moving statistics outside fit, streamed training (generators, data
 sources, image folders), the per-step hook and the long-run callbacks."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -392,6 +395,26 @@ def test_reiterable_and_tuple_batches(blobs):
     vae = small()
     h = vae.fit(Loader(), epochs=3, verbose=0)
     assert len(h.epoch) == 3 and vae._core.step == 12
+
+
+def test_ctrl_c_during_a_streamed_fit(blobs):
+    vae = small(threads=1)
+    steps = []
+
+    def endless():
+        while True:
+            yield blobs[:16]
+
+    def interrupt(step, logs):
+        steps.append(step)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives between batches
+    with pytest.raises(KeyboardInterrupt):
+        vae.fit(endless(), steps_per_epoch=10**6, epochs=2, verbose=0,
+                callbacks=[cb.LambdaCallback(on_train_batch_end=interrupt)])
+    assert 3 <= vae._core.step <= 4 and vae.history.epoch == []
+    h = vae.fit(blobs, epochs=1, verbose=0)  # still usable
+    assert np.isfinite(h.history["loss"][0])
 
 
 def test_stream_progress_output(blobs, capsys):

@@ -69,9 +69,13 @@ class VAE:
     reduction : "sum" or "mean"
         mse only: sum or mean of the squared errors over data dimensions.
     encoder, decoder : list of vaecpp.layers.Layer or None
-        Explicit layer stacks (e.g. convolutions). The encoder ends before the z heads; the
-        decoder must end with the likelihood's outputs (``params_per_dim * prod(input_shape)``
-        values per sample).
+        Explicit layer stacks (e.g. convolutions; ``vaecpp.architectures`` has reference ones).
+        The encoder ends before the z heads; the decoder must end with the likelihood's outputs,
+        ``params_per_dim * prod(input_shape)`` values per sample as ``params_per_dim`` blocks. A
+        convolutional decoder for images ``(h, w, c)`` may end in ``(h, w, params_per_dim * c)``
+        channels instead (e.g. ``likelihood="gaussian"``: a mean and a log-variance channel per
+        colour): the model then appends a ``layers.ChannelsToBlocks`` layer that regroups them.
+        A layer whose input shape does not fit raises ValueError naming it.
     objective : "elbo" or "iwae"
         Train on the ELBO (analytic KL) or on the importance-weighted bound with ``k`` samples
         (Burda et al. 2016; needs beta=1).
