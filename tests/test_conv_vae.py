@@ -213,7 +213,7 @@ def test_keras_mnist_model_shapes():
 
 def test_keras_mnist_model_learns_mnist(mnist_test_images):
     x = mnist_test_images[:3000].reshape(-1, 28, 28, 1)
-    vae = vaecpp.keras_mnist_conv_vae(seed=0, threads=2)
+    vae = vaecpp.keras_mnist_conv_vae(seed=0, threads=1)
     vae.compile("adam")
     start = vae.evaluate(x[-500:])["loss"]
     h = vae.fit(x[:2500], epochs=3, batch_size=64, verbose=0, validation_data=x[-500:])
