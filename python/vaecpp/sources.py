@@ -6,12 +6,14 @@
   (shuffled from the model's seed and the epoch number); ``len(source)``, when defined, gives the
   number of samples and so the steps of the progress bar.
 * A **generator** or other iterator of batches: one stream shared by all epochs, so ``fit`` needs
-  ``steps_per_epoch`` (``evaluate`` and validation need ``steps``/``validation_steps``). When it
-  runs dry, training stops with a warning after the last full batch.
+  ``steps_per_epoch`` (``evaluate`` and validation need ``steps``/``validation_steps``). If it
+  runs dry, the epoch ends with the batches it gave and training stops with a warning.
 * Any other **re-iterable** of batches that is not array data (a list or tuple is array data:
   wrap a list of batches in ``iter()``): iterated afresh each epoch.
 
-Batches may also be tuples ``(x, anything)``, as Keras generators yield them; only ``x`` is used.
+Every batch is one optimizer step, whatever its size (``batch_size`` is what ``fit`` asks a data
+source for). Batches may also be tuples ``(x, anything)``, as Keras generators yield them; only
+``x`` is used. Progress bar, callbacks, history, Ctrl-C and validation behave as with arrays.
 """
 
 from __future__ import annotations
