@@ -513,6 +513,130 @@ void bind_harness(py::module_& m) {
     });
 }
 
+// ---- fast kernels next to their references, for tests and benchmarks -----------------------------
+// Each takes fast=True (the engine's kernel) or False (the readable reference) and a thread count.
+template <typename T>
+void bind_kernels_for(py::module_& k) {
+    using A = Arr<T>;
+    k.def("dense_forward",
+          [](const A& x, const A& W, const A& b, const std::string& act, bool fast, int threads) {
+              check_rows(W, b.size(), "W");
+              check_rows(x, W.shape(0), "x");
+              const int B = int(x.shape(0)), C = int(W.shape(0)), OC = int(W.shape(1));
+              py::array_t<T> out({B, OC});
+              use_threads(threads);
+              (fast ? dense_forward<T> : dense_forward_ref<T>)(out.mutable_data(), x.data(), W.data(),
+                                                               b.data(), B, C, OC, act_from_name(act));
+              return out;
+          },
+          py::arg("x"), py::arg("W"), py::arg("b"), py::arg("activation"), py::arg("fast") = true,
+          py::arg("threads") = 1);
+    // Runs the forward pass, then backward with dout, accumulating into copies of dW0 / db0 /
+    // dinp0 (dinp0 only when accumulate_dinp); returns (dinp, dW, db).
+    k.def("dense_backward",
+          [](const A& x, const A& W, const A& b, const A& dout, const std::string& act, const A& dW0,
+             const A& db0, const A& dinp0, bool accumulate_dinp, bool fast, int threads) {
+              const int B = int(x.shape(0)), C = int(W.shape(0)), OC = int(W.shape(1));
+              check_rows(x, C, "x");
+              check_rows(dout, OC, "dout");
+              const Act a = act_from_name(act);
+              std::vector<T> y(size_t(B) * OC), g(dout.data(), dout.data() + dout.size());
+              use_threads(threads);
+              dense_forward_ref(y.data(), x.data(), W.data(), b.data(), B, C, OC, a);
+              py::array_t<T> dinp({B, C}), dW({C, OC}), db(OC);
+              std::copy(dW0.data(), dW0.data() + long(C) * OC, dW.mutable_data());
+              std::copy(db0.data(), db0.data() + OC, db.mutable_data());
+              std::copy(dinp0.data(), dinp0.data() + long(B) * C, dinp.mutable_data());
+              (fast ? dense_backward<T> : dense_backward_ref<T>)(
+                  dinp.mutable_data(), dW.mutable_data(), db.mutable_data(), g.data(), x.data(),
+                  y.data(), W.data(), B, C, OC, a, accumulate_dinp);
+              return py::make_tuple(dinp, dW, db);
+          });
+    // C (+)= op(A) @ op(B) through the engine's product (fast) or Eigen (reference); C0 is the
+    // starting C when accumulating.
+    k.def("gemm", [](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b, bool accumulate,
+                     bool fast) {
+        if (a.ndim() != 2 || b.ndim() != 2) throw ValueError("A and B must be matrices");
+        const long M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+        const long N = trans_b ? b.shape(0) : b.shape(1);
+        if ((trans_b ? b.shape(1) : b.shape(0)) != K) throw ValueError("inner dimensions differ");
+        check_rows(c0, N, "C0");
+        if (c0.shape(0) != M) throw ValueError("C0 must be (M, N)");
+        py::array_t<T> c({M, N});
+        std::copy(c0.data(), c0.data() + M * N, c.mutable_data());
+        const long sai = trans_a ? 1 : a.shape(1), sak = trans_a ? a.shape(1) : 1;
+        (fast ? gemm<T> : gemm_ref<T>)(M, N, K, a.data(), sai, sak, b.data(), b.shape(1), trans_b,
+                                       c.mutable_data(), N, accumulate);
+        return c;
+    });
+    k.def("act_forward", [](const A& x, const std::string& act, bool fast, int threads) {
+        py::array_t<T> out(x.size());
+        use_threads(threads);
+        (fast ? act_forward<T> : act_forward_ref<T>)(out.mutable_data(), x.data(), long(x.size()),
+                                                     act_from_name(act));
+        return out;
+    });
+    k.def("act_backward", [](const A& dout, const A& y, const std::string& act, bool fast, int threads) {
+        py::array_t<T> dx(dout.size());
+        use_threads(threads);
+        (fast ? act_backward<T> : act_backward_ref<T>)(dx.mutable_data(), dout.data(), y.data(),
+                                                       long(dout.size()), act_from_name(act));
+        return dx;
+    });
+    // Bernoulli: (nll, dp) with dp = w * dnll/dlogits.
+    k.def("bernoulli_nll_grad", [](const A& x, const A& l, double w, bool fast, int threads) {
+        const int B = int(x.shape(0)), D = int(x.shape(1));
+        check_rows(l, D, "logits");
+        py::array_t<T> nll(B), dp({B, D});
+        LikSpec s;
+        use_threads(threads);
+        if (fast) {
+            bernoulli_nll_grad(nll.mutable_data(), dp.mutable_data(), x.data(), l.data(), B, D, T(w));
+        } else {
+            lik_nll(nll.mutable_data(), x.data(), l.data(), B, D, s);
+            lik_grad(dp.mutable_data(), x.data(), l.data(), B, D, s, T(w));
+        }
+        return py::make_tuple(nll, dp);
+    });
+    k.def("bernoulli_mean", [](const A& l, bool fast, int threads) {
+        const int B = int(l.shape(0)), D = int(l.shape(1));
+        py::array_t<T> out({B, D});
+        LikSpec s;
+        use_threads(threads);
+        (fast ? lik_mean_fast<T> : lik_mean<T>)(out.mutable_data(), l.data(), B, D, s);
+        return out;
+    });
+    // `steps` optimizer updates of p with the gradients gs (steps, n) through the engine's update.
+    k.def("optimizer_run", [](const py::dict& spec, const A& p0, const A& gs, int threads) {
+        Optimizer<T> opt;
+        opt.spec = opt_spec(spec);
+        const long n = long(p0.size());
+        opt.reset(n);
+        check_rows(gs, n, "grads");
+        py::array_t<T> p(n);
+        std::copy(p0.data(), p0.data() + n, p.mutable_data());
+        use_threads(threads);
+        for (long s = 0; s < gs.shape(0); ++s) {
+            std::vector<T> g(gs.data() + s * n, gs.data() + (s + 1) * n);
+            opt.update(p.mutable_data(), g.data(), n, {{0, n}}, true);
+        }
+        return p;
+    });
+}
+
+void bind_kernels(py::module_& m) {
+    auto k = m.def_submodule("kernels", "fast kernels and their references (for tests)");
+    bind_kernels_for<float>(k);
+    bind_kernels_for<double>(k);
+    // The paired draws Vae::fill_eps uses; equal to scale * philox_normal(...).
+    k.def("normals", [](uint64_t seed, int purpose, uint64_t stream, uint64_t first, long n, double scale) {
+        Philox rng{seed};
+        py::array_t<double> out(n);
+        rng.normals(out.mutable_data(), stream_id(Purpose(purpose), stream), first, n, scale);
+        return out;
+    });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -527,7 +651,38 @@ PYBIND11_MODULE(_core, m) {
           "Number of CUDA devices the driver reports (0 without a driver or device).");
 #endif
     bind_harness(m);
+    bind_kernels(m);
     m.def("max_threads", &max_threads);
+    // GFLOP/s of the best of `reps` (n,n) @ (n,n) float32 products with `threads` threads: the
+    // machine's large-GEMM rate the benchmarks compare against. kernel="engine": the product the
+    // dense layers use (gemm.hpp, columns split between threads as they do); "eigen": Eigen's
+    // own multi-threaded product.
+    m.def("gemm_bench", [](int n, int reps, int threads, const std::string& kernel) {
+        if (n < 1 || reps < 1 || threads < 1) throw ValueError("n, reps and threads must be >= 1");
+        if (kernel != "engine" && kernel != "eigen")
+            throw ValueError("kernel must be 'engine' or 'eigen'");
+        py::gil_scoped_release nogil;
+        use_threads(threads);
+        Mat<float> A = Mat<float>::Random(n, n), B = Mat<float>::Random(n, n), C(n, n);
+        auto run = [&] {
+            if (kernel == "eigen") {
+                C.noalias() = A * B;
+                return;
+            }
+            parallel_parts(n, threads, 16, [&](long j0, long j1) {
+                gemm<float>(n, j1 - j0, n, A.data(), n, 1, B.data() + j0, n, false, C.data() + j0, n,
+                            false);
+            });
+        };
+        run();  // warm-up: page in, spin up the thread team
+        double best = 1e300;
+        for (int r = 0; r < reps; ++r) {
+            auto t0 = std::chrono::steady_clock::now();
+            run();
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return 2.0 * double(n) * n * n / best * 1e-9;
+    }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1, py::arg("kernel") = "engine");
     m.def("build_info", []() {
         py::dict d;
         d["openmp"] = have_openmp();
@@ -537,6 +692,7 @@ PYBIND11_MODULE(_core, m) {
 #else
         d["cuda"] = false;
 #endif
+        d["fast_gemm"] = have_fast_gemm();
         d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
                      "." + std::to_string(EIGEN_MINOR_VERSION);
         d["compiler"] = std::string(__VERSION__);

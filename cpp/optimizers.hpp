@@ -44,15 +44,22 @@ struct Optimizer {
         }
     }
 
-    // p -= update(g); g may be modified by clipping.
-    void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges) {
+    // p -= update(g); g may be modified by clipping, and is zeroed when zero_grads is set (so the
+    // next backward pass can accumulate into it without a separate pass to clear it).
+    void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges,
+                bool zero_grads = false) {
         clip(g, n, ranges);
         ++step;
         const OptCoeffs<T> c = opt_coeffs<T>(spec, step);
         T* mp = m.data();
         T* vp = v.data();
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-        for (long i = 0; i < n; ++i) opt_update_elem(c, i, p, g, mp, vp);
+        // One pass over the flat buffers (the rules of optimizer_rules.hpp, shared with the CUDA
+        // kernels), one contiguous part per thread; memory-bound, so split only large models.
+        const int nt = threads_for(double(n), double(kParallelMin), n / 64 + 1);
+        parallel_parts(n, nt, 64, [&](long i0, long i1) {
+            for (long i = i0; i < i1; ++i) opt_update_elem(c, i, p, g, mp, vp);
+            if (zero_grads) std::fill(g + i0, g + i1, T(0));
+        });
     }
 };
 

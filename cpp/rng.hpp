@@ -80,6 +80,23 @@ struct Philox {
         double theta = 6.283185307179586 * u2;
         return (index & 1) ? r * sin(theta) : r * cos(theta);
     }
+
+    // out[i] = normal(stream, first + i) for i < n, computing each Philox block (and its log and
+    // sqrt) once for both numbers of a pair instead of once per number.
+    template <typename T>
+    void normals(T* out, uint64_t stream, uint64_t first, long n, double scale = 1.0) const {
+        long i = 0;
+        if (n > 0 && (first & 1)) out[i++] = T(scale * normal(stream, first));
+        for (; i + 1 < n; i += 2) {
+            auto w = (*this)(stream, (first + i) >> 1);
+            double u1 = to_unit(w[0], w[1]), u2 = to_unit(w[2], w[3]);
+            double r = std::sqrt(-2.0 * std::log(u1));
+            double theta = 6.283185307179586 * u2;
+            out[i] = T(scale * (r * std::cos(theta)));  // bit-identical to scale * normal(...)
+            out[i + 1] = T(scale * (r * std::sin(theta)));
+        }
+        if (i < n) out[i] = T(scale * normal(stream, first + i));
+    }
 };
 
 }  // namespace vaecpp

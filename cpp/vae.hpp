@@ -162,20 +162,21 @@ class Vae {
     int K() const { return cfg.iwae ? cfg.iwae_k : 1; }
 
     // Forward pass over x (B, D) with the noise eps_ (B*K, L) already drawn; fills nll (B*K,) and
-    // kl (B,), and for the IWAE objective the bound (B,) and normalised weights (B*K,).
-    void forward(const T* x, int B, bool training) {
+    // kl (B,), and for the IWAE objective the bound (B,) and normalised weights (B*K,). With
+    // want_grad the likelihood's gradient for backward() comes out of the same pass.
+    void forward(const T* x, int B, bool training, bool want_grad = false) {
         const int K = this->K();
         const long R = long(B) * K;
         Ctx ctx = context(training);
         h_ = enc.forward(x, B, ctx);
-        mu_head->forward(mu_.data(), h_, B, ctx);
-        lv_head->forward(lv_.data(), h_, B, ctx);
+        heads_forward(mu_.data(), lv_.data(), h_, B, ctx);
         for (long r = 0; r < R; ++r)  // z_r = mu_b + exp(lv_b / 2) eps_r,  r = b*K + k
             reparam_forward(z_.data() + r * L, mu_.data() + (r / K) * L, lv_.data() + (r / K) * L,
                             eps_.data() + r * L, L);
         p_ = dec.forward(z_.data(), int(R), ctx);
         xr_ = K == 1 ? x : replicate(x, B, K);
-        nll_rows(nll_.data(), xr_, p_, R);
+        nll_grad_rows(nll_.data(), want_grad ? dp_.data() : nullptr, xr_, p_, R, T(1.0 / B));
+        dp_ready_ = want_grad;
         kl_forward(kl_.data(), mu_.data(), lv_.data(), B, L, cfg.prior_std);
         if (cfg.iwae) {
             iwae_neg_log_weights(c_.data(), nll_.data(), z_.data(), eps_.data(), lv_.data(), B, K,
@@ -191,7 +192,8 @@ class Vae {
         const long R = long(B) * K;
         Ctx ctx = context(training);
         const T w = T(1.0 / B);
-        grad_rows(dp_.data(), xr_, p_, R, w);
+        if (!dp_ready_) grad_rows(dp_.data(), xr_, p_, R, w);
+        dp_ready_ = false;
         if (cfg.iwae)  // row r's gradient is weighted by its normalised importance weight
             for (long r = 0; r < R; ++r)
                 for (long i = 0; i < long(P) * D; ++i) dp_[r * P * D + i] *= T(wn_[r]);
@@ -207,10 +209,7 @@ class Vae {
             kl_backward(dmu_.data(), dlv_.data(), mu_.data(), lv_.data(), long(B) * L,
                         cfg.prior_std, T(cfg.beta) * w);
         }
-        mu_head->backward(dh_.data(), dmu_.data(), h_, mu_.data(), B, ctx);
-        lv_head->backward(dh2_.data(), dlv_.data(), h_, lv_.data(), B, ctx);
-        const long nh = long(B) * enc.out_size();
-        for (long i = 0; i < nh; ++i) dh_[i] += dh2_[i];
+        heads_backward(B);
         enc.backward(nullptr, dh_.data(), x, B, ctx, ga_.data(), gb_.data());
     }
 
@@ -234,6 +233,15 @@ class Vae {
         else
             lik_nll(nll, x, p, int(R), D, cfg.lik);
     }
+    // nll and, when dp is not null, w * d nll / d p in one pass where the likelihood allows.
+    void nll_grad_rows(T* nll, T* dp, const T* x, const T* p, long R, T w) {
+        if (cfg.custom_params_per_dim > 0) {
+            nll_rows(nll, x, p, R);
+            if (dp) grad_rows(dp, x, p, R, w);
+        } else {
+            lik_nll_grad(nll, dp, x, p, int(R), D, cfg.lik, w);
+        }
+    }
     void grad_rows(T* dp, const T* x, const T* p, long R, T w) {
         if (cfg.custom_params_per_dim > 0) {
             custom.grad(x, p, R, dp);
@@ -246,7 +254,7 @@ class Vae {
         if (cfg.custom_params_per_dim > 0)
             custom.mean(p, R, out);
         else
-            lik_mean(out, p, int(R), D, cfg.lik);
+            lik_mean_fast(out, p, int(R), D, cfg.lik);
     }
 
     // ---- whole data sets ------------------------------------------------------------------
@@ -258,6 +266,7 @@ class Vae {
         const std::vector<long> perm = epoch_order(rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
         reserve(int(std::min<long>(batch_size, N)), K());
+        std::fill(grads.begin(), grads.end(), T(0));  // then kept zero by each update
         LossSums tot;
         for (long k = 0; k < nb; ++k) {
             const int B = int(std::min<long>(batch_size, N - k * batch_size));
@@ -309,10 +318,11 @@ class Vae {
         else
             fill_eps(stream_id(Purpose::eval_eps, 0), 0, N * K(), cfg.epsilon_std);
         const T* x = stage(xbatch_, X, N * D);
-        forward(x, int(N), false);
+        forward(x, int(N), false, true);
         std::fill(grads.begin(), grads.end(), T(0));
         backward(x, int(N), false);
         std::copy(grads.begin(), grads.end(), grad_out);
+        std::fill(grads.begin(), grads.end(), T(0));  // training steps expect zero gradients
         return batch_sums(int(N));
     }
 
@@ -324,8 +334,7 @@ class Vae {
             const int B = int(std::min<long>(kChunk, N - start));
             reserve(B, 1);
             const T* h = enc.forward(stage(xbatch_, X + start * D, long(B) * D), B, ctx);
-            mu_head->forward(mu + start * L, h, B, ctx);
-            lv_head->forward(lv + start * L, h, B, ctx);
+            heads_forward(mu + start * L, lv + start * L, h, B, ctx);
         }
     }
 
@@ -360,8 +369,7 @@ class Vae {
             reserve(B, int(kc));
             const T* x = stage(xbatch_, X + start * D, long(B) * D);
             const T* h = enc.forward(x, B, ctx);
-            mu_head->forward(mu_.data(), h, B, ctx);
-            lv_head->forward(lv_.data(), h, B, ctx);
+            heads_forward(mu_.data(), lv_.data(), h, B, ctx);
             m.assign(B, -INFINITY);
             s.assign(B, 0.0);
             for (long k0 = 0; k0 < k; k0 += kc) {
@@ -403,6 +411,45 @@ class Vae {
     const T* xr_ = nullptr; // x, or x replicated K times (IWAE), of the last forward
     Buffer<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dh2_, dp_, ga_, gb_, xbatch_,
         xrep_, state_before_;
+    bool dp_ready_ = false;  // dp_ holds the likelihood gradient of the last forward
+
+    // The two latent heads are equal-sized products of the same input: with two threads each
+    // head gets one (splitting each one's few columns would leave a thread idle half the time).
+    bool heads_in_parallel(int B) const {
+        return double(B) * enc.out_size() * L >= kGemmMinPerThread;
+    }
+
+    void heads_forward(T* mu, T* lv, const T* h, int B, const Ctx& ctx) {
+        parallel_pair(heads_in_parallel(B), [&] { mu_head->forward(mu, h, B, ctx); },
+                      [&] { lv_head->forward(lv, h, B, ctx); });
+    }
+
+    // A latent head's backward; dinp accumulates when `accumulate`.
+    void head_backward(DenseLayer<T>& h, T* dinp, T* dout, const T* inp, const T* out, int B,
+                       bool accumulate) {
+        dense_backward(dinp, h.grads, h.grads + long(h.C) * h.OC, dout, inp, out, h.params, B, h.C,
+                       h.OC, h.act, accumulate);
+    }
+
+    // dh_ = dmu @ Wmu^T + dlv @ Wlv^T (and the heads' weight gradients): the heads run side by
+    // side into dh_ and dh2_, which are then added; or one after the other, the second
+    // accumulating into the first's result.
+    void heads_backward(int B) {
+        if (!heads_in_parallel(B) || threads_for(2.0, 1.0, 2) < 2) {
+            head_backward(*mu_head, dh_.data(), dmu_.data(), h_, mu_.data(), B, false);
+            head_backward(*lv_head, dh_.data(), dlv_.data(), h_, lv_.data(), B, true);
+            return;
+        }
+        parallel_pair(true,
+                      [&] { head_backward(*mu_head, dh_.data(), dmu_.data(), h_, mu_.data(), B, false); },
+                      [&] { head_backward(*lv_head, dh2_.data(), dlv_.data(), h_, lv_.data(), B, false); });
+        const long n = long(B) * enc.out_size();
+        T* __restrict a = dh_.data();
+        const T* __restrict b = dh2_.data();
+        parallel_parts(n, threads_for(double(n), double(kParallelMin), n), 64, [&](long i0, long i1) {
+            for (long i = i0; i < i1; ++i) a[i] += b[i];
+        });
+    }
     std::vector<double> c_, bound_, wn_;  // IWAE: -log weights, bounds, normalised weights
     long capB_ = 0, capR_ = 0;  // workspace capacity: samples, decoder rows
 
@@ -412,15 +459,14 @@ class Vae {
     LossSums step(const T* xb, int B, long k, long nb) {
         fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, long(B) * K(), cfg.epsilon_std);
         state_before_.assign(state.begin(), state.end());  // the forward moves BatchNorm's statistics
-        forward(xb, B, true);
+        forward(xb, B, true, true);
         LossSums s = batch_sums(B);
         if (!std::isfinite(s.loss)) {
             std::copy(state_before_.begin(), state_before_.end(), state.begin());
             throw NonFiniteLoss(k, nb, s.loss);
         }
-        std::fill(grads.begin(), grads.end(), T(0));
-        backward(xb, B, true);
-        opt.update(params.data(), grads.data(), long(params.size()), weight_ranges);
+        backward(xb, B, true);  // grads are zero here: see zero_grads below and gradients()
+        opt.update(params.data(), grads.data(), long(params.size()), weight_ranges, true);
         return s;
     }
 
@@ -448,8 +494,11 @@ class Vae {
 
     // eps[r, j] = std * N(0, 1) number (first + r) * L + j of the stream, for `rows` rows
     void fill_eps(uint64_t stream, long first, long rows, double std_) {
-        for (long i = 0; i < rows * L; ++i)
-            eps_[i] = T(std_ * rng.normal(stream, uint64_t(first * L + i)));
+        // each number is a function of its index alone, so the split changes no value
+        const long n = rows * L;
+        parallel_parts(n, threads_for(double(n), 2048.0, n / 2), 2, [&](long i0, long i1) {
+            rng.normals(eps_.data() + i0, stream, uint64_t(first * L + i0), i1 - i0, std_);
+        });
     }
 
     void bind() {

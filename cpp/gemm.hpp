@@ -1,0 +1,348 @@
+// The engine's matrix product: C (M,N) = or += A (M,K) @ B (K,N), row-major, single-threaded (the
+// dense kernels split the columns of C between threads themselves).
+//
+// gemm() is a register-blocked kernel in the style of BLIS/GotoBLAS: an MR x NR tile of C lives in
+// vector registers while k runs over a block of the shared dimension; A is read in place (one
+// broadcast per row and k) and B a row of NR values at a time, straight from memory when its rows
+// are contiguous and from a packed copy when it is a transposed view (B = W^T). Written with GCC
+// vector extensions, so one source serves AVX-512 and AVX2 (other targets use Eigen).
+// gemm_ref() is the readable Eigen version it is tested against.
+//
+// Summation order: k runs in order within blocks of kc (a function of K only), and the blocks are
+// added to C in order. No part of it depends on M, N or how the columns were split, so splitting C
+// between threads changes no result.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "common.hpp"
+
+namespace vaecpp {
+
+// A (M,K) is addressed as A[i * sai + k * sak], so both A and A^T views work; B (K,N) is
+// B[k * ldb + j], or B[j * ldb + k] when b_trans; C (M,N) is C[i * ldc + j].
+// The reference: Eigen's product on views with a unit inner stride known at compile time wherever
+// the layout allows (Eigen only vectorises those; a matrix-vector product through a run-time
+// stride runs one scalar at a time).
+namespace gemm_detail {
+template <typename T>
+using RowView = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;  // row-major, rows ld apart
+
+template <typename T, typename AV, typename BV>
+void product(const AV& a, const BV& b, T* C, long M, long N, long ldc, bool accumulate) {
+    Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>> c(C, M, N, Eigen::OuterStride<>(ldc));
+    if (accumulate)
+        c.noalias() += a * b;
+    else
+        c.noalias() = a * b;
+}
+
+template <typename T, typename AV>
+void with_b(const AV& a, long N, long K, const T* B, long ldb, bool b_trans, T* C, long M,
+            long ldc, bool accumulate) {
+    if (b_trans)
+        product<T>(a, RowView<T>(B, N, K, Eigen::OuterStride<>(ldb)).transpose(), C, M, N, ldc,
+                   accumulate);
+    else
+        product<T>(a, RowView<T>(B, K, N, Eigen::OuterStride<>(ldb)), C, M, N, ldc, accumulate);
+}
+}  // namespace gemm_detail
+
+template <typename T>
+void gemm_ref(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
+              bool b_trans, T* C, long ldc, bool accumulate) {
+    using namespace gemm_detail;
+    if (sak == 1) {
+        with_b(RowView<T>(A, M, K, Eigen::OuterStride<>(sai)), N, K, B, ldb, b_trans, C, M, ldc,
+               accumulate);
+    } else if (sai == 1) {
+        with_b(RowView<T>(A, K, M, Eigen::OuterStride<>(sak)).transpose(), N, K, B, ldb, b_trans, C,
+               M, ldc, accumulate);
+    } else {
+        using Strided = Eigen::Map<const Mat<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+        with_b(Strided(A, M, K, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(sai, sak)), N, K, B,
+               ldb, b_trans, C, M, ldc, accumulate);
+    }
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
+#define VAECPP_FAST_GEMM 1
+
+namespace gemm_detail {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#ifndef VAECPP_GEMM_MR
+constexpr int kMR = 8, kNV = 3;  // 8 x 3 vectors: 24 accumulators of the 32 registers
+#else
+constexpr int kMR = VAECPP_GEMM_MR, kNV = VAECPP_GEMM_NV;  // for tuning experiments
+#endif
+#else
+constexpr int kVecBytes = 32;
+constexpr int kMR = 6, kNV = 2;  // 6 x 2 vectors: 12 accumulators of the 16 registers
+#endif
+
+template <typename T>
+struct Simd {
+    typedef T type __attribute__((vector_size(kVecBytes)));
+    typedef T unaligned __attribute__((vector_size(kVecBytes), aligned(alignof(T))));
+    static constexpr int n = kVecBytes / int(sizeof(T));
+};
+
+template <typename T>
+inline typename Simd<T>::type load(const T* p) {
+    return *reinterpret_cast<const typename Simd<T>::unaligned*>(p);
+}
+template <typename T>
+inline void store(T* p, typename Simd<T>::type v) {
+    *reinterpret_cast<typename Simd<T>::unaligned*>(p) = v;
+}
+
+// The micro-kernel: C[0:R, 0:NV*VL] (+)= A @ B over K, from packed panels: Ap holds A's R rows
+// interleaved (Ap[k * R + i]) and Bp a strip of B (Bp[k * NV*VL + j]), so both are read as two
+// sequential streams. The R x NV accumulators stay in registers for the whole of K.
+template <typename T, int R, int NV>
+inline void tile(long K, const T* __restrict Ap, const T* __restrict Bp, T* C, long ldc,
+                 bool accumulate) {
+    using V = typename Simd<T>::type;
+    constexpr int VL = Simd<T>::n;
+    V acc[R][NV];
+    for (int i = 0; i < R; ++i)
+        for (int v = 0; v < NV; ++v) acc[i][v] = V{};
+    for (long k = 0; k < K; ++k, Ap += R, Bp += NV * VL) {
+        V b[NV];
+        for (int v = 0; v < NV; ++v) b[v] = load(Bp + v * VL);
+        for (int i = 0; i < R; ++i) {
+            const V ai = V{} + Ap[i];  // broadcast
+            for (int v = 0; v < NV; ++v) acc[i][v] += ai * b[v];
+        }
+    }
+    for (int i = 0; i < R; ++i)
+        for (int v = 0; v < NV; ++v) {
+            T* c = C + i * ldc + v * VL;
+            store(c, accumulate ? load(c) + acc[i][v] : acc[i][v]);
+        }
+}
+
+// tile() for a run-time row count r <= kMR.
+template <typename T, int NV>
+inline void tile_rows(long r, long K, const T* Ap, const T* Bp, T* C, long ldc, bool accumulate) {
+    static_assert(kMR <= 8, "tile_rows dispatches up to 8 rows");
+    switch (r) {
+        case 1: tile<T, 1, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 2: tile<T, 2, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 3: tile<T, 3, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 4: tile<T, 4, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 5: tile<T, 5, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 6: tile<T, 6, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 7: tile<T, 7, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        case 8: tile<T, 8, NV>(K, Ap, Bp, C, ldc, accumulate); break;
+        default: break;
+    }
+}
+
+// Transposes a VL x VL tile held in VL registers: log2(VL) butterfly stages, each swapping one bit
+// of the row index with the same bit of the column index by two-register shuffles.
+template <typename T, int Bit>
+inline void transpose_stage(typename Simd<T>::type* r) {
+    using V = typename Simd<T>::type;
+    using I = typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type;
+    typedef I M __attribute__((vector_size(kVecBytes)));
+    constexpr int VL = Simd<T>::n;
+    M lo, hi;  // new[r] and new[r | Bit] as shuffles of (old[r], old[r | Bit])
+    for (int j = 0; j < VL; ++j) {
+        lo[j] = (j & Bit) ? VL + (j ^ Bit) : j;
+        hi[j] = (j & Bit) ? VL + j : (j ^ Bit);
+    }
+    for (int i = 0; i < VL; ++i)
+        if (!(i & Bit)) {
+            V a = r[i], b = r[i | Bit];
+            r[i] = __builtin_shuffle(a, b, lo);
+            r[i | Bit] = __builtin_shuffle(a, b, hi);
+        }
+}
+
+template <typename T>
+inline void transpose_tile(typename Simd<T>::type* r) {
+    constexpr int VL = Simd<T>::n;
+    transpose_stage<T, 1>(r);
+    transpose_stage<T, 2>(r);
+    transpose_stage<T, 4>(r);
+    if (VL > 8) transpose_stage<T, (VL > 8 ? 8 : 1)>(r);
+    static_assert(VL == 4 || VL == 8 || VL == 16, "tile transpose for 4, 8 or 16 lanes");
+}
+
+// Per-thread scratch for the packed panels; grows once, never shrinks (no allocation per call).
+template <typename T>
+inline T* scratch(int which, size_t n) {
+    static thread_local std::vector<T> buf[2];
+    if (buf[which].size() < n) buf[which].resize(n);
+    return buf[which].data();
+}
+
+// A block of nc columns is packed as column strips: full strips of NR = kNV*VL columns, then
+// strips of VL, then one strip of VL holding the last n < VL columns, zero-padded.
+struct Strip {
+    long j, w, n;  // first column in the block, packed width, valid columns
+};
+
+template <typename T>
+inline long make_strips(long nc, Strip* out) {
+    constexpr long VL = Simd<T>::n, NR = kNV * VL;
+    long ns = 0, j = 0;
+    for (; j + NR <= nc; j += NR) out[ns++] = {j, NR, NR};
+    for (; j + VL <= nc; j += VL) out[ns++] = {j, VL, VL};
+    if (j < nc) out[ns++] = {j, VL, nc - j};
+    return ns;
+}
+
+// Packs rows [0, kb) of B (B[k * ldb + j], or B[j * ldb + k] when b_trans) into its strips:
+// strip q occupies P[kb * q.j ...] as a (kb, q.w) row-major panel.
+template <typename T>
+void pack_b(T* P, const T* B, long ldb, bool b_trans, long kb, const Strip* st, long ns) {
+    using V = typename Simd<T>::type;
+    constexpr long VL = Simd<T>::n;
+    for (long s = 0; s < ns; ++s) {
+        const Strip& q = st[s];
+        T* Ps = P + kb * q.j;
+        if (q.n < q.w) {  // the ragged last strip, zero-padded
+            for (long k = 0; k < kb; ++k)
+                for (long j = 0; j < q.w; ++j)
+                    Ps[k * q.w + j] = j >= q.n ? T(0) : b_trans ? B[(q.j + j) * ldb + k]
+                                                                : B[k * ldb + q.j + j];
+        } else if (!b_trans) {
+            for (long k = 0; k < kb; ++k)
+                for (long v = 0; v < q.w; v += VL) store(Ps + k * q.w + v, load(B + k * ldb + q.j + v));
+        } else {  // transposed source: VL x VL tiles through registers
+            const long kf = kb / VL * VL;
+            for (long v = 0; v < q.w; v += VL) {
+                const T* S = B + (q.j + v) * ldb;  // the VL stored rows that are these columns
+                for (long k = 0; k < kf; k += VL) {
+                    V r[VL];
+                    for (long i = 0; i < VL; ++i) r[i] = load(S + i * ldb + k);
+                    transpose_tile<T>(r);
+                    for (long i = 0; i < VL; ++i) store(Ps + (k + i) * q.w + v, r[i]);
+                }
+                for (long k = kf; k < kb; ++k)
+                    for (long i = 0; i < VL; ++i) Ps[k * q.w + v + i] = S[i * ldb + k];
+            }
+        }
+    }
+}
+
+// Ap[k * R + i] = A[i * sai + k * sak]: an R-row tile of A over kb values of k, interleaved.
+template <typename T>
+inline void pack_a(T* __restrict Ap, const T* A, long sai, long sak, long R, long kb) {
+    if (sai == 1) {
+        for (long k = 0; k < kb; ++k)
+            for (long i = 0; i < R; ++i) Ap[k * R + i] = A[k * sak + i];
+    } else {
+        for (long i = 0; i < R; ++i)
+            for (long k = 0; k < kb; ++k) Ap[k * R + i] = A[i * sai + k * sak];
+    }
+}
+
+// One R-row tile of C against every strip of a packed block.
+template <typename T>
+void tile_strips(long R, long kb, const T* Ap, const T* P, const Strip* st, long ns, T* C, long ldc,
+                 bool accumulate) {
+    constexpr long VL = Simd<T>::n;
+    for (long s = 0; s < ns; ++s) {
+        const Strip& q = st[s];
+        const T* Bs = P + kb * q.j;
+        if (q.w == kNV * VL) {
+            tile_rows<T, kNV>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
+        } else if (q.n == q.w) {
+            tile_rows<T, 1>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
+        } else {  // ragged columns: through an (R, VL) copy of C
+            T tmp[kMR * VL];
+            for (long i = 0; i < R; ++i)
+                for (long j = 0; j < VL; ++j)
+                    tmp[i * VL + j] = accumulate && j < q.n ? C[i * ldc + q.j + j] : T(0);
+            tile_rows<T, 1>(R, kb, Ap, Bs, tmp, VL, accumulate);
+            for (long i = 0; i < R; ++i)
+                for (long j = 0; j < q.n; ++j) C[i * ldc + q.j + j] = tmp[i * VL + j];
+        }
+    }
+}
+
+// Shared-dimension block size: K cut into equal blocks of at most kKcMax (a function of K only).
+constexpr long kKcMax = 256;
+inline long kc_for(long K) {
+    const long nk = (K + kKcMax - 1) / kKcMax;
+    return (K + nk - 1) / nk;
+}
+// Columns of B per block: a packed (kc, nc) block of about 384 KiB stays in the L2 cache.
+template <typename T>
+constexpr long nc_max() {
+    return (384 * 1024 / (kKcMax * long(sizeof(T)))) / (kNV * Simd<T>::n) * (kNV * Simd<T>::n);
+}
+
+}  // namespace gemm_detail
+
+template <typename T>
+void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
+          bool b_trans, T* C, long ldc, bool accumulate) {
+    using namespace gemm_detail;
+    constexpr long VL = Simd<T>::n;
+    if (M <= 0 || N <= 0) return;
+    // Narrower than one register (e.g. the latent heads), or too few rows to repay packing B (a
+    // one-point decode is a matrix-vector product that reads each weight once): Eigen does better.
+    if (N < VL || M < kMR / 2)
+        return gemm_ref(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
+    if (K <= 0) {
+        if (!accumulate)
+            for (long i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+        return;
+    }
+    const long kc = kc_for(K), ncm = nc_max<T>();
+    T* P = scratch<T>(0, size_t(kc) * (ncm + VL));
+    T* Ap = scratch<T>(1, size_t(kc) * kMR);
+    Strip st[ncm / VL + 2];
+    // Rows in tiles of kMR; a short remainder is merged with the last full tile and the two split
+    // evenly (50 rows: 5 x 8 + 5 + 5, not 6 x 8 + 2): one- or two-row tiles have too few
+    // accumulators to keep the FMA units busy.
+    long full = M / kMR, rem = M % kMR;
+    if (full > 0 && rem > 0 && rem < kMR / 2) --full, rem += kMR;
+    const long r1 = rem > kMR ? rem - rem / 2 : rem, r2 = rem > kMR ? rem / 2 : 0;
+    for (long j0 = 0; j0 < N; j0 += ncm) {
+        const long nc = std::min(ncm, N - j0);
+        const long ns = make_strips<T>(nc, st);
+        for (long k0 = 0; k0 < K; k0 += kc) {
+            const long kb = std::min(kc, K - k0);
+            const bool acc = accumulate || k0 > 0;
+            pack_b(P, b_trans ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, b_trans, kb, st, ns);
+            auto rows = [&](long i0, long R) {
+                pack_a(Ap, A + i0 * sai + k0 * sak, sai, sak, R, kb);
+                tile_strips(R, kb, Ap, P, st, ns, C + i0 * ldc + j0, ldc, acc);
+            };
+            long i0 = 0;
+            for (long t = 0; t < full; ++t, i0 += kMR) rows(i0, kMR);
+            if (r1) rows(i0, r1);
+            if (r2) rows(i0 + r1, r2);
+        }
+    }
+}
+
+#else  // no vector extensions or no AVX2/AVX-512: Eigen's product
+
+template <typename T>
+void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
+          bool b_trans, T* C, long ldc, bool accumulate) {
+    gemm_ref(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
+}
+
+#endif
+
+inline bool have_fast_gemm() {
+#ifdef VAECPP_FAST_GEMM
+    return true;
+#else
+    return false;
+#endif
+}
+
+}  // namespace vaecpp

@@ -1,0 +1,221 @@
+"""The engine's fast kernels agree with their readable references within rounding, and training
+results depend on the thread count only through rounding (and not at all run to run)."""
+
+import numpy as np
+import pytest
+
+from vaecpp import _core
+
+K = _core.kernels
+ACTS = ["linear", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus"]
+# Sizes around the GEMM split points: 1 row, odd widths, widths below / at / above a 16-column block.
+SHAPES = [(1, 3, 5), (7, 33, 17), (50, 784, 64), (64, 200, 300), (3, 2, 512)]
+RTOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def close(a, b, dtype, scale=1.0):
+    """Max abs difference, relative to the size of the values, within a few roundings."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    tol = RTOL[dtype] * scale * max(1.0, np.abs(b).max(initial=0.0))
+    err = np.abs(a - b).max(initial=0.0)
+    assert err <= tol, f"max abs diff {err:.3g} > {tol:.3g}"
+
+
+def rand(rng, shape, dtype, lo=-1.0, hi=1.0):
+    return rng.uniform(lo, hi, size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_forward_matches_reference(dtype, shape, act, threads):
+    B, C, OC = shape
+    rng = np.random.default_rng(B * 1000 + C + OC)
+    x, W, b = rand(rng, (B, C), dtype), rand(rng, (C, OC), dtype, -0.3, 0.3), rand(rng, OC, dtype)
+    ref = K.dense_forward(x, W, b, act, fast=False)
+    fast = K.dense_forward(x, W, b, act, fast=True, threads=threads)
+    close(fast, ref, dtype, scale=np.sqrt(C))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_backward_matches_reference(dtype, shape, act, accumulate, threads):
+    B, C, OC = shape
+    rng = np.random.default_rng(B + C * 1000 + OC)
+    x, W, b = rand(rng, (B, C), dtype), rand(rng, (C, OC), dtype, -0.3, 0.3), rand(rng, OC, dtype)
+    dout = rand(rng, (B, OC), dtype)
+    dW0, db0, dinp0 = rand(rng, (C, OC), dtype), rand(rng, OC, dtype), rand(rng, (B, C), dtype)
+    ref = K.dense_backward(x, W, b, dout, act, dW0, db0, dinp0, accumulate, False, 1)
+    fast = K.dense_backward(x, W, b, dout, act, dW0, db0, dinp0, accumulate, True, threads)
+    for f, r in zip(fast, ref):
+        close(f, r, dtype, scale=np.sqrt(max(B, OC)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ACTS)
+def test_activations_match_reference(dtype, act):
+    rng = np.random.default_rng(1)
+    # the whole range the functions branch on, including large |x|, plus a long array so the
+    # parallel path runs
+    x = np.concatenate([np.linspace(-30, 30, 1001), rand(rng, 70000, np.float64, -5, 5)]).astype(dtype)
+    for threads in (1, 2):
+        y_ref = K.act_forward(x, act, False, 1)
+        close(K.act_forward(x, act, True, threads), y_ref, dtype, scale=4)
+        dout = rand(rng, x.shape, dtype)
+        close(K.act_backward(dout, y_ref, act, True, threads),
+              K.act_backward(dout, y_ref, act, False, 1), dtype, scale=4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B,D", [(1, 1), (3, 257), (50, 784)])
+def test_bernoulli_matches_reference(dtype, B, D):
+    rng = np.random.default_rng(D)
+    x = rng.random((B, D)).astype(dtype)
+    x[:, ::3] = np.round(x[:, ::3])  # binary pixels too
+    logits = rand(rng, (B, D), dtype, -40, 40)
+    logits[:, ::5] = rand(rng, (B, len(range(0, D, 5))), dtype, -1e-3, 1e-3)
+    nll_r, dp_r = K.bernoulli_nll_grad(x, logits, 0.02, False, 1)
+    for threads in (1, 2):
+        nll_f, dp_f = K.bernoulli_nll_grad(x, logits, 0.02, True, threads)
+        close(nll_f, nll_r, dtype, scale=8)
+        close(dp_f, dp_r, dtype, scale=4)
+        close(K.bernoulli_mean(logits, True, threads), K.bernoulli_mean(logits, False, 1), dtype, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop", "adagrad"])
+def test_optimizer_matches_numpy(dtype, name):
+    """The vectorised, threaded update against Keras's rules written in NumPy (float64)."""
+    rng = np.random.default_rng(3)
+    n, steps = 100003, 4
+    p0 = rand(rng, n, dtype)
+    gs = rand(rng, (steps, n), dtype)
+    spec = dict(name=name, learning_rate=0.01, momentum=0.9)
+    p, m, v = p0.astype(np.float64), np.zeros(n), np.zeros(n)
+    if name == "adagrad":
+        v += 0.1
+    for t, g in enumerate(gs.astype(np.float64), 1):
+        if name == "adam":
+            alpha = 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+            m += (g - m) * 0.1
+            v += (g * g - v) * 0.001
+            p -= alpha * m / (np.sqrt(v) + 1e-7)
+        elif name == "sgd":
+            m = 0.9 * m - 0.01 * g
+            p += m
+        elif name == "rmsprop":
+            v = 0.9 * v + 0.1 * g * g
+            p -= 0.01 * g / (np.sqrt(v) + 1e-7)
+        else:
+            v += g * g
+            p -= 0.01 * g / (np.sqrt(v) + 1e-7)
+    for threads in (1, 2):
+        close(K.optimizer_run(spec, p0, gs, threads), p, dtype, scale=10)
+
+
+def test_paired_normals_are_the_engines_draws():
+    """Drawing both numbers of each Box-Muller pair from one Philox block changes no value."""
+    for first, n in [(0, 10), (1, 10), (7, 1), (4, 0), (3, 6)]:
+        ref = _core.philox_normal(42, 2, 5, first, n)
+        np.testing.assert_array_equal(K.normals(42, 2, 5, first, n, 1.0), ref)
+        np.testing.assert_array_equal(K.normals(42, 2, 5, first, n, 0.5), 0.5 * ref)
+
+
+# ---- whole model ------------------------------------------------------------------------------------
+def engine(threads, dtype=np.float32, hidden=(64, 48), latent=3, dropout=0.0, seed=5):
+    def dense(units, act="relu"):
+        return dict(kind="dense", units=units, activation=act)
+
+    enc, dec = [], []
+    for h in hidden:
+        enc.append(dense(h))
+        if dropout:
+            enc.append(dict(kind="dropout", rate=dropout))
+    for h in reversed(hidden):
+        dec.append(dense(h, "tanh"))
+    dec.append(dense(40, "linear"))
+    cfg = dict(input_shape=[40], latent_dim=latent, encoder=enc, decoder=dec,
+               likelihood="bernoulli", output_activation="linear", log_var_clip=5.0,
+               laplace_scale=0.0, reduction="sum", beta=1.0, epsilon_std=1.0, prior_std=1.0,
+               seed=seed, threads=threads)
+    core = (_core.VaeF32 if dtype == np.float32 else _core.VaeF64)(cfg)
+    core.set_optimizer(dict(name="adam", learning_rate=1e-3))
+    return core
+
+
+def train(threads, dtype=np.float32, **kw):
+    x = np.random.default_rng(0).random((700, 40)).astype(dtype)
+    core = engine(threads, dtype, **kw)
+    losses = [core.train_epoch(x, 32, True, e, None)["loss"] for e in range(2)]
+    z = np.random.default_rng(1).standard_normal((9, kw.get("latent", 3))).astype(dtype)
+    return losses, core.get_params(), core.decode(z), core.encode(x[:9])[0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_training_is_bit_identical_run_to_run(threads, dropout):
+    a, b = train(threads, dropout=dropout), train(threads, dropout=dropout)
+    assert a[0] == b[0]
+    for u, v in zip(a[1:], b[1:]):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hidden,latent", [((300, 200), 3), ((256,), 64)])
+def test_training_depends_on_threads_only_through_rounding(dtype, hidden, latent):
+    """Big enough that every product is split between threads (and, with 64 latent dimensions,
+    the two heads run side by side)."""
+    one = train(1, dtype, hidden=hidden, latent=latent)
+    two = train(2, dtype, hidden=hidden, latent=latent)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(one[0], two[0], rtol=tol)
+    for u, v in zip(one[1:], two[1:]):
+        np.testing.assert_allclose(u, v, rtol=0, atol=tol * 10)
+
+
+def test_gradients_through_fast_kernels_match_finite_differences():
+    """The model gradient through the fast kernels (2 threads, float64) against central finite
+    differences of the loss (a spot check; the model tests check every parameter)."""
+    core = engine(2, np.float64, hidden=(20,), latent=2)
+    x = np.random.default_rng(1).random((6, 40))
+    eps = np.random.default_rng(2).standard_normal((6, 2))
+    sums, g = core.gradients(x, eps)
+    p0 = core.get_params()
+    rng = np.random.default_rng(3)
+    for i in rng.choice(len(p0), 25, replace=False):
+        h = 1e-6
+        p = p0.copy()
+        p[i] += h
+        core.set_params(p)
+        up = core.gradients(x, eps)[0]["loss"]
+        p[i] -= 2 * h
+        core.set_params(p)
+        down = core.gradients(x, eps)[0]["loss"]
+        fd = (up - down) / (2 * h) / len(x)
+        assert abs(fd - g[i]) <= 1e-6 * max(1.0, abs(fd)), (i, fd, g[i])
+    core.set_params(p0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_gemm_matches_eigen(dtype, trans_a, trans_b, accumulate):
+    """Every tile and edge path of the register-blocked product: row counts around the 8-row tile,
+    column counts around the 16/48-column strips, and K across the 256-deep blocks."""
+    rng = np.random.default_rng(7)
+    for M, N, K in [(1, 1, 1), (3, 17, 5), (8, 48, 8), (9, 49, 257), (17, 100, 600), (50, 784, 512),
+                    (13, 15, 70), (2, 64, 3), (130, 33, 1)]:
+        a = rand(rng, (K, M) if trans_a else (M, K), dtype)
+        b = rand(rng, (N, K) if trans_b else (K, N), dtype)
+        c0 = rand(rng, (M, N), dtype)
+        ref = K_.gemm(a, b, c0, trans_a, trans_b, accumulate, False)
+        fast = K_.gemm(a, b, c0, trans_a, trans_b, accumulate, True)
+        close(fast, ref, dtype, scale=np.sqrt(K))
+
+
+K_ = K
