@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "activations.hpp"
+#include "activation_kernels.hpp"
 #include "layer.hpp"
 
 namespace vaecpp {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "activations.hpp"
+#include "activation_kernels.hpp"
 #include "batchnorm.hpp"
 #include "conv.hpp"
 #include "dense.hpp"

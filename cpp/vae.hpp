@@ -12,7 +12,7 @@
 
 #include "iwae.hpp"
 #include "kl.hpp"
-#include "likelihoods.hpp"
+#include "likelihood_kernels.hpp"
 #include "optimizers.hpp"
 #include "stack.hpp"
 
