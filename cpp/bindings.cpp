@@ -8,6 +8,9 @@
 #include <chrono>
 
 #include "vae.hpp"
+#ifdef VAECPP_CUDA
+#include "cuda/vae_cuda.hpp"
+#endif
 
 namespace py = pybind11;
 using namespace vaecpp;
@@ -182,59 +185,116 @@ py::list model_infos(const Vae<T>& v, bool states) {
     return out;
 }
 
+// bind_vae serves both engines. `model_of` is the Vae holding configuration, layers, weight layout
+// and optimizer settings (the CUDA engine keeps one on the host); `pull` / `push` copy tensors
+// that live on a device to / from it around every access (no-ops for the CPU engine).
 template <typename T>
-void bind_vae(py::module_& m, const char* name) {
-    using V = Vae<T>;
+Vae<T>& model_of(Vae<T>& v) { return v; }
+template <typename T>
+const Vae<T>& model_of(const Vae<T>& v) { return v; }
+template <typename T>
+void pull(Vae<T>&) {}
+template <typename T>
+void push(Vae<T>&) {}
+template <typename T>
+void attach_likelihood(Vae<T>& v, py::object lik) {
+    if (v.cfg.custom_params_per_dim > 0) v.custom = custom_likelihood<T>(lik, v.D, v.P);
+}
+// One optimizer step on a streamed batch.
+template <typename T>
+LossSums train_batch(Vae<T>& v, const T* X, int B, long batch) {
+    return v.train_batch(X, B, batch);
+}
+template <typename T>
+Vae<T>* make_model(const py::dict& d, int /*device*/) {
+    return new Vae<T>(vae_config(d));
+}
+
+#ifdef VAECPP_CUDA
+using cuda::VaeCuda;
+Vae<float>& model_of(VaeCuda& v) { return v.host; }
+const Vae<float>& model_of(const VaeCuda& v) { return v.host; }
+void pull(VaeCuda& v) { v.pull(); }
+void push(VaeCuda& v) { v.push(); }
+void attach_likelihood(VaeCuda&, py::object) {}  // VaeCuda refuses custom likelihoods itself
+VaeCuda* make_model_cuda(const py::dict& d, int device) { return new VaeCuda(vae_config(d), device); }
+// A one-batch epoch in order is exactly one step (the error message then says "batch 1 of 1").
+LossSums train_batch(VaeCuda& v, const float* X, int B, long) {
+    return v.train_epoch(X, B, B, false, 0, nullptr);
+}
+#endif
+
+// V is Vae<float>, Vae<double> or VaeCuda; `make` builds one from (config, device).
+template <typename V, typename Make>
+void bind_vae(py::module_& m, const char* name, Make make) {
+    using T = typename V::value_type;
     py::class_<V>(m, name)
-        .def(py::init([](const py::dict& d, py::object lik) {
-                 auto* v = new V(vae_config(d));
-                 if (v->cfg.custom_params_per_dim > 0) v->custom = custom_likelihood<T>(lik, v->D, v->P);
+        .def(py::init([make](const py::dict& d, py::object lik, int device) {
+                 V* v = make(d, device);
+                 attach_likelihood(*v, lik);
                  return v;
              }),
-             py::arg("config"), py::arg("likelihood") = py::none())
+             py::arg("config"), py::arg("likelihood") = py::none(), py::arg("device") = 0)
         .def_property_readonly("num_params", &V::num_params)
-        .def_property_readonly("num_state", [](const V& v) { return long(v.state.size()); })
-        .def_property("beta", [](const V& v) { return v.cfg.beta; },
-                      [](V& v, double b) { v.cfg.beta = b; })
-        .def_property("epsilon_std", [](const V& v) { return v.cfg.epsilon_std; },
-                      [](V& v, double e) { v.cfg.epsilon_std = e; })
-        .def_property("threads", [](const V& v) { return v.cfg.threads; },
+        .def_property_readonly("num_state", [](const V& v) { return long(model_of(v).state.size()); })
+        .def_property("beta", [](const V& v) { return model_of(v).cfg.beta; },
+                      [](V& v, double b) { model_of(v).cfg.beta = b; })
+        .def_property("epsilon_std", [](const V& v) { return model_of(v).cfg.epsilon_std; },
+                      [](V& v, double e) { model_of(v).cfg.epsilon_std = e; })
+        .def_property("threads", [](const V& v) { return model_of(v).cfg.threads; },
                       [](V& v, int t) {
                           if (t < 1) throw ValueError("threads must be >= 1");
-                          v.cfg.threads = t;
+                          model_of(v).cfg.threads = t;
                       })
         .def("layers",
              [](const V& v) {
                  py::list out;
-                 for (auto* l : v.all_layers())
+                 for (auto* l : model_of(v).all_layers())
                      out.append(py::make_tuple(l->name, l->kind(), py::tuple(py::cast(l->out_shape)),
                                                l->num_params()));
                  return out;
              })
-        .def("weight_info", [](const V& v) { return model_infos(v, false); })
-        .def("state_info", [](const V& v) { return model_infos(v, true); })
-        .def("get_params", [](const V& v) { return to_numpy(v.params); })
-        .def("set_params", [](V& v, const Arr<T>& a) { from_numpy(v.params, a, "params"); })
-        .def("get_state", [](const V& v) { return to_numpy(v.state); })
-        .def("set_state", [](V& v, const Arr<T>& a) { from_numpy(v.state, a, "state"); })
+        .def("weight_info", [](const V& v) { return model_infos(model_of(v), false); })
+        .def("state_info", [](const V& v) { return model_infos(model_of(v), true); })
+        .def("get_params", [](V& v) {
+            pull(v);
+            return to_numpy(model_of(v).params);
+        })
+        .def("set_params", [](V& v, const Arr<T>& a) {
+            pull(v);
+            from_numpy(model_of(v).params, a, "params");
+            push(v);
+        })
+        .def("get_state", [](const V& v) { return to_numpy(model_of(v).state); })
+        .def("set_state", [](V& v, const Arr<T>& a) { from_numpy(model_of(v).state, a, "state"); })
         .def("set_optimizer",
              [](V& v, const py::dict& d) {
-                 v.opt.spec = opt_spec(d);
-                 v.opt.reset(v.num_params());
+                 pull(v);
+                 auto& opt = model_of(v).opt;
+                 opt.spec = opt_spec(d);
+                 opt.reset(v.num_params());
+                 push(v);
              })
-        .def("set_learning_rate", [](V& v, double lr) { v.opt.spec.learning_rate = lr; })
-        .def_property("step", [](const V& v) { return v.opt.step; },
-                      [](V& v, long s) { v.opt.step = s; })
+        .def("set_learning_rate", [](V& v, double lr) { model_of(v).opt.spec.learning_rate = lr; })
+        .def_property("step", [](const V& v) { return model_of(v).opt.step; },
+                      [](V& v, long s) { model_of(v).opt.step = s; })
         .def("get_optimizer_slots",
-             [](const V& v) { return py::make_tuple(to_numpy(v.opt.m), to_numpy(v.opt.v)); })
+             [](V& v) {
+                 pull(v);
+                 auto& opt = model_of(v).opt;
+                 return py::make_tuple(to_numpy(opt.m), to_numpy(opt.v));
+             })
         .def("set_optimizer_slots",
              [](V& v, const Arr<T>& m, const Arr<T>& s) {
-                 from_numpy(v.opt.m, m, "optimizer slot m");
-                 from_numpy(v.opt.v, s, "optimizer slot v");
+                 pull(v);
+                 auto& opt = model_of(v).opt;
+                 from_numpy(opt.m, m, "optimizer slot m");
+                 from_numpy(opt.v, s, "optimizer slot v");
+                 push(v);
              })
         .def("train_epoch",
              [](V& v, const Arr<T>& X, int batch_size, bool shuffle, long epoch, py::object cb) {
-                 check_rows(X, v.D, "x");
+                 check_rows(X, model_of(v).D, "x");
                  if (batch_size < 1) throw ValueError("batch_size must be >= 1");
                  Progress hook = progress_hook(cb);
                  LossSums s;
@@ -244,23 +304,38 @@ void bind_vae(py::module_& m, const char* name) {
                  }
                  return sums_dict(s);
              })
-        .def("evaluate",
-             [](V& v, const Arr<T>& X, int batch_size) {
-                 check_rows(X, v.D, "x");
-                 if (batch_size < 1) throw ValueError("batch_size must be >= 1");
+        .def("train_batch",
+             [](V& v, const Arr<T>& X, long batch) {
+                 check_rows(X, model_of(v).D, "x");
+                 if (X.shape(0) < 1) throw ValueError("x is an empty batch");
                  LossSums s;
                  {
                      py::gil_scoped_release nogil;
-                     s = v.evaluate(X.data(), X.shape(0), batch_size);
+                     s = train_batch(v, X.data(), int(X.shape(0)), batch);
                  }
                  return sums_dict(s);
-             })
+             },
+             py::arg("x"), py::arg("batch") = 0)
+        .def("evaluate",
+             [](V& v, const Arr<T>& X, int batch_size, long first) {
+                 check_rows(X, model_of(v).D, "x");
+                 if (batch_size < 1) throw ValueError("batch_size must be >= 1");
+                 if (first < 0) throw ValueError("first must be >= 0");
+                 LossSums s;
+                 {
+                     py::gil_scoped_release nogil;
+                     s = v.evaluate(X.data(), X.shape(0), batch_size, first);
+                 }
+                 return sums_dict(s);
+             },
+             py::arg("x"), py::arg("batch_size"), py::arg("first") = 0)
         .def("gradients",
              [](V& v, const Arr<T>& X, std::optional<Arr<T>> eps) {
-                 check_rows(X, v.D, "x");
+                 const auto& mv = model_of(v);
+                 check_rows(X, mv.D, "x");
                  if (eps) {
-                     check_rows(*eps, v.L, "eps");
-                     if (eps->shape(0) != X.shape(0) * v.K())
+                     check_rows(*eps, mv.L, "eps");
+                     if (eps->shape(0) != X.shape(0) * mv.K())
                          throw ValueError("eps must have one row per sample and importance draw");
                  }
                  py::array_t<T> g(v.num_params());
@@ -275,8 +350,9 @@ void bind_vae(py::module_& m, const char* name) {
              })
         .def("encode",
              [](V& v, const Arr<T>& X) {
-                 check_rows(X, v.D, "x");
-                 py::array_t<T> mu({X.shape(0), py::ssize_t(v.L)}), lv({X.shape(0), py::ssize_t(v.L)});
+                 const py::ssize_t L = model_of(v).L;
+                 check_rows(X, model_of(v).D, "x");
+                 py::array_t<T> mu({X.shape(0), L}), lv({X.shape(0), L});
                  T* mp = mu.mutable_data();
                  T* lp = lv.mutable_data();
                  {
@@ -287,8 +363,9 @@ void bind_vae(py::module_& m, const char* name) {
              })
         .def("decode",
              [](V& v, const Arr<T>& Z, bool raw) {
-                 check_rows(Z, v.L, "z");
-                 py::array_t<T> out({Z.shape(0), py::ssize_t(raw ? v.P * v.D : v.D)});
+                 const auto& mv = model_of(v);
+                 check_rows(Z, mv.L, "z");
+                 py::array_t<T> out({Z.shape(0), py::ssize_t(raw ? mv.P * mv.D : mv.D)});
                  T* op = out.mutable_data();
                  {
                      py::gil_scoped_release nogil;
@@ -298,7 +375,7 @@ void bind_vae(py::module_& m, const char* name) {
              },
              py::arg("z"), py::arg("raw") = false)
         .def("log_likelihood", [](V& v, const Arr<T>& X, long k) {
-            check_rows(X, v.D, "x");
+            check_rows(X, model_of(v).D, "x");
             if (k < 1) throw ValueError("k must be >= 1");
             py::array_t<T> out(X.shape(0));
             T* op = out.mutable_data();
@@ -565,8 +642,14 @@ void bind_kernels(py::module_& m) {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "vaecpp's C++ engine (private: use the vaecpp package)";
     py::register_exception<NonFiniteLoss>(m, "NonFiniteLoss", PyExc_FloatingPointError);
-    bind_vae<float>(m, "VaeF32");
-    bind_vae<double>(m, "VaeF64");
+    bind_vae<Vae<float>>(m, "VaeF32", make_model<float>);
+    bind_vae<Vae<double>>(m, "VaeF64", make_model<double>);
+#ifdef VAECPP_CUDA
+    // CudaError is a std::runtime_error: pybind11 raises it as RuntimeError with CUDA's message.
+    bind_vae<VaeCuda>(m, "VaeCudaF32", make_model_cuda);
+    m.def("cuda_device_count", &cuda::device_count,
+          "Number of CUDA devices the driver reports (0 without a driver or device).");
+#endif
     bind_harness(m);
     bind_kernels(m);
     m.def("max_threads", &max_threads);
@@ -603,7 +686,12 @@ PYBIND11_MODULE(_core, m) {
     m.def("build_info", []() {
         py::dict d;
         d["openmp"] = have_openmp();
+#ifdef VAECPP_CUDA
+        d["cuda"] = true;
+        d["cuda_gemm"] = cuda::blas_is_cublas() ? "cublas" : "tiled";
+#else
         d["cuda"] = false;
+#endif
         d["fast_gemm"] = have_fast_gemm();
         d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
                      "." + std::to_string(EIGEN_MINOR_VERSION);

@@ -1,4 +1,4 @@
-// Shared small types of the engine: shapes, errors, Eigen views, threading helpers.
+// Shared types of the CPU engine: aligned buffers, Eigen views, threading helpers.
 #pragma once
 
 #include <cstddef>
@@ -11,35 +11,13 @@
 
 #include <Eigen/Core>
 
+#include "base.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 namespace vaecpp {
-
-// The per-sample shape of a tensor, e.g. {784} or {28, 28, 1} (channels last, like Keras).
-using Shape = std::vector<int>;
-
-inline long shape_size(const Shape& s) {
-    long n = 1;
-    for (int d : s) n *= d;
-    return n;
-}
-
-inline std::string shape_str(const Shape& s) {
-    std::string out = "(";
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (i) out += ", ";
-        out += std::to_string(s[i]);
-    }
-    if (s.size() == 1) out += ",";
-    return out + ")";
-}
-
-// Errors the bindings map to Python exceptions: bad arguments -> ValueError.
-struct ValueError : std::invalid_argument {
-    using std::invalid_argument::invalid_argument;
-};
 
 // Every internal buffer uses Eigen's aligned allocator. Besides speed this makes results
 // reproducible: Eigen's vectorised loops peel a different number of leading elements depending on
@@ -104,8 +82,13 @@ inline void use_threads(int n) {
     Eigen::setNbThreads(n);
 }
 
-// Below this many elements an element-wise loop is not worth waking a thread team.
-constexpr long kParallelMin = 1 << 15;
+// b (n,) += the sum of the rows of a (rows, n). A plain row-order loop: Eigen's colwise().sum()
+// on a row-major matrix walks it column by column, several times slower on tall matrices.
+template <typename T>
+void add_column_sums(T* b, const T* a, long rows, int n) {
+    for (long r = 0; r < rows; ++r)
+        for (int j = 0; j < n; ++j) b[j] += a[r * n + j];
+}
 
 // Below this many multiply-adds per thread a GEMM is not worth splitting (a fork/join costs a few
 // microseconds; 2^18 multiply-adds take about as long on one core).
@@ -167,7 +150,5 @@ void parallel_parts(long n, int nt, long align, F&& body) {
 #endif
     }
 }
-
-constexpr double kLog2Pi = 1.8378770664093453;  // log(2 pi)
 
 }  // namespace vaecpp

@@ -1,8 +1,9 @@
 // 2-D convolution, transposed convolution and max pooling over channels-last (NHWC) tensors with
-// TensorFlow's "valid"/"same" geometry and Keras's kernel layouts. The fast kernels lower each
-// sample to one matrix product (im2col + Eigen GEMM) with the samples spread over OpenMP threads;
-// the naive direct loops beside them are the reference they are tested against (config "naive").
-// Conv2DTranspose reuses Conv2D's products: its forward is a convolution's input gradient.
+// TensorFlow's "valid"/"same" geometry and Keras's kernel layouts. The fast kernels lower a chunk
+// of samples to one matrix product (im2col + Eigen GEMM, threaded by Eigen), with the im2col and
+// col2im loops spread over OpenMP threads; the naive direct loops beside them are the reference
+// they are tested against (config "naive"). Conv2DTranspose reuses Conv2D's products: its forward
+// is a convolution's input gradient.
 #pragma once
 
 #include <algorithm>
@@ -10,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "activations.hpp"
+#include "activation_kernels.hpp"
 #include "layer.hpp"
 
 namespace vaecpp {
@@ -102,27 +103,58 @@ inline void for_each_tap(const ConvGeom& g, F f) {
             }
 }
 
-// x is (H,W,C), col is (OH*OW, KH*KW*C): row o holds the C values under each tap, 0 in the padding
-template <typename T>
-void im2col(T* col, const T* x, const ConvGeom& g) {
-    for_each_tap(g, [&](long o, long t, long i) {
-        T* dst = col + o * g.taps() + t * g.C;
-        if (i < 0)
-            std::fill_n(dst, g.C, T(0));
-        else
-            std::copy_n(x + i * g.C, g.C, dst);
-    });
+// The taps kw of a window starting at image column iw0 that fall inside the image: [lo, hi).
+inline std::array<int, 2> inside_taps(int iw0, int KW, int W) {
+    return {std::max(0, -iw0), std::min(KW, W - iw0)};
 }
 
-// The adjoint of im2col: x (H,W,C) += every column entry read from it
+// im2col, one grid row at a time so that threads can share out (sample, row) pairs: col is
+// (OH*OW, KH*KW*C), its row o holds the C values under each tap (0 in the padding), and
+// im2col_row fills the OW rows of grid row oh. A window row reads KW*C consecutive image values.
 template <typename T>
-void col2im(T* x, const T* col, const ConvGeom& g) {
-    for_each_tap(g, [&](long o, long t, long i) {
-        if (i < 0) return;
-        const T* src = col + o * g.taps() + t * g.C;
-        T* dst = x + i * g.C;
-        for (int c = 0; c < g.C; ++c) dst[c] += src[c];
-    });
+void im2col_row(T* col, const T* x, const ConvGeom& g, int oh) {
+    // col rows (OW, KH*KW*C) of grid row oh, x is (H,W,C)
+    const long run = long(g.KW) * g.C;
+    for (int ow = 0; ow < g.OW; ++ow) {
+        T* dst = col + (long(oh) * g.OW + ow) * g.taps();
+        const int iw0 = ow * g.SW - g.PL;
+        const auto in = inside_taps(iw0, g.KW, g.W);
+        for (int kh = 0; kh < g.KH; ++kh, dst += run) {
+            const int ih = oh * g.SH - g.PT + kh;
+            if (ih < 0 || ih >= g.H || in[0] >= in[1]) {
+                std::fill_n(dst, run, T(0));
+                continue;
+            }
+            std::fill_n(dst, long(in[0]) * g.C, T(0));
+            const T* src = x + (long(ih) * g.W + iw0 + in[0]) * g.C;
+            T* d = dst + long(in[0]) * g.C;
+            for (long i = 0, n = long(in[1] - in[0]) * g.C; i < n; ++i) d[i] = src[i];
+            std::fill(dst + long(in[1]) * g.C, dst + run, T(0));
+        }
+    }
+}
+
+// col2im, the adjoint of im2col, for one image row ih (W,C): the sum of the column entries that
+// read it, from the grid rows oh and taps kh with oh * SH - PT + kh = ih. Each image row is
+// written by one thread in a fixed order: no races, and the same sums for any team size.
+template <typename T>
+void col2im_row(T* x, const T* col, const ConvGeom& g, int ih) {
+    // x row (W,C) of image row ih, col is (OH*OW, KH*KW*C)
+    T* row = x + long(ih) * g.W * g.C;
+    std::fill_n(row, long(g.W) * g.C, T(0));
+    for (int kh = 0; kh < g.KH; ++kh) {
+        const int th = ih + g.PT - kh;
+        if (th < 0 || th % g.SH != 0 || th / g.SH >= g.OH) continue;
+        const int oh = th / g.SH;
+        for (int ow = 0; ow < g.OW; ++ow) {
+            const int iw0 = ow * g.SW - g.PL;
+            const auto in = inside_taps(iw0, g.KW, g.W);
+            if (in[0] >= in[1]) continue;
+            const T* src = col + (long(oh) * g.OW + ow) * g.taps() + (long(kh) * g.KW + in[0]) * g.C;
+            T* d = row + (long(iw0) + in[0]) * g.C;
+            for (long i = 0, n = long(in[1] - in[0]) * g.C; i < n; ++i) d[i] += src[i];
+        }
+    }
 }
 
 // ---- shared pieces ----------------------------------------------------------------------------
@@ -130,9 +162,11 @@ void col2im(T* x, const T* col, const ConvGeom& g) {
 // out is (rows, n): out = f(out + bias), in place
 template <typename T>
 void add_bias_act(T* out, const T* bias, long rows, int n, Act act) {
+    with_act(act, [&](auto A) {
 #pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
-    for (long r = 0; r < rows; ++r)
-        for (int j = 0; j < n; ++j) out[r * n + j] = act_value(act, out[r * n + j] + bias[j]);
+        for (long r = 0; r < rows; ++r)
+            for (int j = 0; j < n; ++j) out[r * n + j] = act_value(A(), out[r * n + j] + bias[j]);
+    });
 }
 
 // With y = f(a), a = ... + bias: da = dout f'(a) (from y) overwrites dout, db += column sums of da.
@@ -140,24 +174,24 @@ void add_bias_act(T* out, const T* bias, long rows, int n, Act act) {
 template <typename T>
 void act_bias_backward(T* db, T* dout, const T* out, long rows, int n, Act act) {
     act_backward(dout, dout, out, rows * n, act);
-    VecMap<T>(db, n).noalias() += CMatMap<T>(dout, rows, n).colwise().sum().transpose();
+    add_column_sums(db, dout, rows, n);
 }
 
 // One slab of scratch per thread, grown when the team or the sizes grow and never in the steady
 // state; thread t owns [t * per, (t + 1) * per).
 template <typename T>
 struct ThreadScratch {
-    std::vector<T> buf;
+    Buffer<T> buf;
     long per = 0;
     int slabs = 0;
-    void prepare(long n, bool zero = false) {
+    void prepare(long n, int threads, bool zero = false) {
         per = n;
-        slabs = team_size();
+        slabs = threads;
         const size_t need = size_t(n) * slabs;
         if (buf.size() < need) buf.resize(need);
         if (zero) std::fill_n(buf.begin(), need, T(0));
     }
-    T* mine() { return buf.data() + long(thread_num()) * per; }
+    T* mine() { return buf.data() + (slabs > 1 ? long(thread_num()) * per : 0); }
     // dst (per,) += the slabs in thread order, so a given team size always sums alike
     void sum_into(T* dst) const {
         for (int t = 0; t < slabs; ++t)
@@ -205,49 +239,118 @@ void conv2d_backward_kernel_naive(T* dK, const T* image, const T* grid, int B, c
     for_each_product(B, g, F, [&](long x, long y, long k) { dK[k] += image[x] * grid[y]; });
 }
 
-// Fast versions: one GEMM per sample on its im2col matrix. per_sample spreads the samples over
-// the threads and hands each its own col scratch (OH*OW, KH*KW*C).
+// Fast versions: the samples go in chunks, each lowered to one GEMM on the chunk's stacked im2col
+// matrices (n*OH*OW, KH*KW*C). Stacking matters for the deep layers, whose 4x4 or 8x8 grids would
+// make per-sample products matrix-vector-like, each rereading a kernel of many megabytes; past
+// kChunkRows rows a product is efficient, and a smaller col stays in cache.
+//
+// Threads: with several chunks, each thread takes whole chunks (its own col scratch, a
+// single-threaded GEMM, one parallel region per product); with one chunk, Eigen threads the GEMM
+// and OpenMP the im2col / col2im loops. The first way synchronises least, which matters on a
+// busy machine; the second is the only way to share out one big product.
+constexpr long kChunkRows = 512;
+constexpr long kColBudget = 1L << 23;  // at most this many values of scratch per chunk (or one sample)
+
+// How the B samples are cut into chunks of (up to) `size` samples, `count` of them, and whether
+// threads share out the chunks (`spread`). The count is rounded up to a multiple of the team so
+// that the threads get equal shares.
+struct Chunks {
+    int size = 1, count = 1;
+    bool spread = false;
+    Chunks(const ConvGeom& g, int B, long chunk_rows, int threads) {
+        long n = (chunk_rows + g.grid() - 1) / g.grid();
+        n = std::max<long>(1, std::min<long>({long(B), n, kColBudget / std::max<long>(1, g.grid() * g.taps())}));
+        long c = (B + n - 1) / n;
+        if (c > 1 && threads > 1) {
+            c = (c + threads - 1) / threads * threads;
+            n = (B + c - 1) / c;
+            c = (B + n - 1) / n;
+            spread = true;
+        }
+        size = int(n), count = int(c);
+    }
+    int first(int k) const { return k * size; }
+    int samples(int k, int B) const { return std::min(size, B - k * size); }
+};
+
+// col (m*OH*OW, KH*KW*C) = im2col of the m images at image (m,H,W,C); `par`: share out the rows
+template <typename T>
+void im2col_chunk(T* col, const T* image, int m, const ConvGeom& g, bool par) {
+    const long rows = long(m) * g.OH;  // (sample, grid row) pairs
+#pragma omp parallel for schedule(static) if (par && rows * g.OW * g.taps() >= kParallelMin)
+    for (long r = 0; r < rows; ++r)
+        im2col_row(col + (r / g.OH) * g.grid() * g.taps(), image + (r / g.OH) * g.image(), g, int(r % g.OH));
+}
+
+// image (m,H,W,C) = col2im of col (m*OH*OW, KH*KW*C), overwriting
+template <typename T>
+void col2im_chunk(T* image, const T* col, int m, const ConvGeom& g, bool par) {
+    const long rows = long(m) * g.H;  // (sample, image row) pairs
+#pragma omp parallel for schedule(static) if (par && rows * g.W * g.C * g.KH >= kParallelMin)
+    for (long r = 0; r < rows; ++r)
+        col2im_row(image + (r / g.H) * g.image(), col + (r / g.H) * g.grid() * g.taps(), g, int(r % g.H));
+}
+
+// Calls body(first sample, samples, col, par) for every chunk, where col (m*OH*OW, KH*KW*C) is
+// the calling thread's scratch, filled with the chunk's im2col rows when `fill`, and `par` says
+// whether body may open parallel loops (false inside a thread's share of chunks).
 template <typename T, typename Fn>
-void per_sample(int B, const ConvGeom& g, ThreadScratch<T>& col, Fn body) {
-    col.prepare(g.grid() * g.taps());
-#pragma omp parallel for schedule(static) if (B > 1)
-    for (int b = 0; b < B; ++b) body(b, MatMap<T>(col.mine(), g.grid(), g.taps()));
+void per_chunk(const T* image, int B, const ConvGeom& g, const Chunks& ch, ThreadScratch<T>& col,
+               bool fill, Fn body) {
+    col.prepare(long(ch.size) * g.grid() * g.taps(), ch.spread ? team_size() : 1);
+    auto run = [&](int k, bool par) {
+        const int b0 = ch.first(k), m = ch.samples(k, B);
+        T* c = col.mine();
+        if (fill) im2col_chunk(c, image + b0 * g.image(), m, g, par);
+        body(b0, m, MatMap<T>(c, long(m) * g.grid(), g.taps()), par);
+    };
+    if (ch.spread) {
+#pragma omp parallel for schedule(static)
+        for (int k = 0; k < ch.count; ++k) run(k, false);
+    } else {
+        for (int k = 0; k < ch.count; ++k) run(k, true);
+    }
 }
 
 // image is (B,H,W,C), K is (KH*KW*C, F), grid is (B,OH,OW,F)
 template <typename T>
 void conv2d_forward(T* grid, const T* image, const T* K, int B, const ConvGeom& g, int F,
-                    ThreadScratch<T>& col) {
-    per_sample(B, g, col, [&](int b, MatMap<T> c) {
-        im2col(c.data(), image + b * g.image(), g);
-        MatMap<T>(grid + b * g.grid() * F, g.grid(), F).noalias() = c * CMatMap<T>(K, g.taps(), F);
+                    ThreadScratch<T>& col, long chunk_rows = kChunkRows) {
+    Chunks ch(g, B, chunk_rows, team_size());
+    per_chunk(image, B, g, ch, col, true, [&](int b0, int m, MatMap<T> c, bool) {
+        MatMap<T>(grid + b0 * g.grid() * F, m * g.grid(), F).noalias() = c * CMatMap<T>(K, g.taps(), F);
     });
 }
 
 // image is overwritten
 template <typename T>
 void conv2d_backward_input(T* image, const T* grid, const T* K, int B, const ConvGeom& g, int F,
-                           ThreadScratch<T>& col) {
-    per_sample(B, g, col, [&](int b, MatMap<T> c) {
-        c.noalias() = CMatMap<T>(grid + b * g.grid() * F, g.grid(), F) *
+                           ThreadScratch<T>& col, long chunk_rows = kChunkRows) {
+    Chunks ch(g, B, chunk_rows, team_size());
+    per_chunk(image, B, g, ch, col, false, [&](int b0, int m, MatMap<T> c, bool par) {
+        c.noalias() = CMatMap<T>(grid + b0 * g.grid() * F, m * g.grid(), F) *
                       CMatMap<T>(K, g.taps(), F).transpose();
-        T* x = image + b * g.image();
-        std::fill_n(x, g.image(), T(0));
-        col2im(x, c.data(), g);
+        col2im_chunk(image + b0 * g.image(), c.data(), m, g, par);
     });
 }
 
-// dK is summed in per-thread slabs (dk) and added in thread order
+// dK (KH*KW*C, F) += the chunks' im2col^T @ grid; with spread chunks each thread sums into its own
+// slab of dk, and the slabs are added in thread order (the same sums for a given team size).
+// With `out` given, also out (B,OH,OW,F) = conv2d_forward(image): a transposed convolution's
+// backward needs both products of its output gradient, and shares the im2col between them.
 template <typename T>
 void conv2d_backward_kernel(T* dK, const T* image, const T* grid, int B, const ConvGeom& g, int F,
-                            ThreadScratch<T>& col, ThreadScratch<T>& dk) {
-    dk.prepare(g.taps() * F, true);
-    per_sample(B, g, col, [&](int b, MatMap<T> c) {
-        im2col(c.data(), image + b * g.image(), g);
-        MatMap<T>(dk.mine(), g.taps(), F).noalias() +=
-            c.transpose() * CMatMap<T>(grid + b * g.grid() * F, g.grid(), F);
+                            ThreadScratch<T>& col, ThreadScratch<T>& dk, long chunk_rows = kChunkRows,
+                            T* out = nullptr, const T* K = nullptr) {
+    Chunks ch(g, B, chunk_rows, team_size());
+    if (ch.spread) dk.prepare(g.taps() * F, team_size(), true);
+    per_chunk(image, B, g, ch, col, true, [&](int b0, int m, MatMap<T> c, bool) {
+        MatMap<T>(ch.spread ? dk.mine() : dK, g.taps(), F).noalias() +=
+            c.transpose() * CMatMap<T>(grid + b0 * g.grid() * F, m * g.grid(), F);
+        if (out)
+            MatMap<T>(out + b0 * g.grid() * F, m * g.grid(), F).noalias() = c * CMatMap<T>(K, g.taps(), F);
     });
-    dk.sum_into(dK);
+    if (ch.spread) dk.sum_into(dK);
 }
 
 // ---- MaxPool2D --------------------------------------------------------------------------------
@@ -310,20 +413,23 @@ inline Window conv_window(const LayerConfig& cfg, const std::string& layer) {
 }
 
 // Conv2D and Conv2DTranspose: a geometry g, a (KH,KW,g.C,F) kernel and a bias of `filters`, where
-// F is the channel count on the grid side. cfg "naive" = 1 selects the direct loops (for tests).
+// F is the channel count on the grid side. For tests, cfg "naive" = 1 selects the direct loops and
+// "chunk_rows" sets the rows per GEMM of the fast ones (1: one sample per chunk).
 template <typename T>
 struct ConvLayerBase : Layer<T> {
     ConvGeom g;
     int F = 0, filters = 0;
     Act act = Act::linear;
     bool naive = false;
-    ThreadScratch<T> col, dk;
+    long chunk_rows = kChunkRows;
+    ThreadScratch<T> col, dk;  // im2col and kernel-gradient scratch of the fast products
 
     ConvLayerBase(const LayerConfig& cfg, const std::string& layer) {
         filters = int(cfg.need("filters"));
         if (filters < 1) throw ValueError(layer + " filters must be >= 1, got " + std::to_string(filters));
         act = act_from_name(cfg.get_str("activation", "linear"));
         naive = cfg.get("naive", 0) != 0;
+        chunk_rows = std::max(1L, long(cfg.get("chunk_rows", double(kChunkRows))));
     }
     long kernel_size() const { return g.taps() * F; }
     const T* kernel() const { return this->params; }
@@ -343,19 +449,19 @@ struct ConvLayerBase : Layer<T> {
         if (naive)
             conv2d_forward_naive(grid, image, kernel(), B, g, F);
         else
-            conv2d_forward(grid, image, kernel(), B, g, F, col);
+            conv2d_forward(grid, image, kernel(), B, g, F, col, chunk_rows);
     }
     void conv_input_grad(T* image, const T* grid, int B) {
         if (naive)
             conv2d_backward_input_naive(image, grid, kernel(), B, g, F);
         else
-            conv2d_backward_input(image, grid, kernel(), B, g, F, col);
+            conv2d_backward_input(image, grid, kernel(), B, g, F, col, chunk_rows);
     }
     void conv_kernel_grad(const T* image, const T* grid, int B) {
         if (naive)
             conv2d_backward_kernel_naive(this->grads, image, grid, B, g, F);
         else
-            conv2d_backward_kernel(this->grads, image, grid, B, g, F, col, dk);
+            conv2d_backward_kernel(this->grads, image, grid, B, g, F, col, dk, chunk_rows);
     }
 };
 
@@ -399,6 +505,11 @@ struct Conv2DTransposeLayer : ConvLayerBase<T> {
     }
     void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx&) override {
         act_bias_backward(this->dbias(), dout, out, B * long(this->g.H) * this->g.W, this->g.C, this->act);
+        if (!this->naive && dinp) {  // both products read im2col(dout): one pass
+            conv2d_backward_kernel(this->grads, dout, inp, B, this->g, this->F, this->col, this->dk,
+                                   this->chunk_rows, dinp, this->kernel());
+            return;
+        }
         this->conv_kernel_grad(dout, inp, B);
         if (dinp) this->conv(dinp, dout, B);
     }

@@ -8,7 +8,7 @@
 // tested against.
 #pragma once
 
-#include "activations.hpp"
+#include "activation_kernels.hpp"
 #include "common.hpp"
 #include "gemm.hpp"
 

@@ -1,12 +1,12 @@
-// The layers of the MLP stacks (Dense, Activation, Dropout, Flatten/Reshape) and the factory that
-// builds any layer from its configuration, including the convolutional and normalisation layers of
-// conv.hpp and batchnorm.hpp. Each wraps the forward/backward kernels of its family.
+// The layers of the MLP stacks (Dense, Activation, Dropout, Flatten/Reshape, ChannelsToBlocks) and
+// the factory that builds any layer from its configuration, including the convolutional and
+// normalisation layers of conv.hpp and batchnorm.hpp. Each wraps the kernels of its family.
 #pragma once
 
 #include <cmath>
 #include <vector>
 
-#include "activations.hpp"
+#include "activation_kernels.hpp"
 #include "batchnorm.hpp"
 #include "conv.hpp"
 #include "dense.hpp"
@@ -121,6 +121,61 @@ struct ReshapeLayer : Layer<T> {
     }
 };
 
+// Channel groups to blocks: a decoder's last convolution emits the P parameters of each pixel
+// as P groups of C channels, (H,W,P*C) with channel p*C + c; the likelihoods read P blocks of
+// D = H*W*C values, (P,H,W,C). Forward and backward are the permutation and its inverse.
+
+// Calls f(interleaved, blocked) with the offsets of each run of C values in the (B,HW,P,C) and
+// (B,P,HW,C) layouts.
+template <typename F>
+void for_each_group(int B, long HW, int P, int C, F f) {
+#pragma omp parallel for schedule(static) if (long(B) * HW * P * C >= kParallelMin)
+    for (int b = 0; b < B; ++b)
+        for (long i = 0; i < HW; ++i)
+            for (int p = 0; p < P; ++p)
+                f(((long(b) * HW + i) * P + p) * C, ((long(b) * P + p) * HW + i) * C);
+}
+
+// inp is (B,HW,P,C), out is (B,P,HW,C)
+template <typename T>
+void channels_to_blocks_forward(T* out, const T* inp, int B, long HW, int P, int C) {
+    for_each_group(B, HW, P, C, [&](long in, long bl) { std::copy_n(inp + in, C, out + bl); });
+}
+
+// The adjoint of a permutation is its inverse: dinp[b,i,p,c] = dout[b,p,i,c].
+// dout is (B,P,HW,C), dinp is (B,HW,P,C)
+template <typename T>
+void channels_to_blocks_backward(T* dinp, const T* dout, int B, long HW, int P, int C) {
+    for_each_group(B, HW, P, C, [&](long in, long bl) { std::copy_n(dout + bl, C, dinp + in); });
+}
+
+// (..., P*C) -> (P, ..., C); "groups" = P.
+template <typename T>
+struct ChannelsToBlocksLayer : Layer<T> {
+    int P, C;
+    long HW;
+    ChannelsToBlocksLayer(const Shape& in, int groups) : P(groups) {
+        if (in.size() < 2)
+            throw ValueError("ChannelsToBlocks needs an input with a channel axis, got " + shape_str(in));
+        if (groups < 1 || in.back() % groups != 0)
+            throw ValueError("ChannelsToBlocks: " + std::to_string(in.back()) +
+                             " channels do not split into " + std::to_string(groups) + " groups");
+        C = in.back() / groups;
+        HW = shape_size(in) / in.back();
+        this->in_shape = in;
+        this->out_shape = in;
+        this->out_shape.back() = C;
+        this->out_shape.insert(this->out_shape.begin(), P);
+    }
+    std::string kind() const override { return "ChannelsToBlocks"; }
+    void forward(T* out, const T* inp, int B, const Ctx&) override {
+        channels_to_blocks_forward(out, inp, B, HW, P, C);
+    }
+    void backward(T* dinp, T* dout, const T*, const T*, int B, const Ctx&) override {
+        if (dinp) channels_to_blocks_backward(dinp, dout, B, HW, P, C);
+    }
+};
+
 inline Shape shape_from_config(const LayerConfig& cfg) {
     Shape s;
     for (int i = 0;; ++i) {
@@ -152,6 +207,8 @@ LayerPtr<T> make_layer(const LayerConfig& cfg, const Shape& in) {
         layer.reset(new Conv2DTransposeLayer<T>(in, cfg));
     else if (k == "maxpool2d")
         layer.reset(new MaxPool2DLayer<T>(in, cfg));
+    else if (k == "channels_to_blocks")
+        layer.reset(new ChannelsToBlocksLayer<T>(in, int(cfg.need("groups"))));
     else if (k == "batchnorm")
         layer.reset(new BatchNormLayer<T>(in, cfg.get("momentum", 0.99), cfg.get("epsilon", 1e-3)));
     else

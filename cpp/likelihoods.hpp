@@ -4,11 +4,12 @@
 // decoder outputs, and the decoded mean.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "activations.hpp"
-#include "common.hpp"
+#include "base.hpp"
 
 namespace vaecpp {
 
@@ -21,7 +22,7 @@ struct LikSpec {
     double laplace_scale = 0.0;  // > 0: fixed Laplace scale (P = 1); 0: learned log-scale (P = 2)
     bool mean_reduction = false; // mse only: mean over dimensions instead of the sum
 
-    int params_per_dim() const {
+    VAECPP_HD int params_per_dim() const {
         if (kind == Lik::gaussian) return 2;
         if (kind == Lik::laplace) return laplace_scale > 0 ? 1 : 2;
         return 1;
@@ -44,7 +45,8 @@ constexpr double kLog2 = 0.6931471805599453;
 //   log C(l) = log( l / tanh(l/2) ),   d log C / dl = 1/l - 1/sinh(l),
 //   E[x] = sigmoid(l) / tanh(l/2) - 1/l.
 // All three are 0/0 at l = 0; near it we use their Taylor series (error < 1e-13 for |l| < 0.05).
-inline double cb_log_norm(double l) {
+// These and the per-dimension formulas below are VAECPP_HD: cpp/cuda/likelihoods.cu calls them.
+VAECPP_HD inline double cb_log_norm(double l) {
     double a = std::abs(l);
     if (a < 0.05) {
         double l2 = l * l;
@@ -52,7 +54,7 @@ inline double cb_log_norm(double l) {
     }
     return std::log(a) - std::log(std::tanh(0.5 * a));
 }
-inline double cb_dlog_norm(double l) {
+VAECPP_HD inline double cb_dlog_norm(double l) {
     if (std::abs(l) < 0.05) {
         double l2 = l * l;
         return l / 6 - 7 * l * l2 / 360 + 31 * l * l2 * l2 / 15120;
@@ -60,110 +62,124 @@ inline double cb_dlog_norm(double l) {
     if (std::abs(l) > 700) return 1 / l;  // 1/sinh underflows to 0
     return 1 / l - 1 / std::sinh(l);
 }
-inline double cb_mean(double l) {
+VAECPP_HD inline double cb_mean(double l) {
     if (std::abs(l) < 0.05) return 0.5 + l / 12 - l * l * l / 720;
     return sigmoid(l) / std::tanh(0.5 * l) - 1 / l;
+}
+
+// One data dimension: -log p(x | l, l2), with l the location output and l2 the second output
+// (log-variance or log-scale; unused when P = 1). Summed over d by lik_nll.
+template <typename T>
+VAECPP_HD inline double lik_nll_dim(const LikSpec& s, int P, T x, T l, T l2) {
+    const T clip = T(s.log_var_clip);
+    switch (s.kind) {
+        case Lik::bernoulli:  // softplus(l) - x l  (binary cross-entropy from logits)
+            return softplus(l) - x * l;
+        case Lik::continuous_bernoulli:
+            return softplus(l) - x * l - cb_log_norm(l);
+        case Lik::gaussian: {  // (log 2pi + lv + (x - mu)^2 / e^lv) / 2
+            T mu = act_value(s.loc_act, l);
+            T lv = std::min(std::max(l2, -clip), clip);
+            T r = x - mu;
+            return 0.5 * (kLog2Pi + lv + r * r * std::exp(-lv));
+        }
+        case Lik::mse: {
+            T r = x - act_value(s.loc_act, l);
+            return r * r;
+        }
+        case Lik::laplace: {  // |x - mu| / b + log(2 b)
+            T mu = act_value(s.loc_act, l);
+            T ls = P == 2 ? std::min(std::max(l2, -clip), clip) : T(std::log(s.laplace_scale));
+            return std::abs(x - mu) * std::exp(-ls) + kLog2 + ls;
+        }
+    }
+    return 0;
+}
+
+// One data dimension of dp = w * d nll / d p: g for the location, g2 for the second output:
+//   bernoulli: sigmoid(l) - x;  continuous Bernoulli: sigmoid(l) - x - dlogC(l);
+//   gaussian:  dmu = (mu - x) / e^lv * f'(.),  dlv = (1 - (x - mu)^2 / e^lv) / 2 inside the clip, else 0;
+//   mse: 2 (y - x) f'(.);  laplace: sign(mu - x) / b * f'(.),  dls = 1 - |x - mu| / b inside the clip.
+// w already includes mse's 1/D for reduction="mean".
+template <typename T>
+VAECPP_HD inline void lik_grad_dim(T& g, T& g2, const LikSpec& s, int P, T x, T l, T l2, T w) {
+    const T clip = T(s.log_var_clip);
+    switch (s.kind) {
+        case Lik::bernoulli:
+            g = w * (sigmoid(l) - x);
+            break;
+        case Lik::continuous_bernoulli:
+            g = w * (sigmoid(l) - x - T(cb_dlog_norm(l)));
+            break;
+        case Lik::gaussian: {
+            T mu = act_value(s.loc_act, l);
+            T lv = std::min(std::max(l2, -clip), clip);
+            T iv = std::exp(-lv), r = x - mu;
+            g = w * (-r * iv) * act_grad_from_output(s.loc_act, mu);
+            g2 = (l2 > -clip && l2 < clip) ? w * T(0.5) * (T(1) - r * r * iv) : T(0);
+            break;
+        }
+        case Lik::mse: {
+            T y = act_value(s.loc_act, l);
+            g = w * T(2) * (y - x) * act_grad_from_output(s.loc_act, y);
+            break;
+        }
+        case Lik::laplace: {
+            T mu = act_value(s.loc_act, l);
+            T r = x - mu;
+            T sgn = r > 0 ? T(-1) : (r < 0 ? T(1) : T(0));
+            if (P == 2) {
+                T ls = std::min(std::max(l2, -clip), clip);
+                T ib = std::exp(-ls);
+                g = w * sgn * ib * act_grad_from_output(s.loc_act, mu);
+                g2 = (l2 > -clip && l2 < clip) ? w * (T(1) - std::abs(r) * ib) : T(0);
+            } else {
+                g = w * sgn * T(1.0 / s.laplace_scale) * act_grad_from_output(s.loc_act, mu);
+            }
+            break;
+        }
+    }
+}
+
+// The likelihood's mean from one dimension's location output.
+template <typename T>
+VAECPP_HD inline T lik_mean_dim(const LikSpec& s, T l) {
+    switch (s.kind) {
+        case Lik::bernoulli: return sigmoid(l);
+        case Lik::continuous_bernoulli: return T(cb_mean(l));
+        default: return act_value(s.loc_act, l);
+    }
 }
 
 // x is (B,D), p is (B,P*D), nll is (B,): nll[b] = sum_d -log p(x[b,d] | p[b,.,d])
 template <typename T>
 void lik_nll(T* nll, const T* x, const T* p, int B, int D, const LikSpec& s) {
     const int P = s.params_per_dim();
-    const T clip = T(s.log_var_clip);
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
     for (int b = 0; b < B; ++b) {
         const T* xb = x + long(b) * D;
         const T* pb = p + long(b) * P * D;
         double acc = 0;
-        for (int d = 0; d < D; ++d) {
-            const T l = pb[d];
-            switch (s.kind) {
-                case Lik::bernoulli:  // softplus(l) - x l  (binary cross-entropy from logits)
-                    acc += softplus(l) - xb[d] * l;
-                    break;
-                case Lik::continuous_bernoulli:
-                    acc += softplus(l) - xb[d] * l - cb_log_norm(l);
-                    break;
-                case Lik::gaussian: {  // (log 2pi + lv + (x - mu)^2 / e^lv) / 2
-                    T mu = act_value(s.loc_act, l);
-                    T lv = std::min(std::max(pb[D + d], -clip), clip);
-                    T r = xb[d] - mu;
-                    acc += 0.5 * (kLog2Pi + lv + r * r * std::exp(-lv));
-                    break;
-                }
-                case Lik::mse: {
-                    T r = xb[d] - act_value(s.loc_act, l);
-                    acc += r * r;
-                    break;
-                }
-                case Lik::laplace: {  // |x - mu| / b + log(2 b)
-                    T mu = act_value(s.loc_act, l);
-                    T ls = P == 2 ? std::min(std::max(pb[D + d], -clip), clip)
-                                  : T(std::log(s.laplace_scale));
-                    acc += std::abs(xb[d] - mu) * std::exp(-ls) + kLog2 + ls;
-                    break;
-                }
-            }
-        }
+        for (int d = 0; d < D; ++d) acc += lik_nll_dim(s, P, xb[d], pb[d], P == 2 ? pb[D + d] : T(0));
         if (s.kind == Lik::mse && s.mean_reduction) acc /= D;
         nll[b] = T(acc);
     }
 }
 
-// dp = w * d nll / d p, same layout as p (overwritten):
-//   bernoulli: sigmoid(l) - x;  continuous Bernoulli: sigmoid(l) - x - dlogC(l);
-//   gaussian:  dmu = (mu - x) / e^lv * f'(.),  dlv = (1 - (x - mu)^2 / e^lv) / 2 inside the clip, else 0;
-//   mse: 2 (y - x) f'(.);  laplace: sign(mu - x) / b * f'(.),  dls = 1 - |x - mu| / b inside the clip.
+// dp = w * d nll / d p, same layout as p (overwritten)
 template <typename T>
 void lik_grad(T* dp, const T* x, const T* p, int B, int D, const LikSpec& s, T w) {
     const int P = s.params_per_dim();
-    const T clip = T(s.log_var_clip);
     if (s.kind == Lik::mse && s.mean_reduction) w /= D;
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
     for (int b = 0; b < B; ++b) {
         const T* xb = x + long(b) * D;
         const T* pb = p + long(b) * P * D;
         T* gb = dp + long(b) * P * D;
-        for (int d = 0; d < D; ++d) {
-            const T l = pb[d];
-            switch (s.kind) {
-                case Lik::bernoulli:
-                    gb[d] = w * (sigmoid(l) - xb[d]);
-                    break;
-                case Lik::continuous_bernoulli:
-                    gb[d] = w * (sigmoid(l) - xb[d] - T(cb_dlog_norm(l)));
-                    break;
-                case Lik::gaussian: {
-                    T mu = act_value(s.loc_act, l);
-                    T raw = pb[D + d];
-                    T lv = std::min(std::max(raw, -clip), clip);
-                    T iv = std::exp(-lv), r = xb[d] - mu;
-                    gb[d] = w * (-r * iv) * act_grad_from_output(s.loc_act, mu);
-                    gb[D + d] = (raw > -clip && raw < clip) ? w * T(0.5) * (T(1) - r * r * iv) : T(0);
-                    break;
-                }
-                case Lik::mse: {
-                    T y = act_value(s.loc_act, l);
-                    gb[d] = w * T(2) * (y - xb[d]) * act_grad_from_output(s.loc_act, y);
-                    break;
-                }
-                case Lik::laplace: {
-                    T mu = act_value(s.loc_act, l);
-                    T r = xb[d] - mu;
-                    T sgn = r > 0 ? T(-1) : (r < 0 ? T(1) : T(0));
-                    if (P == 2) {
-                        T raw = pb[D + d];
-                        T ls = std::min(std::max(raw, -clip), clip);
-                        T ib = std::exp(-ls);
-                        gb[d] = w * sgn * ib * act_grad_from_output(s.loc_act, mu);
-                        gb[D + d] = (raw > -clip && raw < clip) ? w * (T(1) - std::abs(r) * ib) : T(0);
-                    } else {
-                        gb[d] = w * sgn * T(1.0 / s.laplace_scale) * act_grad_from_output(s.loc_act, mu);
-                    }
-                    break;
-                }
-            }
-        }
+        T unused;
+        for (int d = 0; d < D; ++d)
+            lik_grad_dim(gb[d], P == 2 ? gb[D + d] : unused, s, P, xb[d], pb[d],
+                         P == 2 ? pb[D + d] : T(0), w);
     }
 }
 
@@ -175,66 +191,8 @@ void lik_mean(T* out, const T* p, int B, int D, const LikSpec& s) {
     for (int b = 0; b < B; ++b) {
         const T* pb = p + long(b) * P * D;
         T* ob = out + long(b) * D;
-        for (int d = 0; d < D; ++d) {
-            switch (s.kind) {
-                case Lik::bernoulli: ob[d] = sigmoid(pb[d]); break;
-                case Lik::continuous_bernoulli: ob[d] = T(cb_mean(pb[d])); break;
-                default: ob[d] = act_value(s.loc_act, pb[d]); break;
-            }
-        }
+        for (int d = 0; d < D; ++d) ob[d] = lik_mean_dim(s, pb[d]);
     }
-}
-
-// ---- fast kernels ----------------------------------------------------------------------------------
-// lik_nll / lik_grad / lik_mean above are the readable reference. The fast path fuses the
-// Bernoulli loss and its gradient into one vectorised pass that shares e = exp(-|l|):
-//   softplus(l) = max(l, 0) + log1p(e),   sigmoid(l) = (l >= 0 ? 1 : e) / (1 + e).
-// Other likelihoods use the reference kernels.
-
-// x is (B,D), l is (B,D) logits; nll is (B,); dp (may be null) = w * (sigmoid(l) - x).
-template <typename T>
-void bernoulli_nll_grad(T* nll, T* dp, const T* x, const T* l, int B, int D, T w) {
-    constexpr long kChunk = 256;
-#pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
-    for (int b = 0; b < B; ++b) {
-        T ebuf[kChunk];
-        double acc = 0;
-        for (long d0 = 0; d0 < D; d0 += kChunk) {
-            const long n = std::min<long>(kChunk, D - d0);
-            const long o = long(b) * D + d0;
-            CArrMap<T> lv(l + o, n), xv(x + o, n);
-            ArrMap<T> e(ebuf, n);
-            e = (-lv.abs()).exp();
-            acc += double((lv.max(T(0)) + e.log1p() - xv * lv).sum());
-            if (dp) {  // a plain loop: Eigen 3.4's select() would not vectorise
-                const T* __restrict lp = l + o;
-                const T* __restrict xp = x + o;
-                T* __restrict g = dp + o;
-                for (long d = 0; d < n; ++d)
-                    g[d] = w * ((lp[d] >= 0 ? T(1) : ebuf[d]) / (T(1) + ebuf[d]) - xp[d]);
-            }
-        }
-        nll[b] = T(acc);
-    }
-}
-
-// nll (and dp when not null) as lik_nll / lik_grad, fast where a fused kernel exists.
-template <typename T>
-void lik_nll_grad(T* nll, T* dp, const T* x, const T* p, int B, int D, const LikSpec& s, T w) {
-    if (s.kind == Lik::bernoulli) return bernoulli_nll_grad(nll, dp, x, p, B, D, w);
-    lik_nll(nll, x, p, B, D, s);
-    if (dp) lik_grad(dp, x, p, B, D, s, w);
-}
-
-// As lik_mean, with the Bernoulli mean through the vectorised sigmoid.
-template <typename T>
-void lik_mean_fast(T* out, const T* p, int B, int D, const LikSpec& s) {
-    if (s.kind != Lik::bernoulli) return lik_mean(out, p, B, D, s);
-    const long n = long(B) * D;
-    if (out != p) std::copy(p, p + n, out);
-    parallel_parts(n, threads_for(double(n), double(kParallelMin), n), 64, [&](long i0, long i1) {
-        bias_act_block<T>(out + i0, nullptr, 1, i1 - i0, 0, Act::sigmoid);
-    });
 }
 
 }  // namespace vaecpp

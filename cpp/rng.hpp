@@ -4,9 +4,10 @@
 // can reproduce the CPU's draws exactly.
 #pragma once
 
-#include <array>
 #include <cmath>
 #include <cstdint>
+
+#include "base.hpp"  // VAECPP_HD: the CUDA kernels draw the same numbers with this code
 
 namespace vaecpp {
 
@@ -23,21 +24,27 @@ enum class Purpose : uint64_t {
     iwae = 8,          // importance samples
 };
 
-inline uint64_t stream_id(Purpose p, uint64_t n) {
+VAECPP_HD inline uint64_t stream_id(Purpose p, uint64_t n) {
     return (static_cast<uint64_t>(p) << 56) ^ (n & ((uint64_t(1) << 56) - 1));
 }
+
+// Four 32-bit words of one Philox block.
+struct PhiloxBlock {
+    uint32_t w[4];
+    VAECPP_HD uint32_t operator[](int i) const { return w[i]; }
+};
 
 struct Philox {
     uint64_t seed = 0;
 
-    static inline void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+    VAECPP_HD static inline void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
         uint64_t p = static_cast<uint64_t>(a) * b;
         hi = static_cast<uint32_t>(p >> 32);
         lo = static_cast<uint32_t>(p);
     }
 
     // Four independent 32-bit words for (stream, index).
-    std::array<uint32_t, 4> operator()(uint64_t stream, uint64_t index) const {
+    VAECPP_HD PhiloxBlock operator()(uint64_t stream, uint64_t index) const {
         uint32_t c0 = uint32_t(index), c1 = uint32_t(index >> 32);
         uint32_t c2 = uint32_t(stream), c3 = uint32_t(stream >> 32);
         uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
@@ -52,30 +59,32 @@ struct Philox {
             k0 += 0x9E3779B9u;
             k1 += 0xBB67AE85u;
         }
-        return {c0, c1, c2, c3};
+        return {{c0, c1, c2, c3}};
     }
 
     // Two 53-bit uniforms in the open interval (0, 1) from one Philox block.
-    static inline double to_unit(uint32_t a, uint32_t b) {
+    VAECPP_HD static inline double to_unit(uint32_t a, uint32_t b) {
         uint64_t u = (static_cast<uint64_t>(a) << 21) ^ (b >> 11);
         return (static_cast<double>(u) + 0.5) * 0x1.0p-53;
     }
 
     // A 32-bit uniform in (0, 1) from one word (dropout masks: four per Philox block).
-    static inline double to_unit32(uint32_t w) { return (static_cast<double>(w) + 0.5) * 0x1.0p-32; }
+    VAECPP_HD static inline double to_unit32(uint32_t w) {
+        return (static_cast<double>(w) + 0.5) * 0x1.0p-32;
+    }
 
-    double uniform(uint64_t stream, uint64_t index) const {
-        auto w = (*this)(stream, index);
+    VAECPP_HD double uniform(uint64_t stream, uint64_t index) const {
+        PhiloxBlock w = (*this)(stream, index);
         return to_unit(w[0], w[1]);
     }
 
     // Standard normal number `index` of `stream` (Box-Muller; even/odd indices share a block).
-    double normal(uint64_t stream, uint64_t index) const {
-        auto w = (*this)(stream, index >> 1);
+    VAECPP_HD double normal(uint64_t stream, uint64_t index) const {
+        PhiloxBlock w = (*this)(stream, index >> 1);
         double u1 = to_unit(w[0], w[1]), u2 = to_unit(w[2], w[3]);
-        double r = std::sqrt(-2.0 * std::log(u1));
+        double r = sqrt(-2.0 * log(u1));  // unqualified: the C library's on the host, CUDA's on the device
         double theta = 6.283185307179586 * u2;
-        return (index & 1) ? r * std::sin(theta) : r * std::cos(theta);
+        return (index & 1) ? r * sin(theta) : r * cos(theta);
     }
 
     // out[i] = normal(stream, first + i) for i < n, computing each Philox block (and its log and

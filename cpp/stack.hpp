@@ -20,11 +20,18 @@ struct Stack {
             try {
                 layers.push_back(make_layer<T>(cfgs[i], out_shape));
             } catch (const ValueError& e) {
-                throw ValueError(where + " layer " + std::to_string(i) + " (" + cfgs[i].kind +
+                throw ValueError(where + " layer " + std::to_string(i) + " '" +
+                                 cfgs[i].get_str("name", cfgs[i].kind) + "' (" + cfgs[i].kind +
                                  ") with input shape " + shape_str(out_shape) + ": " + e.what());
             }
             out_shape = layers.back()->out_shape;
         }
+        outs.resize(layers.size());
+    }
+    // Adds a layer the model chose (not the caller's configuration) at the end.
+    void append(LayerPtr<T> layer) {
+        out_shape = layer->out_shape;
+        layers.push_back(std::move(layer));
         outs.resize(layers.size());
     }
     long in_size() const { return shape_size(in_shape); }

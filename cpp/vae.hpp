@@ -12,7 +12,7 @@
 
 #include "iwae.hpp"
 #include "kl.hpp"
-#include "likelihoods.hpp"
+#include "likelihood_kernels.hpp"
 #include "optimizers.hpp"
 #include "stack.hpp"
 
@@ -44,20 +44,47 @@ struct CustomLik {
 struct LossSums {
     double loss = 0, rec = 0, kl = 0;
     long n = 0;
+    void add(const LossSums& s) {
+        loss += s.loss;
+        rec += s.rec;
+        kl += s.kl;
+        n += s.n;
+    }
 };
 
 // Thrown when a batch's loss is NaN or inf; no update was applied for that batch.
 struct NonFiniteLoss : std::runtime_error {
     long batch;
-    NonFiniteLoss(long b, const std::string& msg) : std::runtime_error(msg), batch(b) {}
+    // batches = 0: a batch of a stream, whose length is unknown
+    NonFiniteLoss(long b, long batches, double loss)
+        : std::runtime_error(std::string("the loss became ") + (std::isnan(loss) ? "NaN" : "inf") +
+                             " at batch " + std::to_string(b + 1) +
+                             (batches > 0 ? " of " + std::to_string(batches) : std::string())),
+          batch(b) {}
 };
 
 // Called after each batch with (batches done, batches in the epoch, running sums); false stops.
 using Progress = std::function<bool(long, long, const LossSums&)>;
 
+// The order in which an epoch visits the N samples: Fisher-Yates with counter-based uniforms of
+// stream shuffle|epoch (or 0..N-1 without shuffling). The CUDA backend uses it too.
+inline std::vector<long> epoch_order(const Philox& rng, long N, bool shuffle, long epoch) {
+    std::vector<long> perm(N);
+    std::iota(perm.begin(), perm.end(), 0L);
+    if (shuffle) {
+        const uint64_t s = stream_id(Purpose::shuffle, uint64_t(epoch));
+        for (long i = N - 1; i > 0; --i) {
+            long j = long(rng.uniform(s, uint64_t(i)) * double(i + 1));
+            std::swap(perm[i], perm[std::min(j, i)]);
+        }
+    }
+    return perm;
+}
+
 template <typename T>
 class Vae {
   public:
+    using value_type = T;
     VaeConfig cfg;
     Philox rng;
     Stack<T> enc, dec;
@@ -83,15 +110,35 @@ class Vae {
         mu_head->name = "z_mean";
         lv_head->name = "z_log_var";
         dec.build(c.decoder, {L}, "decoder");
-        if (dec.out_size() != long(P) * D)
-            throw ValueError("the decoder's output has " + std::to_string(dec.out_size()) +
-                             " values per sample but the likelihood needs " + std::to_string(P) +
-                             " x " + std::to_string(D));
+        if (P > 1 && interleaves_parameters(dec.out_shape)) {
+            dec.append(LayerPtr<T>(new ChannelsToBlocksLayer<T>(dec.out_shape, P)));
+            dec.layers.back()->name = "channels_to_blocks";
+        }
+        if (dec.out_size() != long(P) * D) {
+            const std::string last = dec.layers.empty() ? "" : " (layer '" + dec.layers.back()->name + "')";
+            throw ValueError("the decoder's output shape " + shape_str(dec.out_shape) + last + " has " +
+                             std::to_string(dec.out_size()) + " values per sample but the likelihood needs " +
+                             std::to_string(P) + " x " + std::to_string(D) + " for input_shape " +
+                             shape_str(c.input_shape) +
+                             (P > 1 && c.input_shape.size() >= 2
+                                  ? ": end the decoder with " + std::to_string(P) + " x channels of the input"
+                                  : ""));
+        }
         enc.first_index = 0;
         dec.first_index = int(enc.layers.size()) + 2;
         bind();
         init_weights();
         opt.reset(long(params.size()));
+    }
+
+    // A decoder ending in (H, W, P*C) for images (H, W, C) or (H, W) (C = 1) gives the P values of
+    // each pixel side by side; the likelihoods want P blocks of D, so the model appends a
+    // ChannelsToBlocks layer. Decoders that already end in P*D flat values or in blocks are kept.
+    bool interleaves_parameters(const Shape& out) const {
+        const Shape& in = cfg.input_shape;
+        if (out.size() != 3 || (in.size() != 2 && in.size() != 3)) return false;
+        const int C = in.size() == 3 ? in[2] : 1;
+        return out[0] == in[0] && out[1] == in[1] && out[2] == P * C;
     }
 
     // Every layer in parameter order: encoder, z_mean, z_log_var, decoder.
@@ -216,18 +263,10 @@ class Vae {
     LossSums train_epoch(const T* X, long N, int batch_size, bool shuffle, long epoch,
                          const Progress& progress) {
         use_threads(cfg.threads);
-        std::vector<long> perm(N);
-        std::iota(perm.begin(), perm.end(), 0L);
-        if (shuffle) {  // Fisher-Yates with counter-based uniforms
-            const uint64_t s = stream_id(Purpose::shuffle, uint64_t(epoch));
-            for (long i = N - 1; i > 0; --i) {
-                long j = long(rng.uniform(s, uint64_t(i)) * double(i + 1));
-                std::swap(perm[i], perm[std::min(j, i)]);
-            }
-        }
+        const std::vector<long> perm = epoch_order(rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
         reserve(int(std::min<long>(batch_size, N)), K());
-        std::fill(grads.begin(), grads.end(), T(0));  // kept zero by the optimizer from here on
+        std::fill(grads.begin(), grads.end(), T(0));  // then kept zero by each update
         LossSums tot;
         for (long k = 0; k < nb; ++k) {
             const int B = int(std::min<long>(batch_size, N - k * batch_size));
@@ -235,40 +274,36 @@ class Vae {
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
             for (int b = 0; b < B; ++b)
                 std::memcpy(xb + long(b) * D, X + perm[k * batch_size + b] * D, sizeof(T) * D);
-            fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, long(B) * K(),
-                     cfg.epsilon_std);
-            forward(xb, B, true, true);
-            LossSums s = batch_sums(B);
-            if (!std::isfinite(s.loss))
-                throw NonFiniteLoss(k, std::string("the loss became ") +
-                                           (std::isnan(s.loss) ? "NaN" : "inf") +
-                                           " at batch " + std::to_string(k + 1) + " of " +
-                                           std::to_string(nb));
-            backward(xb, B, true);
-            opt.update(params.data(), grads.data(), long(params.size()), weight_ranges, true);
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            LossSums s = step(xb, B, k, nb);
+            tot.add(s);
+            // The callback may run inference on this model (encode, decode, save): every buffer
+            // the next step reads is refilled by its forward pass.
             if (progress && !progress(k + 1, nb, tot)) break;
         }
         return tot;
     }
 
-    // Loss sums over X (N, D) without training; sample i's noise depends only on (seed, i).
-    LossSums evaluate(const T* X, long N, int batch_size) {
+    // One optimizer step on a batch X (B, D) given by the caller (streamed data); `batch` only
+    // names the batch in a NonFiniteLoss message.
+    LossSums train_batch(const T* X, int B, long batch) {
+        use_threads(cfg.threads);
+        reserve(B, K());
+        return step(stage(xbatch_, X, long(B) * D), B, batch, 0);
+    }
+
+    // Loss sums over X (N, D) without training; sample i's noise depends only on (seed, i), where
+    // X's rows are samples first, first + 1, ... of the data (first > 0 for streamed batches).
+    LossSums evaluate(const T* X, long N, int batch_size, long first = 0) {
         use_threads(cfg.threads);
         LossSums tot;
         for (long start = 0; start < N; start += batch_size) {
             const int B = int(std::min<long>(batch_size, N - start));
             reserve(B, K());
-            fill_eps(stream_id(Purpose::eval_eps, 0), start * K(), long(B) * K(), cfg.epsilon_std);
+            fill_eps(stream_id(Purpose::eval_eps, 0), (first + start) * K(), long(B) * K(),
+                     cfg.epsilon_std);
             forward(stage(xbatch_, X + start * D, long(B) * D), B, false);
             LossSums s = batch_sums(B);
-            tot.loss += s.loss;
-            tot.rec += s.rec;
-            tot.kl += s.kl;
-            tot.n += B;
+            tot.add(s);
         }
         return tot;
     }
@@ -287,6 +322,7 @@ class Vae {
         std::fill(grads.begin(), grads.end(), T(0));
         backward(x, int(N), false);
         std::copy(grads.begin(), grads.end(), grad_out);
+        std::fill(grads.begin(), grads.end(), T(0));  // training steps expect zero gradients
         return batch_sums(int(N));
     }
 
@@ -374,7 +410,7 @@ class Vae {
     const T* p_ = nullptr;  // decoder output of the last forward
     const T* xr_ = nullptr; // x, or x replicated K times (IWAE), of the last forward
     Buffer<T> mu_, lv_, eps_, z_, nll_, kl_, dmu_, dlv_, dz_, dh_, dh2_, dp_, ga_, gb_, xbatch_,
-        xrep_;
+        xrep_, state_before_;
     bool dp_ready_ = false;  // dp_ holds the likelihood gradient of the last forward
 
     // The two latent heads are equal-sized products of the same input: with two threads each
@@ -416,6 +452,23 @@ class Vae {
     }
     std::vector<double> c_, bound_, wn_;  // IWAE: -log weights, bounds, normalised weights
     long capB_ = 0, capR_ = 0;  // workspace capacity: samples, decoder rows
+
+    // The training step on the batch xb (B, D) in xbatch_: noise from the step number, forward,
+    // a finiteness check before anything changes, backward and the update. Batch k of nb (nb = 0:
+    // of a stream) in error messages.
+    LossSums step(const T* xb, int B, long k, long nb) {
+        fill_eps(stream_id(Purpose::train_eps, uint64_t(opt.step)), 0, long(B) * K(), cfg.epsilon_std);
+        state_before_.assign(state.begin(), state.end());  // the forward moves BatchNorm's statistics
+        forward(xb, B, true, true);
+        LossSums s = batch_sums(B);
+        if (!std::isfinite(s.loss)) {
+            std::copy(state_before_.begin(), state_before_.end(), state.begin());
+            throw NonFiniteLoss(k, nb, s.loss);
+        }
+        backward(xb, B, true);  // grads are zero here: see zero_grads below and gradients()
+        opt.update(params.data(), grads.data(), long(params.size()), weight_ranges, true);
+        return s;
+    }
 
     // xrep_ (B*K, D): row b*K + k is x[b]
     const T* replicate(const T* x, int B, int K) {

@@ -14,10 +14,12 @@ H_EPS = 1e-5   # finite-difference step
 TOL = 1e-6     # relative error of an analytic gradient
 
 
-def harness(layer, in_shape, seed=0, naive=False):
+def harness(layer, in_shape, seed=0, naive=False, chunk_rows=None):
     cfg = layer.config() if isinstance(layer, L.Layer) else dict(layer)
     if naive:
         cfg["naive"] = 1
+    if chunk_rows is not None:
+        cfg["chunk_rows"] = chunk_rows
     return _core.LayerHarness(cfg, list(in_shape), seed)
 
 
@@ -305,20 +307,37 @@ def test_maxpool_forward_matches_numpy(pool, strides, padding):
 
 # ---- the fast kernels against the naive direct loops ----------------------------------------
 
+@pytest.mark.parametrize("chunk_rows", [None, 1, 40], ids=["one-chunk", "per-sample", "chunks"])
 @pytest.mark.parametrize("cls", [L.Conv2D, L.Conv2DTranspose])
 @pytest.mark.parametrize("in_shape,filters,k,s,padding", CONV_CASES, ids=CONV_IDS)
-def test_conv_fast_matches_naive(cls, in_shape, filters, k, s, padding):
+def test_conv_fast_matches_naive(cls, in_shape, filters, k, s, padding, chunk_rows):
     rng = np.random.default_rng(2)
     layer = cls(filters, k, s, padding, activation="tanh")
-    fast, naive = harness(layer, in_shape), harness(layer, in_shape, naive=True)
+    fast, naive = harness(layer, in_shape, chunk_rows=chunk_rows), harness(layer, in_shape, naive=True)
     randomise(fast, rng)
     naive.set_params(fast.get_params())
-    for B in (9, 2, 9):  # the per-thread scratch is reused across batch sizes
+    for B in (9, 2, 9):  # the scratch is reused across batch sizes; 9 = chunks of 2 or 3 and 1
         x = rng.normal(size=(B, int(np.prod(in_shape))))
         dout = rng.normal(size=(B, int(np.prod(fast.out_shape))))
         np.testing.assert_allclose(fast.forward(x), naive.forward(x), rtol=1e-12, atol=1e-12)
         for a, b in zip(fast.backward(x, dout), naive.backward(x, dout)):
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("cls", [L.Conv2D, L.Conv2DTranspose])
+def test_conv_fast_matches_naive_on_threaded_sizes(cls):
+    # large enough for the threaded im2col / col2im loops and for several chunks
+    rng = np.random.default_rng(17)
+    layer = cls(6, 5, 2, "same", activation="relu")
+    fast = harness(layer, (24, 20, 8), chunk_rows=200)
+    naive = harness(layer, (24, 20, 8), naive=True)
+    randomise(fast, rng)
+    naive.set_params(fast.get_params())
+    x = rng.normal(size=(7, 24 * 20 * 8))
+    dout = rng.normal(size=(7, int(np.prod(fast.out_shape))))
+    np.testing.assert_allclose(fast.forward(x), naive.forward(x), rtol=1e-12, atol=1e-12)
+    for a, b in zip(fast.backward(x, dout), naive.backward(x, dout)):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
 
 
 # ---- gradients against finite differences ---------------------------------------------------

@@ -201,6 +201,47 @@ def test_mnist_without_fallback_or_substitute_raises(isolated):
         datasets.mnist(download=False, fallback=True)
 
 
+def test_load_mnist_gives_keras_pairs(isolated, monkeypatch):
+    monkeypatch.setenv("VAECPP_DATA", str(isolated / "data"))
+    train = write_split(isolated / "data" / "mnist", "train", n=6, seed=1)
+    test = write_split(isolated / "data" / "mnist", "test", n=4, seed=2)
+    (x, y), (xt, yt) = datasets.load_mnist(download=False, fallback=False)
+    assert x.dtype == np.float32 and x.max() <= 1.0
+    np.testing.assert_allclose(x, train[0] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, train[1])
+    np.testing.assert_allclose(xt, test[0] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(yt, test[1])
+
+
+def test_load_mnist_splits_the_test_set_when_the_training_set_is_missing(isolated, monkeypatch):
+    monkeypatch.setenv("VAECPP_DATA", str(isolated / "data"))
+    images, labels = write_split(isolated / "data" / "mnist", "test", n=10)
+    with pytest.warns(datasets.DatasetFallbackWarning, match="first 7 digits for training, its last 3"):
+        (x, y), (xt, yt) = datasets.load_mnist(download=False, holdout=3, normalize=False)
+    np.testing.assert_array_equal(x, images[:7])
+    np.testing.assert_array_equal(yt, labels[7:])
+    with pytest.raises(ValueError, match="holdout"):
+        datasets.load_mnist(download=False, holdout=10)
+    with pytest.raises(FileNotFoundError, match="MNIST train files"):
+        datasets.load_mnist(download=False, fallback=False)
+
+
+def test_load_mnist_falls_back_to_fashion_mnist(isolated):
+    train = write_split(isolated / "system", "train", n=3)
+    write_split(isolated / "system", "test", n=2)
+    with pytest.warns(datasets.DatasetFallbackWarning, match="Fashion-MNIST's training and test"):
+        (x, _), (xt, _) = datasets.load_mnist(download=False, normalize=False)
+    np.testing.assert_array_equal(x, train[0])
+    assert len(xt) == 2
+
+
+def test_load_mnist_rejects_bad_arguments(isolated):
+    with pytest.raises(ValueError, match="holdout"):
+        datasets.load_mnist(holdout=0)
+    with pytest.raises(TypeError, match="split"):
+        datasets.load_mnist(split="train")
+
+
 # ---- Frey faces --------------------------------------------------------------------------------
 
 def write_frey(path, n=7, seed=0):

@@ -28,6 +28,9 @@ def test_round_trip_identical_outputs(tmp_path, trained, blobs):
     assert loaded.get_config() == trained.get_config()
     assert loaded.optimizer.get_config() == trained.optimizer.get_config()
     assert not [p for p in os.listdir(tmp_path) if p != "model.vae"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_resume_matches_uninterrupted_training(tmp_path, blobs):

@@ -114,3 +114,14 @@ def test_summary_lists_every_layer(capsys):
     for needle in ("z_mean", "z_log_var", "Sampling", "decoder_output", "(None, 784)",
                    "Total params: 101,652"):
         assert needle in out
+
+
+def test_vaecpp_threads_environment_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv("VAECPP_THREADS", "1")
+    assert vaecpp.VAE(4, 2, hidden=(3,), seed=0).threads == 1
+    assert vaecpp.VAE(4, 2, hidden=(3,), seed=0, threads=2).threads == 2  # the argument wins
+    monkeypatch.setenv("VAECPP_THREADS", "zero")
+    with pytest.raises(ValueError, match="VAECPP_THREADS"):
+        vaecpp.VAE(4, 2, hidden=(3,), seed=0)
+    monkeypatch.delenv("VAECPP_THREADS")
+    assert vaecpp.VAE(4, 2, hidden=(3,), seed=0).threads == vaecpp.build_info()["max_threads"]

@@ -6,28 +6,41 @@
 >>> history = vae.fit(x_train, epochs=10, batch_size=100, validation_data=x_test)
 """
 
-from . import callbacks, layers, likelihoods, optimizers
+from . import callbacks, layers, likelihoods, optimizers, sources
 from ._core import build_info as _build_info
 from .callbacks import History
 from .likelihoods import Likelihood
 from .model import VAE
 from .saving import load_model
+from . import architectures
+from .architectures import celeba_conv_vae, keras_mnist_conv_vae
 
 __version__ = "0.1.0"
 
 __all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", "optimizers", "build_info",
-           "cuda_available", "__version__"]
+           "cuda_available", "__version__", "architectures", "celeba_conv_vae", "keras_mnist_conv_vae",
+           "sources"]
 
 
 def build_info():
-    """How the engine was built: OpenMP, CUDA, SIMD features, Eigen version, compiler."""
+    """How the engine was built: OpenMP, CUDA (and, in CUDA builds, ``cuda_devices``: how many
+    devices the driver reports now, and ``cuda_gemm``: cuBLAS or the built-in kernel), SIMD
+    features, Eigen version, compiler."""
     info = dict(_build_info())
     from ._core import max_threads
     info["max_threads"] = max_threads()
+    if info["cuda"]:
+        info["cuda_devices"] = _cuda_device_count()
     info["version"] = __version__
     return info
 
 
+def _cuda_device_count():
+    from . import _core
+    return int(_core.cuda_device_count()) if hasattr(_core, "cuda_device_count") else 0
+
+
 def cuda_available():
-    """True when this build has the CUDA backend and a GPU is present."""
-    return bool(_build_info()["cuda"])
+    """True when this build has the CUDA backend and a CUDA device is present, i.e. when
+    ``VAE(..., backend="cuda")`` can run."""
+    return bool(_build_info()["cuda"]) and _cuda_device_count() > 0

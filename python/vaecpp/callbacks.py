@@ -2,7 +2,13 @@
 
 ``fit`` calls ``on_train_begin``, ``on_epoch_begin(epoch)``, ``on_epoch_end(epoch, logs)`` and
 ``on_train_end``; a callback may set ``model.stop_training = True`` to stop after the epoch.
-Batches run inside the C++ engine, so there are no per-batch hooks.
+
+``on_train_batch_end(step, logs)`` gets the model's global optimizer step (``vae._core.step``:
+steps done since the optimizer was compiled, across ``fit`` calls) and the running means of the
+epoch so far. With streamed data (generators, data sources) it runs after every batch. With
+arrays a whole epoch runs inside the C++ engine, which calls back at most every 0.1 s and after
+the last batch: there the hook is **throttled** and sees only some steps, so count steps from the
+``step`` argument rather than from calls. Setting ``model.stop_training`` in it ends the epoch.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import os
 import sys
 import time
 
+import numpy as np
+
 __all__ = [
     "Callback", "History", "ProgressBar", "EarlyStopping", "ModelCheckpoint", "LambdaCallback",
     "CSVLogger", "TerminateOnNaN", "LearningRateScheduler", "ReduceLROnPlateau",
+    "PeriodicCheckpoint", "ImageSnapshots",
 ]
 
 
@@ -36,6 +45,16 @@ class Callback:
 
     def on_epoch_end(self, epoch, logs=None):
         pass
+
+    def on_train_batch_end(self, step, logs=None):
+        """After a training batch; ``step`` is the global optimizer step (see the module notes:
+        with array data this hook is throttled to every 0.1 s)."""
+
+
+def has_batch_hook(callback):
+    """Whether ``callback`` defines ``on_train_batch_end`` (fit skips the per-batch calls else)."""
+    fn = getattr(callback, "on_train_batch_end", None)
+    return fn is not None and getattr(fn, "__func__", None) is not Callback.on_train_batch_end
 
 
 class History(Callback):
@@ -69,11 +88,11 @@ class ProgressBar(Callback):
         self.start = time.perf_counter()
         if self.verbose == 1:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}",
+            self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}",  # None: unknown
                             unit="batch", file=sys.stdout, leave=True, dynamic_ncols=True)
 
     def on_batches(self, done, loss):
-        """Called from the engine at most every 0.1 s with the running mean loss."""
+        """Called after batches (from the engine at most every 0.1 s) with the running mean loss."""
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
             self.bar.set_postfix_str(f"loss: {loss:.4f}", refresh=False)
@@ -81,7 +100,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.start
         if self.bar is not None:
-            self.bar.update(self.steps - self.bar.n)
+            if self.steps is not None:
+                self.bar.update(self.steps - self.bar.n)
             self.bar.set_postfix_str(format_logs(logs or {}), refresh=True)
             self.bar.close()
             self.bar = None
@@ -176,9 +196,10 @@ class ModelCheckpoint(_Monitor):
 
 class LambdaCallback(Callback):
     def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
-                 on_train_end=None):
+                 on_train_end=None, on_train_batch_end=None):
         for name, fn in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
-                         ("on_train_begin", on_train_begin), ("on_train_end", on_train_end)):
+                         ("on_train_begin", on_train_begin), ("on_train_end", on_train_end),
+                         ("on_train_batch_end", on_train_batch_end)):
             if fn is not None:
                 setattr(self, name, fn)
 
@@ -268,6 +289,161 @@ class ReduceLROnPlateau(_Monitor):
                     print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to "
                           f"{opt.learning_rate}.")
                 self.cooldown_left, self.wait = self.cooldown, 0
+
+
+class PeriodicCheckpoint(Callback):
+    """Saves the model every ``every_seconds`` seconds of training, for runs of hours or days.
+
+    The clock is checked after each batch report (see the module notes) and each epoch, so a
+    save lands at the first of those after the interval. ``filepath`` may contain ``{step}``
+    (the global optimizer step) and ``{epoch}`` (1-based), e.g. ``"ckpt/vae-{step:08d}.vae"``;
+    directories are created. Of the files this callback has written, the newest ``keep`` stay
+    and older ones are deleted (``keep=None`` keeps all). Saves are atomic, so a crash during
+    one leaves the previous checkpoint intact; resume with ``load_model`` and
+    ``fit(..., initial_epoch=len(vae.history.epoch))``.
+    """
+
+    def __init__(self, filepath="checkpoint-{step:08d}.vae", every_seconds=600.0, keep=3,
+                 save_weights_only=False):
+        self.filepath = os.fspath(filepath)
+        self.every_seconds = float(every_seconds)
+        if not self.every_seconds >= 0:
+            raise ValueError(f"every_seconds must be >= 0, got {every_seconds}")
+        if keep is not None and (int(keep) != keep or keep < 1):
+            raise ValueError(f"keep must be a positive integer or None, got {keep!r}")
+        self.keep = keep
+        self.save_weights_only = save_weights_only
+        self.saved = []  # paths written, oldest first
+        self.epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.last = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, step, logs=None):
+        self._maybe_save(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._maybe_save(int(self.model._core.step))
+
+    def _maybe_save(self, step):
+        if time.monotonic() - self.last < self.every_seconds:
+            return
+        path = self.filepath.format(step=step, epoch=self.epoch + 1)
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+        self.last = time.monotonic()
+        if path in self.saved:
+            self.saved.remove(path)
+        self.saved.append(path)
+        while self.keep is not None and len(self.saved) > self.keep:
+            old = self.saved.pop(0)
+            if os.path.exists(old):
+                os.remove(old)
+
+
+class ImageSnapshots(Callback):
+    """Every ``every_steps`` optimizer steps, saves PNG image grids to ``directory``:
+
+    * ``reconstructions-{step:08d}.png``: pairs of rows, the inputs ``x[:n]`` above their
+      reconstructions;
+    * ``samples-{step:08d}.png``: ``samples`` decoded draws from the prior, the same draws
+      (from ``seed``) every time, so successive files show the same points as training goes on;
+    * ``interpolations-{step:08d}.png``: one row per pair of inputs ``(x[0], x[1])``,
+      ``(x[2], x[3])``, ...: the decoded points along the line between their posterior means.
+
+    With array data the step hook is throttled (see the module notes), so a snapshot lands at the
+    first report at or after each multiple of ``every_steps``. ``value_range`` gives the values
+    shown black and white (``(-1, 1)`` for a tanh decoder); small images are enlarged ``zoom``
+    times (default: to at least 64 pixels). Decoding uses the moving BatchNorm statistics, like
+    every call outside ``fit``. Needs Pillow.
+    """
+
+    def __init__(self, directory, x, every_steps=1000, n=8, samples=16, interpolation_steps=8,
+                 value_range=(0.0, 1.0), seed=0, zoom=None):
+        self.directory = os.fspath(directory)
+        self.x = np.asarray(x)[:n]
+        if len(self.x) < 1:
+            raise ValueError("ImageSnapshots needs at least one input image in x")
+        self.every_steps = int(every_steps)
+        if self.every_steps < 1:
+            raise ValueError(f"every_steps must be >= 1, got {every_steps}")
+        self.samples, self.interpolation_steps = int(samples), int(interpolation_steps)
+        self.value_range, self.seed, self.zoom = value_range, seed, zoom
+        self.next_step = None
+        self.written = []  # (step, paths)
+
+    def on_train_begin(self, logs=None):
+        step = int(self.model._core.step)
+        self.next_step = (step // self.every_steps + 1) * self.every_steps
+
+    def on_train_batch_end(self, step, logs=None):
+        if self.next_step is not None and step >= self.next_step:
+            self.save(step)
+            self.next_step = (step // self.every_steps + 1) * self.every_steps
+
+    def save(self, step):
+        """Writes the three grids for the model as it is now; returns their paths."""
+        from ._imageutil import image_shape_of, to_display
+        vae = self.model
+        shape = image_shape_of(vae)
+        show = lambda images: to_display(images, shape, self.value_range)  # noqa: E731
+        rng = np.random.default_rng(self.seed)
+        z = rng.standard_normal((self.samples, vae.latent_dim)) * vae.get_config()["prior_std"]
+        mu = vae.encode(self.x)
+        t = np.linspace(0.0, 1.0, self.interpolation_steps)[:, None]
+        pairs = [(a, a + 1) for a in range(0, len(mu) - 1, 2)]
+        grids = {
+            "reconstructions": _interleave(show(self.x), show(vae.reconstruct(self.x))),
+            "samples": _rows(show(vae.decode(z)), int(math.ceil(math.sqrt(self.samples)))),
+            "interpolations": [show(vae.decode((1 - t) * mu[a] + t * mu[b])) for a, b in pairs],
+        }
+        os.makedirs(self.directory, exist_ok=True)
+        paths = []
+        for name, rows in grids.items():
+            if not rows:
+                continue
+            path = os.path.join(self.directory, f"{name}-{step:08d}.png")
+            _save_png(path, rows, self.zoom)
+            paths.append(path)
+        self.written.append((step, paths))
+        return paths
+
+
+def _rows(images, ncols):
+    return [images[i:i + ncols] for i in range(0, len(images), ncols)]
+
+
+def _interleave(a, b, ncols=8):
+    """Rows of ``a`` each followed by the same columns of ``b``."""
+    out = []
+    for ra, rb in zip(_rows(a, ncols), _rows(b, ncols)):
+        out += [ra, rb]
+    return out
+
+
+def _save_png(path, rows, zoom=None, pad=2):
+    """Tiles rows of display images (values in [0, 1]) into one PNG with a white border."""
+    from PIL import Image
+    h, w = rows[0][0].shape[:2]
+    zoom = zoom or max(1, -(-64 // max(h, w)))
+    ncols = max(len(r) for r in rows)
+    colour = rows[0][0].ndim == 3
+    H, W = len(rows) * (h + pad) + pad, ncols * (w + pad) + pad
+    canvas = np.ones((H, W, 3) if colour else (H, W))
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + h, x:x + w] = img
+    canvas = np.repeat(np.repeat(canvas, zoom, axis=0), zoom, axis=1)
+    Image.fromarray(np.round(canvas * 255).astype(np.uint8)).save(path)
 
 
 class CallbackList:

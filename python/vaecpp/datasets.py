@@ -38,6 +38,7 @@ from ._image_folder import ImageFolderSource, image_folder
 
 __all__ = [
     "mnist",
+    "load_mnist",
     "fashion_mnist",
     "frey_faces",
     "digits",
@@ -295,6 +296,67 @@ def mnist(path=None, split="train", normalize=False, download=True, mirror=None,
             )
             return data
         raise
+
+
+def load_mnist(normalize=True, fallback=True, holdout=1000, **kwargs):
+    """MNIST as Keras's ``mnist.load_data()`` gives it: ``((x_train, y_train), (x_test, y_test))``.
+
+    Parameters
+    ----------
+    normalize : bool
+        ``float32`` in [0, 1] (default) or ``uint8`` in 0-255.
+    fallback : bool
+        What to do where the 60,000 training digits cannot be loaded (not
+        found, no network): if True, say so with a
+        :class:`DatasetFallbackWarning` and use the MNIST test set split in
+        two, its first ``10000 - holdout`` digits for training and its last
+        ``holdout`` for testing; if MNIST cannot be loaded at all,
+        Fashion-MNIST's training and test sets.  If False, raise.
+    holdout : int
+        Test-set size when the MNIST test set stands in for both sets.
+    **kwargs
+        ``path``, ``download``, ``mirror``, ``cache_dir`` as for :func:`mnist`.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        Images ``(n, 28, 28)`` and labels ``(n,)``.
+    """
+    holdout = int(holdout)
+    if not 0 < holdout < _SPLIT_SIZES["test"]:
+        raise ValueError(f"holdout must be between 1 and {_SPLIT_SIZES['test'] - 1}, got {holdout}")
+    args = (kwargs.pop("path", None), normalize, kwargs.pop("download", True),
+            kwargs.pop("mirror", None), kwargs.pop("cache_dir", None))
+    if kwargs:
+        raise TypeError(f"load_mnist() got unexpected keyword arguments {sorted(kwargs)}")
+    path, rest = args[0], args[1:]
+    try:
+        train = _load_idx_split(_MNIST, "train", path, *rest)
+    except (OSError, ValueError) as error:
+        if not fallback:
+            raise
+        reason = " ".join(str(error).split())
+        try:
+            x, y = _load_idx_split(_MNIST, "test", path, *rest)
+        except (OSError, ValueError):
+            try:
+                train = _load_idx_split(_FASHION_MNIST, "train", None, *rest)
+                test = _load_idx_split(_FASHION_MNIST, "test", None, *rest)
+            except (OSError, ValueError):
+                raise error from None
+            warnings.warn(f"MNIST unavailable ({reason}); using Fashion-MNIST's training and test "
+                          f"sets instead ({len(train[0])} + {len(test[0])} clothing images)",
+                          DatasetFallbackWarning, stacklevel=2)
+            return train, test
+        if holdout >= len(x):
+            raise ValueError(f"holdout={holdout} leaves none of the {len(x)} MNIST test images "
+                             f"for training") from None
+        cut = len(x) - holdout
+        warnings.warn(f"MNIST training set unavailable ({reason}); using the MNIST test set "
+                      f"instead: its first {cut} digits for training, its last {holdout} for "
+                      f"testing", DatasetFallbackWarning, stacklevel=2)
+        return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+    return train, _load_idx_split(_MNIST, "test", path, *rest)
 
 
 def frey_faces(path=None, download=True, mirror=None, cache_dir=None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "Dropout", "Flatten", "Reshape", "Conv2D",
     "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "BatchNorm", "BatchNormalization",
-    "from_config",
+    "ChannelsToBlocks", "from_config",
 ]
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus")
@@ -224,6 +224,25 @@ class BatchNorm(Layer):
 
 BatchNormalization = BatchNorm
 
+
+class ChannelsToBlocks(Layer):
+    """(h, w, groups * c) -> (groups, h, w, c): channel ``p * c + j`` goes to block ``p``.
+
+    Likelihoods with two values per pixel (``"gaussian"``, ``"laplace"`` with a learned scale)
+    read them as two blocks of ``prod(input_shape)`` values; a convolutional decoder gives them
+    as ``2 * c`` channels per pixel. ``VAE`` appends this layer by itself when the decoder ends
+    in ``(h, w, P * c)`` for inputs ``(h, w, c)``; place it yourself for other layouts.
+    """
+
+    kind = "channels_to_blocks"
+
+    def __init__(self, groups, name=None):
+        super().__init__(name, groups=groups)
+        self.groups = _positive_int(groups, "ChannelsToBlocks groups")
+
+    def options(self):
+        return {"groups": self.groups}
+
 _CLASSES = {}
 
 
@@ -234,7 +253,7 @@ def register(cls):
 
 
 for _cls in (Dense, Activation, ReLU, Dropout, Flatten, Reshape, Conv2D, Conv2DTranspose, MaxPool2D,
-             BatchNorm):
+             BatchNorm, ChannelsToBlocks):
     register(_cls)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _core, _checks, callbacks as cbks, layers as L, optimizers
 from .likelihoods import Likelihood, sample_builtin
 from .callbacks import History
+from .sources import Stream, is_stream
 
 __all__ = ["VAE"]
 
@@ -66,9 +69,13 @@ class VAE:
     reduction : "sum" or "mean"
         mse only: sum or mean of the squared errors over data dimensions.
     encoder, decoder : list of vaecpp.layers.Layer or None
-        Explicit layer stacks (e.g. convolutions). The encoder ends before the z heads; the
-        decoder must end with the likelihood's outputs (``params_per_dim * prod(input_shape)``
-        values per sample).
+        Explicit layer stacks (e.g. convolutions; ``vaecpp.architectures`` has reference ones).
+        The encoder ends before the z heads; the decoder must end with the likelihood's outputs,
+        ``params_per_dim * prod(input_shape)`` values per sample as ``params_per_dim`` blocks. A
+        convolutional decoder for images ``(h, w, c)`` may end in ``(h, w, params_per_dim * c)``
+        channels instead (e.g. ``likelihood="gaussian"``: a mean and a log-variance channel per
+        colour): the model then appends a ``layers.ChannelsToBlocks`` layer that regroups them.
+        A layer whose input shape does not fit raises ValueError naming it.
     objective : "elbo" or "iwae"
         Train on the ELBO (analytic KL) or on the importance-weighted bound with ``k`` samples
         (Burda et al. 2016; needs beta=1).
@@ -79,20 +86,29 @@ class VAE:
         identical numbers run after run.
     dtype : "float32" or "float64"
     threads : int or None
-        OpenMP threads (default: all cores).
+        OpenMP threads (default: ``$VAECPP_THREADS`` if set, else all cores).
+    backend : "cpu" or "cuda"
+        Where the engine runs. ``"cuda"`` needs vaecpp built with ``VAECPP_CUDA=ON`` and a CUDA
+        device (see ``vaecpp.cuda_available()``); it runs float32 MLP models (Dense, Activation,
+        Dropout, Flatten, Reshape) with the built-in likelihoods and the ELBO, and gives the same
+        numbers as the CPU to float rounding. Weights, optimizer state and files are the same on
+        both backends: ``load_model(path, backend=...)`` moves a model across.
+    device : int
+        The CUDA device's number (``backend="cuda"`` only).
     """
 
     def __init__(self, input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None,
                  activation="relu", likelihood="bernoulli", output_activation=None, dropout=0.0,
                  beta=1.0, epsilon_std=1.0, prior_std=1.0, log_var_clip=5.0, laplace_scale=None,
                  reduction="sum", encoder=None, decoder=None, objective="elbo", k=1, seed=None,
-                 dtype="float32", threads=None):
+                 dtype="float32", threads=None, backend="cpu", device=0):
         self.input_shape = _checks.shape_tuple(input_shape)
         self.input_dim = int(np.prod(self.input_shape))
         self.latent_dim = _checks.positive_int(latent_dim, "latent_dim")
         if dtype not in ("float32", "float64", np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(dtype)
+        device = _check_backend(backend, device, self.dtype)
         self.custom_likelihood = likelihood if isinstance(likelihood, Likelihood) else None
         if self.custom_likelihood is not None:
             likelihood = type(likelihood).__name__
@@ -129,7 +145,8 @@ class VAE:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
         self.seed = _checks.positive_int(seed, "seed", minimum=0)
-        threads = _core.max_threads() if threads is None else threads
+        if threads is None:
+            threads = _default_threads()
         threads = _checks.positive_int(threads, "threads")
         dropout = _checks.number(dropout, "dropout", 0.0)
         if dropout >= 1.0:
@@ -162,7 +179,7 @@ class VAE:
             log_var_clip=_checks.number(log_var_clip, "log_var_clip", 0.0, open_minimum=True),
             laplace_scale=laplace_scale, reduction=reduction, objective=objective, k=k,
             seed=self.seed,
-            dtype=self.dtype.name, threads=threads,
+            dtype=self.dtype.name, threads=threads, backend=backend, device=device,
             encoder=[layer.get_config() for layer in self.encoder_layers],
             decoder=[layer.get_config() for layer in self.decoder_layers])
         if self.custom_likelihood is not None:
@@ -174,8 +191,12 @@ class VAE:
             custom_params_per_dim=self.params_per_dim if self.custom_likelihood else 0,
             laplace_scale=laplace_scale or 0.0, iwae_k=k,
             **_engine_stacks(self.encoder_layers, self.decoder_layers))
-        core_cls = _core.VaeF32 if self.dtype == np.float32 else _core.VaeF64
-        self._core = core_cls(engine_cfg, self.custom_likelihood)
+        if backend == "cuda":
+            self._core = _core.VaeCudaF32(engine_cfg, None, device)
+        else:
+            core_cls = _core.VaeF32 if self.dtype == np.float32 else _core.VaeF64
+            self._core = core_cls(engine_cfg, self.custom_likelihood)
+        self.backend, self.device = backend, device
         self._weight_index = self._weight_layout()
         self._core_loc_act = loc_act
 
@@ -252,51 +273,85 @@ class VAE:
 
     # ---- training -------------------------------------------------------------------------
     def fit(self, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+            steps_per_epoch=None, validation_steps=None):
         """Trains for ``epochs - initial_epoch`` epochs; returns a History of this call.
 
+        ``x`` is an array, or data that does not fit in memory (see :mod:`vaecpp.sources`): a
+        data source with ``batches(batch_size, shuffle, seed, epoch)`` such as
+        ``datasets.image_folder(path, stream=True)``, a generator of batches (with
+        ``steps_per_epoch``), or another iterable of batches; each batch is one optimizer step.
         ``y`` must be None or ``x`` itself (a VAE reconstructs its input). ``validation_data`` is
-        an array or a tuple ``(x_val, anything)``. Ctrl-C stops between batches: the model stays
-        usable and ``vae.history`` keeps every finished epoch.
+        an array, a tuple ``(x_val, anything)`` or a stream (a generator with
+        ``validation_steps``). Ctrl-C stops between batches: the model stays usable and
+        ``vae.history`` keeps every finished epoch.
         """
-        if y is not None and y is not x and not (
+        streaming = is_stream(x)
+        if y is not None and (streaming or y is not x and not (
                 isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and y.shape == x.shape
-                and np.array_equal(y, x)):
-            raise ValueError("a VAE reconstructs its input: y must be None or the same array as x")
+                and np.array_equal(y, x))):
+            raise ValueError("a VAE reconstructs its input: y must be None or the same array as x"
+                             + (" (None for a data source or generator)" if streaming else ""))
         batch_size = _checks.positive_int(batch_size, "batch_size")
         epochs = _checks.positive_int(epochs, "epochs", minimum=0)
         initial_epoch = _checks.positive_int(initial_epoch, "initial_epoch", minimum=0)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        x_rows = self._rows(x)
-        val_rows = None
+        if steps_per_epoch is not None:
+            steps_per_epoch = _checks.positive_int(steps_per_epoch, "steps_per_epoch")
+            if not streaming:
+                raise ValueError("steps_per_epoch is for data sources and generators; with arrays "
+                                 "an epoch is one pass over x")
         split = _checks.number(validation_split, "validation_split", 0.0)
+        val = None
         if validation_data is not None:
             if isinstance(validation_data, tuple):
                 if not validation_data:
                     raise ValueError("validation_data is an empty tuple")
                 validation_data = validation_data[0]
-            val_rows = self._rows(validation_data, "validation_data")
-        elif split > 0:
-            if split >= 1.0:
-                raise ValueError(f"validation_split must be in [0, 1), got {split}")
-            n_val = int(len(x_rows) * split)
-            if n_val < 1 or n_val >= len(x_rows):
-                raise ValueError(f"validation_split={split} leaves no training or no validation "
-                                 f"samples out of {len(x_rows)}")
-            x_rows, val_rows = x_rows[:-n_val], x_rows[-n_val:]
+            val = self._data(validation_data, batch_size, validation_steps, "validation_data",
+                             "validation_steps")
+        if streaming:
+            if split > 0:
+                raise ValueError("validation_split needs array data; give a data source or "
+                                 "generator its validation_data")
+            train = Stream(x, batch_size, steps_per_epoch, self.seed, "x", "steps_per_epoch")
+            steps = train.steps
+        else:
+            train = self._rows(x)
+            if validation_data is None and split > 0:
+                if split >= 1.0:
+                    raise ValueError(f"validation_split must be in [0, 1), got {split}")
+                n_val = int(len(train) * split)
+                if n_val < 1 or n_val >= len(train):
+                    raise ValueError(f"validation_split={split} leaves no training or no "
+                                     f"validation samples out of {len(train)}")
+                train, val = train[:-n_val], train[-n_val:]
+            steps = -(-len(train) // batch_size)
         if self.optimizer is None:
             self.compile()
 
-        steps = -(-len(x_rows) // batch_size)
         history = History()
         user_cbs = list(callbacks or [])
         terminate_on_nan = any(isinstance(c, cbks.TerminateOnNaN) for c in user_cbs)
         progress = cbks.ProgressBar(verbose, epochs, steps)
         log_lr = any(isinstance(c, (cbks.LearningRateScheduler, cbks.ReduceLROnPlateau))
                      for c in user_cbs)
+        batch_cbs = [c for c in user_cbs if cbks.has_batch_hook(c)]
         # History first, so user callbacks (e.g. ModelCheckpoint) see the finished epoch in it.
         cb = cbks.CallbackList([history, _Recorder(self.history), progress] + user_cbs, self)
+
+        def report(done, total, loss, rec, kl):
+            """After a batch (throttled to every 0.1 s for arrays); False ends the epoch."""
+            if verbose == 1:
+                progress.on_batches(done, loss)
+            if batch_cbs:
+                logs = {"loss": loss, "reconstruction_loss": rec, "kl_loss": kl}
+                step = int(self._core.step)
+                for c in batch_cbs:
+                    c.on_train_batch_end(step, dict(logs))
+            return not self.stop_training
+
         self.stop_training = False
         cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
@@ -304,10 +359,12 @@ class VAE:
             if self._beta_schedule is not None:
                 self._core.beta = _checks.number(self._beta_schedule(epoch), "beta(epoch)", 0.0)
             self._core.set_learning_rate(self.optimizer.learning_rate)
-            report = None if verbose != 1 else (
-                lambda done, total, loss, rec, kl: progress.on_batches(done, loss))
+            hook = report if verbose == 1 or batch_cbs else None
             try:
-                sums = self._core.train_epoch(x_rows, batch_size, bool(shuffle), epoch, report)
+                if streaming:
+                    sums = self._train_stream(train.epoch(epoch, bool(shuffle)), hook)
+                else:
+                    sums = self._core.train_epoch(train, batch_size, bool(shuffle), epoch, hook)
             except _core.NonFiniteLoss as e:
                 if not terminate_on_nan:
                     raise FloatingPointError(
@@ -316,27 +373,65 @@ class VAE:
                 logs = {"loss": float("nan")}
                 cb.on_epoch_end(epoch, logs)
                 break
+            if sums["n"] == 0:  # a generator that had run dry
+                break
             logs = _means(sums)
             if self._beta_schedule is not None:
                 logs["beta"] = self._core.beta
             if log_lr:  # the rate this epoch ran with
                 logs["learning_rate"] = self.optimizer.learning_rate
-            if val_rows is not None:
-                val = _means(self._core.evaluate(val_rows, batch_size))
-                logs.update({"val_" + k: v for k, v in val.items()})
+            if val is not None:
+                logs.update({"val_" + k: v for k, v in _means(self._evaluate_sums(val, batch_size)).items()})
             cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
+            if self.stop_training or streaming and train.exhausted:
                 break
         cb.on_train_end({})
         return history
 
+    def _train_stream(self, batches, report):
+        """One epoch over streamed batches, one optimizer step each; the loss sums."""
+        tot = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
+        for k, batch in enumerate(batches):
+            s = self._core.train_batch(self._rows(batch, f"batch {k + 1} of x"), k)
+            for key in tot:
+                tot[key] += s[key]
+            if report is not None:
+                m = _means(tot)
+                if not report(k + 1, None, m["loss"], m["reconstruction_loss"], m["kl_loss"]):
+                    break
+        return tot
+
+    def _data(self, data, batch_size, steps, name, steps_name):
+        """Array rows, or a Stream for a data source / generator / iterable of batches."""
+        if is_stream(data):
+            if steps is not None:
+                steps = _checks.positive_int(steps, steps_name)
+            return Stream(data, batch_size, steps, self.seed, name, steps_name)
+        return self._rows(data, name)
+
+    def _evaluate_sums(self, data, batch_size):
+        """Loss sums over array rows or over one pass of a Stream (unshuffled)."""
+        if not isinstance(data, Stream):
+            return self._core.evaluate(data, batch_size)
+        tot = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
+        for k, batch in enumerate(data.epoch(0, False)):
+            rows = self._rows(batch, f"batch {k + 1} of {data.name}")
+            s = self._core.evaluate(rows, batch_size, tot["n"])  # noise by position in the data
+            for key in tot:
+                tot[key] += s[key]
+        if tot["n"] == 0:
+            raise ValueError(f"{data.name} yielded no batches")
+        return tot
+
     # ---- inference ------------------------------------------------------------------------
-    def evaluate(self, x, y=None, batch_size=32, verbose=0):
+    def evaluate(self, x, y=None, batch_size=32, verbose=0, steps=None):
         """Mean loss terms per sample over x: ``loss``, ``reconstruction_loss``, ``kl_loss`` and
         ``elbo`` (= -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise
-        of sample i depends only on the seed and i, so the result is repeatable."""
+        of sample i depends only on the seed and i, so the result is repeatable. ``x`` may be a
+        data source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``),
+        read once in order: the same data as an array gives the same numbers."""
         batch_size = _checks.positive_int(batch_size, "batch_size")
-        out = _means(self._core.evaluate(self._rows(x), batch_size))
+        out = _means(self._evaluate_sums(self._data(x, batch_size, steps, "x", "steps"), batch_size))
         out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
         return out
 
@@ -476,7 +571,9 @@ class VAE:
                 rows.append(("z", "Sampling", (self.latent_dim,), 0))
         width = max(len(f"{r[0]} ({r[1]})") for r in rows) + 2
         line = "-" * (width + 34)
-        print_fn(f'Model: "vae"  likelihood: {self.likelihood}  dtype: {self.dtype.name}')
+        where = "cpu" if self.backend == "cpu" else f"cuda:{self.device}"
+        print_fn(f'Model: "vae"  likelihood: {self.likelihood}  dtype: {self.dtype.name}  '
+                 f'backend: {where}')
         print_fn(line)
         print_fn(f"{'Layer (type)':<{width}}{'Output Shape':<22}{'Param #':>12}")
         print_fn("=" * len(line))
@@ -515,6 +612,35 @@ class _Recorder(cbks.Callback):
         self.lifetime.on_epoch_end(epoch, dict(logs or {}))
 
 
+BACKENDS = ("cpu", "cuda")
+
+
+def _check_backend(backend, device, dtype):
+    """Validates backend and device; returns the device number. A CUDA request that this build or
+    machine cannot serve raises RuntimeError saying why, before any engine is built."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
+        raise ValueError(f"device must be a CUDA device number >= 0, got {device!r}")
+    device = int(device)
+    if backend == "cpu":
+        return device
+    if not hasattr(_core, "VaeCudaF32"):
+        raise RuntimeError("backend='cuda' is not available: this vaecpp was built without CUDA. "
+                           "Rebuild it with  pip install . -C cmake.define.VAECPP_CUDA=ON  "
+                           "(needs nvcc), or use backend='cpu'")
+    count = _core.cuda_device_count()
+    if count == 0:
+        raise RuntimeError("backend='cuda' is not available: vaecpp was built with CUDA but no "
+                           "CUDA device was found (no GPU, or no NVIDIA driver); use backend='cpu'")
+    if device >= count:
+        raise ValueError(f"device={device} but only {count} CUDA device"
+                         f"{'s are' if count > 1 else ' is'} present (0..{count - 1})")
+    if dtype != np.float32:
+        raise ValueError("the CUDA backend runs float32 only: use dtype='float32' or backend='cpu'")
+    return device
+
+
 def _engine_stacks(encoder, decoder):
     """Engine configs of both stacks, unnamed layers named like Keras: dense, dense_1, ..."""
     counts = {}
@@ -530,6 +656,22 @@ def _engine_stacks(encoder, decoder):
             cfgs.append(cfg)
         stacks[key] = cfgs
     return stacks
+
+
+def _default_threads():
+    """``$VAECPP_THREADS`` (a positive integer) if set, else the number of cores. On a busy
+    machine fewer threads than cores can be much faster: OpenMP threads wait for each other at
+    every layer."""
+    value = os.environ.get("VAECPP_THREADS", "").strip()
+    if not value:
+        return _core.max_threads()
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"VAECPP_THREADS must be a positive integer, got {value!r}")
+    return n
 
 
 def _means(sums):

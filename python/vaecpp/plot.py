@@ -252,6 +252,11 @@ def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3
     return canvas, xs, ys
 
 
+def _tick(v):
+    """A short tick label; a rounding error's -1e-16 is shown as 0."""
+    return "0" if abs(v) < 1e-9 else f"{v:.2g}"
+
+
 def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), scale=1.0,
              dims=(0, 1), fixed=None, image_shape=None, value_range=(0.0, 1.0), figsize=None,
              title=None):
@@ -295,13 +300,13 @@ def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), 
     ax = fig.add_subplot()
     cmap = "gray" if canvas.ndim == 2 else None
     ax.imshow(canvas, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
-    step = max(1, len(xs) // 8)
+    step = max(1, -(-len(xs) // 8))  # at most 8 labelled ticks per axis
     ax.set_xticks(np.arange(len(xs))[::step] * w + w / 2 - 0.5)
-    ax.set_xticklabels([f"{v:.2g}" for v in xs[::step]])
+    ax.set_xticklabels([_tick(v) for v in xs[::step]])
     ax.set_xlabel(f"z[{dims[0]}]")
     if len(ys):
         ax.set_yticks(np.arange(len(ys))[::step] * h + h / 2 - 0.5)
-        ax.set_yticklabels([f"{v:.2g}" for v in ys[::step]])
+        ax.set_yticklabels([_tick(v) for v in ys[::step]])
         ax.set_ylabel(f"z[{dims[1]}]")
     else:
         ax.set_yticks([])

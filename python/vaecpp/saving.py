@@ -29,6 +29,9 @@ def _write(path, header, arrays):
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=".vaecpp-", suffix=".tmp", dir=directory)
     try:
+        umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{HEADER: blob}, **arrays)
             f.flush()
@@ -97,15 +100,21 @@ def save_model(model, path):
     _write(path, header, arrays)
 
 
-def load_model(path, custom_objects=None):
+def load_model(path, custom_objects=None, backend=None, device=None):
     """Rebuilds a model saved with ``VAE.save``: weights, optimizer state and history, so that
     ``fit(..., initial_epoch=len(model.history.epoch))`` continues where training stopped.
-    A model with a user-defined likelihood needs ``custom_objects={"ClassName": Class}``."""
+    A model with a user-defined likelihood needs ``custom_objects={"ClassName": Class}``.
+    ``backend`` / ``device`` override the saved ones: a model trained on the GPU loads on the CPU
+    with ``backend="cpu"`` and the other way round (the weight layout is the same)."""
     from .model import VAE
 
     header, arrays = _read(path, FORMAT)
     try:
         cfg = dict(header["config"])
+        if backend is not None:
+            cfg["backend"] = backend
+        if device is not None:
+            cfg["device"] = device
         if isinstance(cfg.get("likelihood"), dict):
             name = cfg["likelihood"]["class"]
             if name not in (custom_objects or {}):

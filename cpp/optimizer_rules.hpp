@@ -1,0 +1,102 @@
+// The optimizers' update rules for one element, Keras 3's (keras/src/optimizers/*.py), including
+// where epsilon goes. Eigen-free and VAECPP_HD: the CPU loop (optimizers.hpp) and the CUDA kernel
+// (cpp/cuda/optimizers.cu) run this same code.
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "base.hpp"
+
+namespace vaecpp {
+
+enum class Opt { adam, sgd, rmsprop, adagrad };
+
+struct OptSpec {
+    Opt kind = Opt::adam;
+    double learning_rate = 1e-3;
+    double beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-7;  // adam; epsilon also rmsprop/adagrad
+    double momentum = 0.0;                                // sgd
+    bool nesterov = false;                                // sgd
+    double rho = 0.9;                                     // rmsprop
+    double initial_accumulator_value = 0.1;               // adagrad
+    double clipnorm = 0.0, clipvalue = 0.0;               // 0 = off
+    double weight_decay = 0.0;                            // decoupled, as Keras: p -= lr * wd * p
+};
+
+inline Opt opt_from_name(const std::string& s) {
+    if (s == "adam") return Opt::adam;
+    if (s == "sgd") return Opt::sgd;
+    if (s == "rmsprop") return Opt::rmsprop;
+    if (s == "adagrad") return Opt::adagrad;
+    throw ValueError("unknown optimizer '" + s + "'; expected one of adam, sgd, rmsprop, adagrad");
+}
+
+// The constants of update number `step` (1 for the first), computed once per step in double.
+template <typename T>
+struct OptCoeffs {
+    Opt kind;
+    T lr, eps, decay;   // decay = 1 - lr * weight_decay
+    T alpha, a1, a2;    // adam: alpha = lr sqrt(1 - b2^t) / (1 - b1^t), a1 = 1 - b1, a2 = 1 - b2
+    T mu, rho;          // sgd momentum, rmsprop rho
+    bool nesterov;
+};
+
+template <typename T>
+OptCoeffs<T> opt_coeffs(const OptSpec& s, long step) {
+    const double t = double(step);
+    OptCoeffs<T> c;
+    c.kind = s.kind;
+    c.lr = T(s.learning_rate);
+    c.eps = T(s.epsilon);
+    c.decay = T(1.0 - s.learning_rate * s.weight_decay);
+    c.alpha = T(s.learning_rate * std::sqrt(1 - std::pow(s.beta_2, t)) / (1 - std::pow(s.beta_1, t)));
+    c.a1 = T(1 - s.beta_1);
+    c.a2 = T(1 - s.beta_2);
+    c.mu = T(s.momentum);
+    c.rho = T(s.rho);
+    c.nesterov = s.nesterov;
+    return c;
+}
+
+// Element i: p[i] -= update(g[i]); m and v are the rule's moments (unused ones may be null).
+//   adam:    m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2);  p -= alpha m / (sqrt(v) + eps)
+//   sgd:     m = mu m - lr g;  p += m  (nesterov: p += mu m - lr g);  plain: p -= lr g
+//   rmsprop: v = rho v + (1 - rho) g^2;  p -= lr g / (sqrt(v) + eps)
+//   adagrad: acc += g^2;  p -= lr g / (sqrt(acc) + eps)
+// Every rule first applies the decoupled weight decay p *= 1 - lr wd.
+template <typename T>
+VAECPP_HD inline void opt_update_elem(const OptCoeffs<T>& c, long i, T* p, const T* g, T* m, T* v) {
+    p[i] *= c.decay;
+    switch (c.kind) {
+        case Opt::adam:
+            m[i] += (g[i] - m[i]) * c.a1;
+            v[i] += (g[i] * g[i] - v[i]) * c.a2;
+            p[i] -= c.alpha * m[i] / (std::sqrt(v[i]) + c.eps);
+            break;
+        case Opt::sgd:
+            if (c.mu == T(0)) {
+                p[i] -= c.lr * g[i];
+            } else {
+                m[i] = c.mu * m[i] - c.lr * g[i];
+                p[i] += c.nesterov ? c.mu * m[i] - c.lr * g[i] : m[i];
+            }
+            break;
+        case Opt::rmsprop:
+            v[i] = c.rho * v[i] + (T(1) - c.rho) * g[i] * g[i];
+            p[i] -= c.lr * g[i] / (std::sqrt(v[i]) + c.eps);
+            break;
+        case Opt::adagrad:
+            v[i] += g[i] * g[i];
+            p[i] -= c.lr * g[i] / (std::sqrt(v[i]) + c.eps);
+            break;
+    }
+}
+
+// Keras's clipvalue: g in [-c, c].
+template <typename T>
+VAECPP_HD inline T clip_value(T g, T c) {
+    return g < -c ? -c : (g > c ? c : g);
+}
+
+}  // namespace vaecpp

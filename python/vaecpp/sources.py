@@ -1,0 +1,115 @@
+"""Data that does not fit in memory: what ``VAE.fit`` and ``VAE.evaluate`` accept besides arrays.
+
+* A **data source**: any object with ``batches(batch_size, shuffle=True, seed=0, epoch=0)``
+  returning an iterable of float arrays ``(b, *input_shape)`` that covers the data once, e.g.
+  ``vaecpp.datasets.image_folder(path, stream=True)``. ``fit`` asks it for a fresh pass each epoch
+  (shuffled from the model's seed and the epoch number); ``len(source)``, when defined, gives the
+  number of samples and so the steps of the progress bar.
+* A **generator** or other iterator of batches: one stream shared by all epochs, so ``fit`` needs
+  ``steps_per_epoch`` (``evaluate`` and validation need ``steps``/``validation_steps``). If it
+  runs dry, the epoch ends with the batches it gave and training stops with a warning.
+* Any other **re-iterable** of batches that is not array data (a list or tuple is array data:
+  wrap a list of batches in ``iter()``): iterated afresh each epoch.
+
+Every batch is one optimizer step, whatever its size (``batch_size`` is what ``fit`` asks a data
+source for). Batches may also be tuples ``(x, anything)``, as Keras generators yield them; only
+``x`` is used. Progress bar, callbacks, history, Ctrl-C and validation behave as with arrays.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import itertools
+import warnings
+
+import numpy as np
+
+__all__ = ["is_stream", "map_batches", "MappedSource"]
+
+
+def is_stream(data):
+    """Whether ``fit`` treats ``data`` as a stream of batches rather than an array."""
+    if hasattr(data, "batches"):
+        return True
+    if isinstance(data, (np.ndarray, list, tuple, str, bytes)) or hasattr(data, "__array__"):
+        return False
+    return isinstance(data, collections.abc.Iterable)
+
+
+class MappedSource:
+    """A data source whose batches are ``fn(batch)``; see :func:`map_batches`."""
+
+    def __init__(self, source, fn):
+        if not hasattr(source, "batches"):
+            raise TypeError(f"map_batches needs a data source with a batches() method, "
+                            f"got {type(source).__name__}")
+        self.source, self.fn = source, fn
+
+    def __len__(self):
+        return len(self.source)
+
+    def batches(self, batch_size, shuffle=True, seed=0, epoch=0):
+        for batch in self.source.batches(batch_size, shuffle=shuffle, seed=seed, epoch=epoch):
+            yield self.fn(batch)
+
+    def __repr__(self):
+        return f"MappedSource({self.source!r}, {getattr(self.fn, '__name__', self.fn)!r})"
+
+
+def map_batches(source, fn):
+    """The data source ``source`` with ``fn`` applied to every batch, e.g. images in [0, 1] to the
+    [-1, 1] of a tanh decoder: ``map_batches(image_folder(path, stream=True), lambda b: 2 * b - 1)``.
+    """
+    return MappedSource(source, fn)
+
+
+def _x_of(batch):
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+class Stream:
+    """Per-epoch iterators over the batches of a source, an iterator or a re-iterable."""
+
+    def __init__(self, data, batch_size, steps, seed, name, steps_name):
+        self.data, self.batch_size, self.seed, self.name = data, batch_size, seed, name
+        self.is_iterator = isinstance(data, collections.abc.Iterator) and not hasattr(data, "batches")
+        self.limit = steps
+        if self.is_iterator and steps is None:
+            raise ValueError(f"{name} is a generator (or another one-pass iterator): give the "
+                             f"number of batches to take from it per pass, {steps_name}=")
+        self.exhausted = False
+
+    @property
+    def steps(self):
+        """Batches per epoch if known (for the progress bar), else None."""
+        if self.limit is not None:
+            return self.limit
+        if hasattr(self.data, "batches") and hasattr(self.data, "__len__"):
+            return -(-len(self.data) // self.batch_size)
+        return None
+
+    def epoch(self, epoch, shuffle):
+        """The ``x`` arrays of one epoch's batches (at most ``steps`` of them)."""
+        if hasattr(self.data, "batches"):
+            it = self.data.batches(self.batch_size, shuffle=shuffle, seed=self.seed, epoch=epoch)
+        else:
+            it = self.data if self.is_iterator else iter(self.data)
+        return self._watch(iter(it))
+
+    def _watch(self, it):
+        """Yields up to ``steps`` batches from ``it``; closes a per-epoch iterator when done (e.g.
+        stops an image folder's decoding thread) and notes when a shared one ran dry."""
+        n = 0
+        try:
+            for batch in it if self.limit is None else itertools.islice(it, self.limit):
+                n += 1
+                yield _x_of(batch)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None and not self.is_iterator:
+                close()
+        if self.is_iterator and n < self.limit:
+            self.exhausted = True
+            warnings.warn(f"{self.name} ran out of batches after {n} of the {self.limit} steps of "
+                          f"this epoch; training stops (the generator must yield at least "
+                          f"steps_per_epoch * epochs batches)", UserWarning, stacklevel=2)
