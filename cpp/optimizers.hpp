@@ -57,9 +57,27 @@ struct Optimizer {
         // kernels), one contiguous part per thread; memory-bound, so split only large models.
         const int nt = threads_for(double(n), double(kParallelMin), n / 64 + 1);
         parallel_parts(n, nt, 64, [&](long i0, long i1) {
-            for (long i = i0; i < i1; ++i) opt_update_elem(c, i, p, g, mp, vp);
+            const long k = i1 - i0;
+            T* pm = mp ? mp + i0 : nullptr;  // a moment the rule does not use may be empty
+            T* pv = vp ? vp + i0 : nullptr;
+            switch (c.kind) {  // one loop per rule, so that each vectorises
+                case Opt::adam: apply<Opt::adam>(c, k, p + i0, g + i0, pm, pv); break;
+                case Opt::sgd: apply<Opt::sgd>(c, k, p + i0, g + i0, pm, pv); break;
+                case Opt::rmsprop: apply<Opt::rmsprop>(c, k, p + i0, g + i0, pm, pv); break;
+                case Opt::adagrad: apply<Opt::adagrad>(c, k, p + i0, g + i0, pm, pv); break;
+            }
             if (zero_grads) std::fill(g + i0, g + i1, T(0));
         });
+    }
+
+  private:
+    // The rule over n elements. The coefficients by value and restrict pointers: nothing the loop
+    // writes can alias what it reads, so the compiler vectorises it (sqrt and division included,
+    // with -fno-math-errno).
+    template <Opt K>
+    static void apply(const OptCoeffs<T> c, long n, T* __restrict p, const T* __restrict g,
+                      T* __restrict m, T* __restrict v) {
+        for (long i = 0; i < n; ++i) opt_rule<K>(c, i, p, g, m, v);
     }
 };
 
