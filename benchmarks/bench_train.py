@@ -294,6 +294,42 @@ def wait_quiet(max_wait, threshold=0.9):
             return idle
 
 
+def busy_cpu_seconds():
+    """CPU seconds the whole machine has spent busy since boot (all cores; steal included)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def children_cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def spawn_checked(framework, config, threads, args):
+    """Runs one worker; on a shared machine, runs it again (up to --retries times) when other
+    work took more than a tenth of a core on average while it ran, and keeps the least disturbed
+    attempt. The result records that foreign load ("foreign", in cores)."""
+    best = None
+    for attempt in range(1 + args.retries):
+        idle = wait_quiet(args.max_wait) if args.max_wait > 0 else 1.0
+        print(f"  {framework:7s} {config:16s} {threads} thread(s) (idle before: {100 * idle:.0f}%"
+              f"{', retry ' + str(attempt) if attempt else ''}) ...", file=sys.stderr, flush=True)
+        b0, c0, t0 = busy_cpu_seconds(), children_cpu_seconds(), time.time()
+        r = spawn(framework, config, threads, args)
+        wall = time.time() - t0
+        r["foreign"] = max(0.0, (busy_cpu_seconds() - b0) - (children_cpu_seconds() - c0)) / wall
+        print(f"    other work while it ran: {r['foreign']:.2f} cores", file=sys.stderr, flush=True)
+        if best is None or r["foreign"] < best["foreign"]:
+            best = r
+        if best["foreign"] <= 0.1:
+            break
+    return best
+
+
 def spawn(framework, config, threads, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--config", config,
            "--threads", str(threads), "--epochs", str(args.epochs),
@@ -378,6 +414,8 @@ def main(argv=None):
     p.add_argument("--gemm-n", type=int, default=None, help="size of the reference GEMM (2048)")
     p.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="Markdown report")
     p.add_argument("--no-write", action="store_true", help="print the tables only")
+    p.add_argument("--retries", type=int, default=None,
+                   help="runs again a measurement that other work disturbed (default 2; --quick 0)")
     p.add_argument("--max-wait", type=float, default=None,
                    help="before each run wait up to this many seconds for the cores to be idle "
                         "(default 180; --quick 0)")
@@ -391,6 +429,8 @@ def main(argv=None):
         args.epochs = 2 if args.quick else 5
     if args.max_wait is None:
         args.max_wait = 0.0 if args.quick else 180.0
+    if args.retries is None:
+        args.retries = 0 if args.quick else 2
     if args.inference_reps is None:
         args.inference_reps = 3 if args.quick else 7
     if args.latency_calls is None:
@@ -412,18 +452,22 @@ def main(argv=None):
     info = machine_info()
     info["load_before"] = os.getloadavg()
     n_train = len(load_data(args.subset, args.synthetic)[0])
-    gemm = {t: gemm_rates(t, gemm_n) for t in threads}
+    def measure_gemm():
+        if args.max_wait > 0:
+            wait_quiet(args.max_wait)
+        return {t: gemm_rates(t, gemm_n) for t in threads}
+
+    gemm = measure_gemm()
 
     rows = {}
     for cfg in configs:
         for t in threads:
             for fw in ("vaecpp", "torch"):
-                idle = wait_quiet(args.max_wait) if args.max_wait > 0 else 1.0
-                print(f"  {fw:7s} {cfg:16s} {t} thread(s) (idle before: {100 * idle:.0f}%) ...",
-                      file=sys.stderr, flush=True)
-                rows[cfg, t, fw] = spawn(fw, cfg, t, args)
-                rows[cfg, t, fw]["idle_before"] = idle
+                rows[cfg, t, fw] = spawn_checked(fw, cfg, t, args)
 
+    # The machine's rate is what it can do: the better of a measurement before and after.
+    again = measure_gemm()
+    gemm = {t: {k: max(gemm[t][k], again[t][k]) for k in gemm[t]} for t in threads}
     info["load_after"] = os.getloadavg()
     text = report(info, args, threads, configs, gemm, gemm_n, rows, n_train)
     print(text)
@@ -443,8 +487,11 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
     out.append("")
     out.append(f"1-minute load average before / after the run: {info['load_before'][0]:.2f} / "
                f"{info['load_after'][0]:.2f}. Each measurement waited (up to "
-               f"{args.max_wait:.0f} s) for the cores to be at least 90% idle; a row marked "
-               f"(busy) started without that, and its timings are pessimistic.")
+               f"{args.max_wait:.0f} s) for the cores to be at least 90% idle, and was run again "
+               f"(up to {args.retries} times, keeping the least disturbed run) when other work "
+               f"used more than a tenth of a core while it ran; a row marked (busy) is one where "
+               f"that never happened, and its timings are pessimistic. The machine's GEMM rate is "
+               f"the better of a measurement before and one after the runs.")
     out.append("")
     out.append(f"vaecpp {info['vaecpp']} ({info['compiler']}, Eigen {info['eigen']}, "
                f"SIMD: {info['simd']}), PyTorch {info['torch']}, NumPy {info['numpy']}, "
@@ -494,7 +541,7 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
             tv = statistics.median(v["epoch_times"][1:])
             tr = statistics.median(r["epoch_times"][1:])
             gv, gr = flops / tv * 1e-9, flops / tr * 1e-9
-            busy = "" if min(v["idle_before"], r["idle_before"]) >= 0.9 else " (busy)"
+            busy = "" if max(v["foreign"], r["foreign"]) <= 0.1 else " (busy)"
             out.append(
                 f"| {cfg} {arch} | {batch} | {t}{busy} | {tv:.3f} | {tr:.3f} | **{tr / tv:.2f}x** | "
                 f"{gv:.1f} | {100 * gv / machine_rate(gemm[t]):.0f}% | {gr:.1f} | "
