@@ -532,10 +532,12 @@ void bind_kernels_for(py::module_& k) {
           py::arg("x"), py::arg("W"), py::arg("b"), py::arg("activation"), py::arg("fast") = true,
           py::arg("threads") = 1);
     // Runs the forward pass, then backward with dout, accumulating into copies of dW0 / db0 /
-    // dinp0 (dinp0 only when accumulate_dinp); returns (dinp, dW, db).
+    // dinp0 (dinp0 only when accumulate_dinp; dW0, db0 only when accumulate_grads); returns
+    // (dinp, dW, db).
     k.def("dense_backward",
           [](const A& x, const A& W, const A& b, const A& dout, const std::string& act, const A& dW0,
-             const A& db0, const A& dinp0, bool accumulate_dinp, bool fast, int threads) {
+             const A& db0, const A& dinp0, bool accumulate_dinp, bool fast, int threads,
+             bool accumulate_grads) {
               const int B = int(x.shape(0)), C = int(W.shape(0)), OC = int(W.shape(1));
               check_rows(x, C, "x");
               check_rows(dout, OC, "dout");
@@ -549,9 +551,12 @@ void bind_kernels_for(py::module_& k) {
               std::copy(dinp0.data(), dinp0.data() + long(B) * C, dinp.mutable_data());
               (fast ? dense_backward<T> : dense_backward_ref<T>)(
                   dinp.mutable_data(), dW.mutable_data(), db.mutable_data(), g.data(), x.data(),
-                  y.data(), W.data(), B, C, OC, a, accumulate_dinp);
+                  y.data(), W.data(), B, C, OC, a, accumulate_dinp, accumulate_grads);
               return py::make_tuple(dinp, dW, db);
-          });
+          },
+          py::arg("x"), py::arg("W"), py::arg("b"), py::arg("dout"), py::arg("act"), py::arg("dW0"),
+          py::arg("db0"), py::arg("dinp0"), py::arg("accumulate_dinp"), py::arg("fast"),
+          py::arg("threads"), py::arg("accumulate_grads") = true);
     // C (+)= op(A) @ op(B) through the engine's product (fast) or Eigen (reference); C0 is the
     // starting C when accumulating.
     k.def("gemm", [](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b, bool accumulate,
@@ -618,7 +623,7 @@ void bind_kernels_for(py::module_& k) {
         use_threads(threads);
         for (long s = 0; s < gs.shape(0); ++s) {
             std::vector<T> g(gs.data() + s * n, gs.data() + (s + 1) * n);
-            opt.update(p.mutable_data(), g.data(), n, {{0, n}}, true);
+            opt.update(p.mutable_data(), g.data(), n, {{0, n}});
         }
         return p;
     });

@@ -27,10 +27,16 @@ void dense_forward_ref(T* out, const T* inp, const T* W, const T* b, int B, int 
 
 // With a = inp @ W + b and y = f(a):  da = dout * f'(a) (from y),
 //   dW += inp^T @ da,   db += sum_rows(da),   dinp = da @ W^T  (dinp += when accumulate_dinp).
-// dout is overwritten with da; dinp may be null (first layer); dW/db accumulate.
+// dout is overwritten with da; dinp may be null (first layer); dW/db accumulate (are set when
+// accumulate_grads is false).
 template <typename T>
 void dense_backward_ref(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, const T* W,
-                        int B, int C, int OC, Act act, bool accumulate_dinp = false) {
+                        int B, int C, int OC, Act act, bool accumulate_dinp = false,
+                        bool accumulate_grads = true) {
+    if (!accumulate_grads) {
+        std::fill(dW, dW + long(C) * OC, T(0));
+        std::fill(db, db + OC, T(0));
+    }
     for (long i = 0; i < long(B) * OC; ++i) dout[i] *= act_grad_from_output(act, out[i]);
     CMatMap<T> da(dout, B, OC);
     MatMap<T>(dW, C, OC).noalias() += CMatMap<T>(inp, B, C).transpose() * da;
@@ -48,10 +54,10 @@ void dense_backward_ref(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* o
 
 // ---- fast kernels ----------------------------------------------------------------------------------
 
-// db[j] += sum_r da[r, j] over a column block; the rows are summed in order (as the reference),
-// a chunk of columns at a time so the partial sums stay in registers.
+// db[j] (+)= sum_r da[r, j] over a column block (+= when accumulate); the rows are summed in order
+// (as the reference), a chunk of columns at a time so the partial sums stay in registers.
 template <typename T>
-void colsum_add(T* db, const T* da, long rows, long cols, long ld) {
+void colsum(T* db, const T* da, long rows, long cols, long ld, bool accumulate) {
     constexpr long kChunk = 256;
     T acc[kChunk];
     for (long j0 = 0; j0 < cols; j0 += kChunk) {
@@ -61,7 +67,7 @@ void colsum_add(T* db, const T* da, long rows, long cols, long ld) {
             const T* __restrict row = da + r * ld + j0;
             for (long j = 0; j < n; ++j) acc[j] += row[j];
         }
-        for (long j = 0; j < n; ++j) db[j0 + j] += acc[j];
+        for (long j = 0; j < n; ++j) db[j0 + j] = accumulate ? db[j0 + j] + acc[j] : acc[j];
     }
 }
 
@@ -85,17 +91,19 @@ void dense_forward(T* out, const T* inp, const T* W, const T* b, int B, int C, i
     });
 }
 
-// As dense_backward_ref. Phase 1 (split over OC): da, dW[:, blk] and db[blk] of each thread's
-// columns. Phase 2 (split over C, after a barrier since it reads all of da): dinp[:, blk].
+// As dense_backward_ref, except that dW and db are set rather than added to when accumulate_grads
+// is false (a training step: no pass to clear them first). Phase 1 (split over OC): da, dW[:, blk]
+// and db[blk] of each thread's columns. Phase 2 (split over C, after a barrier since it reads all
+// of da): dinp[:, blk].
 template <typename T>
 void dense_backward(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, const T* W, int B,
-                    int C, int OC, Act act, bool accumulate_dinp = false) {
+                    int C, int OC, Act act, bool accumulate_dinp = false, bool accumulate_grads = true) {
     auto grads = [&](long j0, long j1) {
-        // da = dout * f'(y);  dW[:, j0:j1] += inp^T @ da[:, j0:j1];  db[j0:j1] += colsum(da)
+        // da = dout * f'(y);  dW[:, j0:j1] (+)= inp^T @ da[:, j0:j1];  db[j0:j1] (+)= colsum(da)
         const long n = j1 - j0;
         act_grad_block(dout + j0, dout + j0, out + j0, B, n, OC, act);
-        gemm<T>(C, n, B, inp, 1, C, dout + j0, OC, false, dW + j0, OC, true);  // A = inp^T
-        colsum_add(db + j0, dout + j0, B, n, OC);
+        gemm<T>(C, n, B, inp, 1, C, dout + j0, OC, false, dW + j0, OC, accumulate_grads);  // A = inp^T
+        colsum(db + j0, dout + j0, B, n, OC, accumulate_grads);
     };
     auto input_grad = [&](long c0, long c1) {
         // dinp[:, c0:c1] (+)= da @ W[c0:c1, :]^T

@@ -47,6 +47,9 @@ struct Ctx {
     const Philox* rng = nullptr;
     uint64_t step = 0;     // global optimisation step, for dropout masks
     int layer_index = 0;   // position in the whole model, for independent streams
+    // backward sets the gradients instead of adding to them (a training step: whatever grads
+    // held before is stale, and a layer that can write its gradient directly skips a pass).
+    bool set_grads = false;
 };
 
 template <typename T>
@@ -76,8 +79,12 @@ struct Layer {
     }
     // inp is (B, in_size), out is (B, out_size)
     virtual void forward(T* out, const T* inp, int B, const Ctx& ctx) = 0;
-    // Accumulates into grads; dinp is (B, in_size) and may be null; dout may be overwritten.
+    // Adds its gradients to grads (sets them when ctx.set_grads and writes_grads()); dinp is
+    // (B, in_size) and may be null; dout may be overwritten.
     virtual void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx& ctx) = 0;
+    // Whether backward honours ctx.set_grads itself; for the other layers the stack zeroes grads
+    // first.
+    virtual bool writes_grads() const { return false; }
 };
 
 // Glorot-uniform (Keras's default kernel initialiser): U(-r, r), r = sqrt(6 / (fan_in + fan_out)).

@@ -32,10 +32,11 @@ struct DenseLayer : Layer<T> {
     void forward(T* out, const T* inp, int B, const Ctx&) override {
         dense_forward(out, inp, this->params, this->params + long(C) * OC, B, C, OC, act);
     }
-    void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx&) override {
+    void backward(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx& ctx) override {
         dense_backward(dinp, this->grads, this->grads + long(C) * OC, dout, inp, out, this->params,
-                       B, C, OC, act);
+                       B, C, OC, act, false, !ctx.set_grads);
     }
+    bool writes_grads() const override { return true; }
 };
 
 template <typename T>

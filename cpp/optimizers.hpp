@@ -44,10 +44,8 @@ struct Optimizer {
         }
     }
 
-    // p -= update(g); g may be modified by clipping, and is zeroed when zero_grads is set (so the
-    // next backward pass can accumulate into it without a separate pass to clear it).
-    void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges,
-                bool zero_grads = false) {
+    // p -= update(g); g may be modified by clipping.
+    void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges) {
         clip(g, n, ranges);
         ++step;
         const OptCoeffs<T> c = opt_coeffs<T>(spec, step);
@@ -66,7 +64,6 @@ struct Optimizer {
                 case Opt::rmsprop: apply<Opt::rmsprop>(c, k, p + i0, g + i0, pm, pv); break;
                 case Opt::adagrad: apply<Opt::adagrad>(c, k, p + i0, g + i0, pm, pv); break;
             }
-            if (zero_grads) std::fill(g + i0, g + i1, T(0));
         });
     }
 

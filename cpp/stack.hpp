@@ -68,7 +68,9 @@ struct Stack {
             ctx.layer_index = first_index + int(i);
             const T* inp = i == 0 ? x : outs[i - 1].data();
             T* dinp = i == 0 ? dx : (g == ga ? gb : ga);
-            layers[i]->backward(dinp, g, inp, outs[i].data(), B, ctx);
+            Layer<T>& l = *layers[i];
+            if (ctx.set_grads && !l.writes_grads()) std::fill(l.grads, l.grads + l.num_params(), T(0));
+            l.backward(dinp, g, inp, outs[i].data(), B, ctx);
             g = dinp;
         }
     }

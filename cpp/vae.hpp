@@ -185,12 +185,13 @@ class Vae {
         }
     }
 
-    // Accumulates the gradient of the mean loss into grads (zero them first). ELBO: the loss is
-    // mean_b(nll_b + beta kl_b); IWAE: mean_b(-bound_b).
+    // Sets grads to the gradient of the mean loss (every layer's backward runs once, setting its
+    // part). ELBO: the loss is mean_b(nll_b + beta kl_b); IWAE: mean_b(-bound_b).
     void backward(const T* x, int B, bool training) {
         const int K = this->K();
         const long R = long(B) * K;
         Ctx ctx = context(training);
+        ctx.set_grads = true;
         const T w = T(1.0 / B);
         if (!dp_ready_) grad_rows(dp_.data(), xr_, p_, R, w);
         dp_ready_ = false;
@@ -266,7 +267,6 @@ class Vae {
         const std::vector<long> perm = epoch_order(rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
         reserve(int(std::min<long>(batch_size, N)), K());
-        std::fill(grads.begin(), grads.end(), T(0));  // then kept zero by each update
         LossSums tot;
         for (long k = 0; k < nb; ++k) {
             const int B = int(std::min<long>(batch_size, N - k * batch_size));
@@ -319,10 +319,8 @@ class Vae {
             fill_eps(stream_id(Purpose::eval_eps, 0), 0, N * K(), cfg.epsilon_std);
         const T* x = stage(xbatch_, X, N * D);
         forward(x, int(N), false, true);
-        std::fill(grads.begin(), grads.end(), T(0));
         backward(x, int(N), false);
         std::copy(grads.begin(), grads.end(), grad_out);
-        std::fill(grads.begin(), grads.end(), T(0));  // training steps expect zero gradients
         return batch_sums(int(N));
     }
 
@@ -424,11 +422,12 @@ class Vae {
                       [&] { lv_head->forward(lv, h, B, ctx); });
     }
 
-    // A latent head's backward; dinp accumulates when `accumulate`.
+    // A latent head's backward (setting its weight gradients, as every backward here does);
+    // dinp accumulates when `accumulate`.
     void head_backward(DenseLayer<T>& h, T* dinp, T* dout, const T* inp, const T* out, int B,
                        bool accumulate) {
         dense_backward(dinp, h.grads, h.grads + long(h.C) * h.OC, dout, inp, out, h.params, B, h.C,
-                       h.OC, h.act, accumulate);
+                       h.OC, h.act, accumulate, false);
     }
 
     // dh_ = dmu @ Wmu^T + dlv @ Wlv^T (and the heads' weight gradients): the heads run side by
@@ -465,8 +464,8 @@ class Vae {
             std::copy(state_before_.begin(), state_before_.end(), state.begin());
             throw NonFiniteLoss(k, nb, s.loss);
         }
-        backward(xb, B, true);  // grads are zero here: see zero_grads below and gradients()
-        opt.update(params.data(), grads.data(), long(params.size()), weight_ranges, true);
+        backward(xb, B, true);
+        opt.update(params.data(), grads.data(), long(params.size()), weight_ranges);
         return s;
     }
 

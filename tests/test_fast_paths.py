@@ -56,6 +56,28 @@ def test_dense_backward_matches_reference(dtype, shape, act, accumulate, threads
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_backward_sets_weight_gradients(dtype, shape, threads):
+    """A training step's backward sets dW and db (whatever they held) instead of adding to them:
+    the same numbers, bit for bit, as adding to zeros."""
+    B, C, OC = shape
+    rng = np.random.default_rng(B + C + OC)
+    x, W, b = rand(rng, (B, C), dtype), rand(rng, (C, OC), dtype, -0.3, 0.3), rand(rng, OC, dtype)
+    dout = rand(rng, (B, OC), dtype)
+    stale = rand(rng, (C, OC), dtype, 1e3, 2e3), rand(rng, OC, dtype, 1e3, 2e3)
+    zeros = np.zeros((C, OC), dtype), np.zeros(OC, dtype)
+    dinp0 = np.zeros((B, C), dtype)
+    for fast in (False, True):
+        t = threads if fast else 1
+        set_ = K.dense_backward(x, W, b, dout, "relu", *stale, dinp0, False, fast, t,
+                                accumulate_grads=False)
+        added = K.dense_backward(x, W, b, dout, "relu", *zeros, dinp0, False, fast, t)
+        for s, a in zip(set_, added):
+            np.testing.assert_array_equal(s, a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("act", ACTS)
 def test_activations_match_reference(dtype, act):
     rng = np.random.default_rng(1)
