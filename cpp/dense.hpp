@@ -79,9 +79,24 @@ inline int gemm_threads(int B, int C, int OC, long n) {
     return threads_for(work, kGemmMinPerThread, (n + kColAlign - 1) / kColAlign);
 }
 
-// inp is (B,C), W is (C,OC), b is (OC,), out is (B,OC)
+// Row blocks are cut at multiples of this (a whole GEMM row tile).
+constexpr long kRowAlign = 8;
+
+// inp is (B,C), W is (C,OC), b is (OC,), out is (B,OC). More rows than columns (inference on many
+// rows): each thread takes a block of rows and all of W, so it packs W once and multiplies full-
+// width strips; otherwise (training batches, one-point decodes) a block of W's columns, so each
+// thread reads only its part of W. Either way every output is the same sum in the same order.
 template <typename T>
 void dense_forward(T* out, const T* inp, const T* W, const T* b, int B, int C, int OC, Act act) {
+    if (B > OC) {
+        const int nt = threads_for(double(B) * C * OC, kGemmMinPerThread, B / kRowAlign);
+        parallel_parts(B, nt, kRowAlign, [&](long r0, long r1) {
+            // out[r0:r1, :] = f(inp[r0:r1, :] @ W + b)
+            gemm<T>(r1 - r0, OC, C, inp + r0 * C, C, 1, W, OC, false, out + r0 * OC, OC, false);
+            bias_act_block(out + r0 * OC, b, r1 - r0, OC, OC, act);
+        });
+        return;
+    }
     const int nt = gemm_threads(B, C, OC, OC);
     parallel_parts(OC, nt, kColAlign, [&](long j0, long j1) {
         // out[:, j0:j1] = f(inp @ W[:, j0:j1] + b[j0:j1])

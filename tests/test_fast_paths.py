@@ -8,8 +8,9 @@ from vaecpp import _core
 
 K = _core.kernels
 ACTS = ["linear", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus"]
-# Sizes around the GEMM split points: 1 row, odd widths, widths below / at / above a 16-column block.
-SHAPES = [(1, 3, 5), (7, 33, 17), (50, 784, 64), (64, 200, 300), (3, 2, 512)]
+# Sizes around the GEMM split points: 1 row, odd widths, widths below / at / above a 16-column block;
+# more rows than columns (the forward splits rows then).
+SHAPES = [(1, 3, 5), (7, 33, 17), (50, 784, 64), (64, 200, 300), (3, 2, 512), (301, 40, 20)]
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 
