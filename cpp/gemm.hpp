@@ -174,7 +174,7 @@ inline void transpose_tile(typename Simd<T>::type* r) {
 // Per-thread scratch for the packed panels; grows once, never shrinks (no allocation per call).
 template <typename T>
 inline T* scratch(int which, size_t n) {
-    static thread_local std::vector<T> buf[2];
+    static thread_local Buffer<T> buf[2];
     if (buf[which].size() < n) buf[which].resize(n);
     return buf[which].data();
 }
