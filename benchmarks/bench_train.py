@@ -1,7 +1,7 @@
 """vaecpp vs PyTorch on the CPU, side by side: training speed, GEMM efficiency, memory, losses and
 inference speed of the same Bernoulli VAE on Fashion-MNIST.
 
-    python benchmarks/bench_train.py            # full run (~20 min on 2 cores), writes RESULTS.md
+    python benchmarks/bench_train.py            # full run (~25 min on 2 cores), writes RESULTS.md
     python benchmarks/bench_train.py --quick    # smoke run: 1 timed epoch on 6000 rows
     python benchmarks/bench_train.py --threads 2 --configs wide-deep --epochs 5
 
@@ -435,7 +435,7 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true", help="print the tables only")
     p.add_argument("--rounds", type=int, default=None,
                    help="measure everything this many times, keeping each framework's fastest "
-                        "round (default 2; --quick 1)")
+                        "round (default 3; --quick 1)")
     p.add_argument("--retries", type=int, default=None,
                    help="runs again a measurement that other work disturbed (default 2; --quick 0)")
     p.add_argument("--max-wait", type=float, default=None,
@@ -450,7 +450,7 @@ def main(argv=None):
     if args.epochs is None:
         args.epochs = 2 if args.quick else 4
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 2
+        args.rounds = 1 if args.quick else 3
     if args.max_wait is None:
         args.max_wait = 0.0 if args.quick else 180.0
     if args.retries is None:
