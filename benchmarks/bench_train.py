@@ -420,6 +420,11 @@ def fmt_time(s):
     return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
+# Options left unset: (value with --quick, value otherwise).
+DEFAULTS = {"epochs": (2, 4), "rounds": (1, 3), "max_wait": (0.0, 180.0), "retries": (0, 2),
+            "inference_reps": (3, 7), "latency_calls": (100, 1000)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -447,18 +452,9 @@ def main(argv=None):
     p.add_argument("--config", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    if args.epochs is None:
-        args.epochs = 2 if args.quick else 4
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else 3
-    if args.max_wait is None:
-        args.max_wait = 0.0 if args.quick else 180.0
-    if args.retries is None:
-        args.retries = 0 if args.quick else 2
-    if args.inference_reps is None:
-        args.inference_reps = 3 if args.quick else 7
-    if args.latency_calls is None:
-        args.latency_calls = 100 if args.quick else 1000
+    for name, (quick, full) in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     if args.worker:
         args.threads = args.threads[0]
         return worker(args)
