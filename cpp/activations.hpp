@@ -16,30 +16,18 @@ enum class Act { linear, relu, leaky_relu, elu, tanh, sigmoid, softplus };
 constexpr double kLeakySlope = 0.2;  // Keras 3's default negative_slope for "leaky_relu"
 constexpr double kEluAlpha = 1.0;
 
+// The names the configuration uses, in the enum's order: the one list Python reads (vaecpp._core).
+constexpr const char* kActNames[] = {"linear", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus"};
+constexpr int kNumActs = int(sizeof(kActNames) / sizeof(kActNames[0]));
+
 inline Act act_from_name(const std::string& s) {
-    if (s == "linear" || s == "none" || s.empty()) return Act::linear;
-    if (s == "relu") return Act::relu;
-    if (s == "leaky_relu") return Act::leaky_relu;
-    if (s == "elu") return Act::elu;
-    if (s == "tanh") return Act::tanh;
-    if (s == "sigmoid") return Act::sigmoid;
-    if (s == "softplus") return Act::softplus;
-    throw ValueError("unknown activation '" + s +
-                     "'; expected one of linear, relu, leaky_relu, elu, tanh, sigmoid, softplus");
+    if (s == "none" || s.empty()) return Act::linear;
+    for (int i = 0; i < kNumActs; ++i)
+        if (s == kActNames[i]) return Act(i);
+    throw ValueError("unknown activation '" + s + "'; expected one of " + join_names(kActNames));
 }
 
-inline const char* act_name(Act a) {
-    switch (a) {
-        case Act::linear: return "linear";
-        case Act::relu: return "relu";
-        case Act::leaky_relu: return "leaky_relu";
-        case Act::elu: return "elu";
-        case Act::tanh: return "tanh";
-        case Act::sigmoid: return "sigmoid";
-        case Act::softplus: return "softplus";
-    }
-    return "?";
-}
+inline const char* act_name(Act a) { return kActNames[int(a)]; }
 
 // Numerically stable logistic function and log(1 + e^x). The scalar formulas are VAECPP_HD: the
 // CUDA kernels (cpp/cuda/activations.cu) call these very functions.

@@ -36,6 +36,14 @@ inline std::string shape_str(const Shape& s) {
     return out + ")";
 }
 
+// Joins a name table for error messages: "a, b, c".
+template <int N>
+inline std::string join_names(const char* const (&names)[N]) {
+    std::string out;
+    for (int i = 0; i < N; ++i) out += (i ? ", " : "") + std::string(names[i]);
+    return out;
+}
+
 // Errors the bindings map to Python exceptions: bad arguments -> ValueError.
 struct ValueError : std::invalid_argument {
     using std::invalid_argument::invalid_argument;

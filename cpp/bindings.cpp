@@ -658,6 +658,17 @@ PYBIND11_MODULE(_core, m) {
     bind_harness(m);
     bind_kernels(m);
     m.def("max_threads", &max_threads);
+    // The engine's vocabularies, so that Python checks and documents names from one list.
+    m.attr("ACTIVATIONS") = py::tuple(py::cast(std::vector<std::string>(kActNames, kActNames + kNumActs)));
+    m.attr("LIKELIHOODS") = py::tuple(py::cast(std::vector<std::string>(kLikNames, kLikNames + kNumLiks)));
+    m.attr("OPTIMIZERS") = py::tuple(py::cast(std::vector<std::string>(kOptNames, kOptNames + kNumOpts)));
+    m.def("likelihood_params_per_dim", [](const std::string& name, double laplace_scale) {
+        LikSpec s;
+        s.kind = lik_from_name(name);
+        s.laplace_scale = laplace_scale;
+        return s.params_per_dim();
+    }, py::arg("name"), py::arg("laplace_scale") = 0.0,
+       "Decoder outputs per data dimension of a built-in likelihood.");
     // GFLOP/s of the best of `reps` (n,n) @ (n,n) float32 products with `threads` threads: the
     // machine's large-GEMM rate the benchmarks compare against. kernel="engine": the product the
     // dense layers use (gemm.hpp, columns split between threads as they do); "eigen": Eigen's

@@ -29,14 +29,14 @@ struct LikSpec {
     }
 };
 
+// The names the configuration uses, in the enum's order: the one list Python reads (vaecpp._core).
+constexpr const char* kLikNames[] = {"bernoulli", "gaussian", "mse", "continuous_bernoulli", "laplace"};
+constexpr int kNumLiks = int(sizeof(kLikNames) / sizeof(kLikNames[0]));
+
 inline Lik lik_from_name(const std::string& s) {
-    if (s == "bernoulli") return Lik::bernoulli;
-    if (s == "gaussian") return Lik::gaussian;
-    if (s == "mse") return Lik::mse;
-    if (s == "continuous_bernoulli") return Lik::continuous_bernoulli;
-    if (s == "laplace") return Lik::laplace;
-    throw ValueError("unknown likelihood '" + s +
-                     "'; expected one of bernoulli, gaussian, mse, continuous_bernoulli, laplace");
+    for (int i = 0; i < kNumLiks; ++i)
+        if (s == kLikNames[i]) return Lik(i);
+    throw ValueError("unknown likelihood '" + s + "'; expected one of " + join_names(kLikNames));
 }
 
 constexpr double kLog2 = 0.6931471805599453;

@@ -24,12 +24,14 @@ struct OptSpec {
     double weight_decay = 0.0;                            // decoupled, as Keras: p -= lr * wd * p
 };
 
+// The names the configuration uses, in the enum's order: the one list Python reads (vaecpp._core).
+constexpr const char* kOptNames[] = {"adam", "sgd", "rmsprop", "adagrad"};
+constexpr int kNumOpts = int(sizeof(kOptNames) / sizeof(kOptNames[0]));
+
 inline Opt opt_from_name(const std::string& s) {
-    if (s == "adam") return Opt::adam;
-    if (s == "sgd") return Opt::sgd;
-    if (s == "rmsprop") return Opt::rmsprop;
-    if (s == "adagrad") return Opt::adagrad;
-    throw ValueError("unknown optimizer '" + s + "'; expected one of adam, sgd, rmsprop, adagrad");
+    for (int i = 0; i < kNumOpts; ++i)
+        if (s == kOptNames[i]) return Opt(i);
+    throw ValueError("unknown optimizer '" + s + "'; expected one of " + join_names(kOptNames));
 }
 
 // The constants of update number `step` (1 for the first), computed once per step in double.
