@@ -5,8 +5,8 @@
 
 #include <algorithm>
 
-#include "activation_kernels.hpp"
-#include "likelihoods.hpp"
+#include "kernels/activations_cpu.hpp"
+#include "kernels/likelihood_formulas.hpp"
 
 namespace vaecpp {
 

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "base.hpp"
+#include "core/types.hpp"
 
 namespace vaecpp {
 

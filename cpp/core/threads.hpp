@@ -1,4 +1,5 @@
-// Shared types of the CPU engine: aligned buffers, Eigen views, threading helpers.
+// Threading helpers of the CPU engine: team sizes, how work is split between OpenMP threads, and
+// the thread count of a call (OpenMP and Eigen).
 #pragma once
 
 #include <cstddef>
@@ -11,34 +12,13 @@
 
 #include <Eigen/Core>
 
-#include "base.hpp"
+#include "core/types.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 namespace vaecpp {
-
-// Every internal buffer uses Eigen's aligned allocator. Besides speed this makes results
-// reproducible: Eigen's vectorised loops peel a different number of leading elements depending on
-// a pointer's alignment, so buffers whose alignment varied from run to run gave results that
-// differed in the last bits.
-template <typename T>
-using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
-
-// Row-major matrix views over raw buffers: rows are samples, columns features.
-template <typename T>
-using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using MatMap = Eigen::Map<Mat<T>>;
-template <typename T>
-using CMatMap = Eigen::Map<const Mat<T>>;
-template <typename T>
-using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-template <typename T>
-using VecMap = Eigen::Map<Vec<T>>;
-template <typename T>
-using CVecMap = Eigen::Map<const Vec<T>>;
 
 inline bool have_openmp() {
 #ifdef _OPENMP
@@ -80,14 +60,6 @@ inline void use_threads(int n) {
     omp_set_num_threads(n);
 #endif
     Eigen::setNbThreads(n);
-}
-
-// b (n,) += the sum of the rows of a (rows, n). A plain row-order loop: Eigen's colwise().sum()
-// on a row-major matrix walks it column by column, several times slower on tall matrices.
-template <typename T>
-void add_column_sums(T* b, const T* a, long rows, int n) {
-    for (long r = 0; r < rows; ++r)
-        for (int j = 0; j < n; ++j) b[j] += a[r * n + j];
 }
 
 // Below this many multiply-adds per thread a GEMM is not worth splitting (a fork/join costs a few

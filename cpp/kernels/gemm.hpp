@@ -18,7 +18,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "common.hpp"
+#include "core/buffers.hpp"
+#include "core/threads.hpp"
 
 namespace vaecpp {
 

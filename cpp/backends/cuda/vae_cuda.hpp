@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "../vae.hpp"
+#include "model/model.hpp"
 #include "check.hpp"
 #include "kernels.hpp"
 

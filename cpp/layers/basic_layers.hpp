@@ -1,16 +1,14 @@
-// The layers of the MLP stacks (Dense, Activation, Dropout, Flatten/Reshape, ChannelsToBlocks) and
-// the factory that builds any layer from its configuration, including the convolutional and
-// normalisation layers of conv.hpp and batchnorm.hpp. Each wraps the kernels of its family.
+// The layers of the MLP stacks (Dense, Activation, Dropout, Flatten/Reshape) and ChannelsToBlocks,
+// each over the kernels of its family in kernels/.
 #pragma once
 
 #include <cmath>
 #include <vector>
 
-#include "activation_kernels.hpp"
-#include "batchnorm.hpp"
-#include "conv.hpp"
-#include "dense.hpp"
-#include "layer.hpp"
+#include "kernels/activations_cpu.hpp"
+#include "kernels/channels_to_blocks.hpp"
+#include "kernels/dense.hpp"
+#include "layers/layer.hpp"
 
 namespace vaecpp {
 
@@ -122,34 +120,6 @@ struct ReshapeLayer : Layer<T> {
     }
 };
 
-// Channel groups to blocks: a decoder's last convolution emits the P parameters of each pixel
-// as P groups of C channels, (H,W,P*C) with channel p*C + c; the likelihoods read P blocks of
-// D = H*W*C values, (P,H,W,C). Forward and backward are the permutation and its inverse.
-
-// Calls f(interleaved, blocked) with the offsets of each run of C values in the (B,HW,P,C) and
-// (B,P,HW,C) layouts.
-template <typename F>
-void for_each_group(int B, long HW, int P, int C, F f) {
-#pragma omp parallel for schedule(static) if (long(B) * HW * P * C >= kParallelMin)
-    for (int b = 0; b < B; ++b)
-        for (long i = 0; i < HW; ++i)
-            for (int p = 0; p < P; ++p)
-                f(((long(b) * HW + i) * P + p) * C, ((long(b) * P + p) * HW + i) * C);
-}
-
-// inp is (B,HW,P,C), out is (B,P,HW,C)
-template <typename T>
-void channels_to_blocks_forward(T* out, const T* inp, int B, long HW, int P, int C) {
-    for_each_group(B, HW, P, C, [&](long in, long bl) { std::copy_n(inp + in, C, out + bl); });
-}
-
-// The adjoint of a permutation is its inverse: dinp[b,i,p,c] = dout[b,p,i,c].
-// dout is (B,P,HW,C), dinp is (B,HW,P,C)
-template <typename T>
-void channels_to_blocks_backward(T* dinp, const T* dout, int B, long HW, int P, int C) {
-    for_each_group(B, HW, P, C, [&](long in, long bl) { std::copy_n(dout + bl, C, dinp + in); });
-}
-
 // (..., P*C) -> (P, ..., C); "groups" = P.
 template <typename T>
 struct ChannelsToBlocksLayer : Layer<T> {
@@ -176,46 +146,5 @@ struct ChannelsToBlocksLayer : Layer<T> {
         if (dinp) channels_to_blocks_backward(dinp, dout, B, HW, P, C);
     }
 };
-
-inline Shape shape_from_config(const LayerConfig& cfg) {
-    Shape s;
-    for (int i = 0;; ++i) {
-        auto it = cfg.num.find("shape" + std::to_string(i));
-        if (it == cfg.num.end()) break;
-        s.push_back(int(it->second));
-    }
-    return s;
-}
-
-template <typename T>
-LayerPtr<T> make_layer(const LayerConfig& cfg, const Shape& in) {
-    LayerPtr<T> layer;
-    const std::string& k = cfg.kind;
-    if (k == "dense")
-        layer.reset(new DenseLayer<T>(in, int(cfg.need("units")),
-                                      act_from_name(cfg.get_str("activation", "linear"))));
-    else if (k == "activation")
-        layer.reset(new ActivationLayer<T>(in, act_from_name(cfg.get_str("activation", "linear"))));
-    else if (k == "dropout")
-        layer.reset(new DropoutLayer<T>(in, cfg.need("rate")));
-    else if (k == "flatten")
-        layer.reset(new ReshapeLayer<T>(in, {int(shape_size(in))}));
-    else if (k == "reshape")
-        layer.reset(new ReshapeLayer<T>(in, shape_from_config(cfg)));
-    else if (k == "conv2d")
-        layer.reset(new Conv2DLayer<T>(in, cfg));
-    else if (k == "conv2d_transpose")
-        layer.reset(new Conv2DTransposeLayer<T>(in, cfg));
-    else if (k == "maxpool2d")
-        layer.reset(new MaxPool2DLayer<T>(in, cfg));
-    else if (k == "channels_to_blocks")
-        layer.reset(new ChannelsToBlocksLayer<T>(in, int(cfg.need("groups"))));
-    else if (k == "batchnorm")
-        layer.reset(new BatchNormLayer<T>(in, cfg.get("momentum", 0.99), cfg.get("epsilon", 1e-3)));
-    else
-        throw ValueError("unknown layer kind '" + k + "'");
-    layer->name = cfg.get_str("name", k);
-    return layer;
-}
 
 }  // namespace vaecpp

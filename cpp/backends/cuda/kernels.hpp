@@ -7,11 +7,11 @@
 
 #include <cstdint>
 
-#include "../activations.hpp"
-#include "../kl.hpp"
-#include "../likelihoods.hpp"
-#include "../optimizer_rules.hpp"
-#include "../rng.hpp"
+#include "kernels/activation_formulas.hpp"
+#include "kernels/kl.hpp"
+#include "kernels/likelihood_formulas.hpp"
+#include "kernels/optimizer_rules.hpp"
+#include "core/rng.hpp"
 
 namespace vaecpp::cuda {
 

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "iwae.hpp"
-#include "kl.hpp"
-#include "likelihood_kernels.hpp"
-#include "optimizers.hpp"
-#include "stack.hpp"
+#include "kernels/iwae.hpp"
+#include "kernels/kl.hpp"
+#include "kernels/likelihoods_cpu.hpp"
+#include "model/optimizer.hpp"
+#include "layers/stack.hpp"
 
 namespace vaecpp {
 

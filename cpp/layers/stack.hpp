@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "layers.hpp"
+#include "layers/make_layer.hpp"
 
 namespace vaecpp {
 

@@ -8,8 +8,8 @@
 #include <cmath>
 #include <string>
 
-#include "activations.hpp"
-#include "base.hpp"
+#include "kernels/activation_formulas.hpp"
+#include "core/types.hpp"
 
 namespace vaecpp {
 

@@ -7,9 +7,9 @@
 
 #include <chrono>
 
-#include "vae.hpp"
+#include "model/model.hpp"
 #ifdef VAECPP_CUDA
-#include "cuda/vae_cuda.hpp"
+#include "backends/cuda/vae_cuda.hpp"
 #endif
 
 namespace py = pybind11;

@@ -7,8 +7,8 @@
 
 #include <cmath>
 
-#include "common.hpp"
-#include "kl.hpp"
+#include "core/threads.hpp"
+#include "kernels/kl.hpp"
 
 namespace vaecpp {
 

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 
-#include "activations.hpp"
-#include "common.hpp"
+#include "kernels/activation_formulas.hpp"
+#include "core/threads.hpp"
 
 namespace vaecpp {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <type_traits>
 
-#include "base.hpp"
+#include "core/types.hpp"
 
 namespace vaecpp {
 

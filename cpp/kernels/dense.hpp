@@ -8,9 +8,10 @@
 // tested against.
 #pragma once
 
-#include "activation_kernels.hpp"
-#include "common.hpp"
-#include "gemm.hpp"
+#include "kernels/activations_cpu.hpp"
+#include "core/buffers.hpp"
+#include "core/threads.hpp"
+#include "kernels/gemm.hpp"
 
 namespace vaecpp {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <string>
 
-#include "base.hpp"
+#include "core/types.hpp"
 
 namespace vaecpp {
 

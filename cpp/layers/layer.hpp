@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "common.hpp"
-#include "rng.hpp"
+#include "core/threads.hpp"
+#include "core/rng.hpp"
 
 namespace vaecpp {
 

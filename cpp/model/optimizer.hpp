@@ -6,8 +6,9 @@
 #include <utility>
 #include <vector>
 
-#include "common.hpp"
-#include "optimizer_rules.hpp"
+#include "core/buffers.hpp"
+#include "core/threads.hpp"
+#include "kernels/optimizer_rules.hpp"
 
 namespace vaecpp {
 

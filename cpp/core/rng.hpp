@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "base.hpp"  // VAECPP_HD: the CUDA kernels draw the same numbers with this code
+#include "core/types.hpp"  // VAECPP_HD: the CUDA kernels draw the same numbers with this code
 
 namespace vaecpp {
 
