@@ -371,11 +371,11 @@ def spawn(framework, config, threads, args):
 def gemm_rates(threads, n):
     """GFLOP/s of a large float32 (n, n) @ (n, n) product through vaecpp's own product (the one
     its dense layers use), through Eigen, and through torch.matmul, with `threads` threads."""
-    from vaecpp import _core
+    from vaecpp import _testing
     import torch
 
-    engine = _core.gemm_bench(n, 5, threads, "engine")
-    eigen = _core.gemm_bench(n, 5, threads, "eigen")
+    engine = _testing.gemm_bench(n, 5, threads, "engine")
+    eigen = _testing.gemm_bench(n, 5, threads, "eigen")
     torch.set_num_threads(threads)
     a, b = torch.rand(n, n), torch.rand(n, n)
     a @ b

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from vaecpp import _core
+from vaecpp import _core, _testing
 from vaecpp import layers as L
 
 H_EPS = 1e-5   # finite-difference step
@@ -20,7 +20,7 @@ def harness(layer, in_shape, seed=0, naive=False, chunk_rows=None):
         cfg["naive"] = 1
     if chunk_rows is not None:
         cfg["chunk_rows"] = chunk_rows
-    return _core.LayerHarness(cfg, list(in_shape), seed)
+    return _testing.LayerHarness(cfg, list(in_shape), seed)
 
 
 def randomise(h, rng, scale=0.5):
@@ -225,7 +225,7 @@ def test_maxpool_output_shape(pool, strides, padding, expect):
 ])
 def test_bad_configurations_raise_value_error(cfg, in_shape, match):
     with pytest.raises(ValueError, match=match):
-        _core.LayerHarness(cfg, in_shape, 0)
+        _testing.LayerHarness(cfg, in_shape, 0)
 
 
 def test_kernel_larger_than_input_is_fine_with_same_padding():

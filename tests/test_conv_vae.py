@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vaecpp
-from vaecpp import _core, callbacks as cb, datasets, layers as L, sources
+from vaecpp import _core, _testing, callbacks as cb, datasets, layers as L, sources
 from gradcheck import assert_close_grad, numeric_grad
 
 
@@ -24,7 +24,7 @@ def blocks_reference(x, in_shape, groups):
 
 @pytest.mark.parametrize("in_shape,groups", [((3, 4, 6), 2), ((2, 5, 3), 3), ((4, 2), 2), ((3, 3, 4), 1)])
 def test_channels_to_blocks_is_the_permutation_and_its_adjoint(in_shape, groups):
-    h = _core.LayerHarness(L.ChannelsToBlocks(groups).config(), list(in_shape), 0)
+    h = _testing.LayerHarness(L.ChannelsToBlocks(groups).config(), list(in_shape), 0)
     C = in_shape[-1] // groups
     assert h.out_shape == [groups, *in_shape[:-1], C] and h.kind == "ChannelsToBlocks"
     rng = np.random.default_rng(0)
@@ -43,7 +43,7 @@ def test_channels_to_blocks_is_the_permutation_and_its_adjoint(in_shape, groups)
 @pytest.mark.parametrize("in_shape,groups,match", [((4, 6), 4, "do not split"), ((8,), 2, "channel axis")])
 def test_channels_to_blocks_bad_shapes(in_shape, groups, match):
     with pytest.raises(ValueError, match=match):
-        _core.LayerHarness(L.ChannelsToBlocks(groups).config(), list(in_shape), 0)
+        _testing.LayerHarness(L.ChannelsToBlocks(groups).config(), list(in_shape), 0)
 
 
 def tiny_conv_vae(likelihood="gaussian", extra=(), in_shape=(4, 4, 2), **kw):

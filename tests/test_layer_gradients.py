@@ -4,13 +4,13 @@ single-layer harness."""
 import numpy as np
 import pytest
 
-from vaecpp import _core
+from vaecpp import _testing
 from vaecpp.layers import ACTIVATIONS
 from gradcheck import assert_close_grad, numeric_grad
 
 
 def check_layer(config, in_shape, batch=4, training=False, seed=0):
-    h = _core.LayerHarness(config, list(in_shape), seed)
+    h = _testing.LayerHarness(config, list(in_shape), seed)
     rng = np.random.default_rng(seed)
     n_in = int(np.prod(in_shape))
     x = rng.normal(size=(batch, n_in))
@@ -48,7 +48,7 @@ def test_activation_layer(activation):
 
 
 def test_dense_forward_is_x_w_plus_b():
-    h = _core.LayerHarness({"kind": "dense", "units": 3}, [4], 1)
+    h = _testing.LayerHarness({"kind": "dense", "units": 3}, [4], 1)
     p = h.get_params()
     W, b = p[:12].reshape(4, 3), p[12:]
     x = np.random.default_rng(0).normal(size=(5, 4))
@@ -56,7 +56,7 @@ def test_dense_forward_is_x_w_plus_b():
 
 
 def test_glorot_uniform_init_range_and_zero_bias():
-    h = _core.LayerHarness({"kind": "dense", "units": 300}, [500], 3)
+    h = _testing.LayerHarness({"kind": "dense", "units": 300}, [500], 3)
     p = h.get_params()
     W, b = p[:150000], p[150000:]
     limit = np.sqrt(6 / 800)
@@ -83,11 +83,11 @@ def test_flatten_and_reshape():
     assert h.out_shape == [3, 4]
     np.testing.assert_array_equal(out, x)
     with pytest.raises(ValueError, match="cannot reshape"):
-        _core.LayerHarness({"kind": "reshape", "shape0": 5}, [12])
+        _testing.LayerHarness({"kind": "reshape", "shape0": 5}, [12])
 
 
 def test_unknown_layer_and_activation_are_value_errors():
     with pytest.raises(ValueError, match="unknown layer kind"):
-        _core.LayerHarness({"kind": "lstm"}, [3])
+        _testing.LayerHarness({"kind": "lstm"}, [3])
     with pytest.raises(ValueError, match="unknown activation"):
-        _core.LayerHarness({"kind": "dense", "units": 2, "activation": "swish"}, [3])
+        _testing.LayerHarness({"kind": "dense", "units": 2, "activation": "swish"}, [3])

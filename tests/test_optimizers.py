@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vaecpp import _core, optimizers
+from vaecpp import _testing, optimizers
 
 
 def numpy_run(cfg, p, grads, ranges):
@@ -64,7 +64,7 @@ def test_optimizer_matches_numpy_reference(opt):
     grads = rng.normal(size=(6, 12))
     ranges = [(0, 8), (8, 4)]
     cfg = opt.get_config()
-    got = _core.optimizer_run(cfg, p0, grads, ranges)
+    got = _testing.kernels.optimizer_run(cfg, p0, grads, ranges)
     np.testing.assert_allclose(got, numpy_run(cfg, p0, grads, ranges), rtol=1e-12, atol=1e-15)
     assert not np.allclose(got, p0)
 

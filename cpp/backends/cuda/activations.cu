@@ -1,5 +1,5 @@
 // Element-wise layers on the GPU: activations, dropout, the batch gather. References:
-// activations.hpp (act_forward / act_backward), layers.hpp (DropoutLayer), vae.hpp (train_epoch).
+// kernels/activations_cpu.hpp (act_forward / act_backward), layers/basic_layers.hpp (DropoutLayer), model/engine.hpp (the batch gather).
 #include "common.cuh"
 #include "kernels.hpp"
 

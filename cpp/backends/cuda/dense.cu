@@ -1,5 +1,5 @@
 // Dense layers on the GPU: the matrix products (cuBLAS, or a tiled kernel where the toolkit has no
-// cuBLAS), the fused bias + activation and the bias gradient. Reference: dense.hpp.
+// cuBLAS), the fused bias + activation and the bias gradient. Reference: kernels/dense.hpp.
 #include "common.cuh"
 #include "kernels.hpp"
 
@@ -128,17 +128,17 @@ void bias_act_forward(float* out, const float* b, int B, int OC, Act act) {
 
 // da is (B,OC); one thread per column walks the rows in order (coalesced: neighbours read
 // neighbouring columns), so the sum is the same on every run.
-__global__ void column_sums_kernel(float* db, const float* da, int B, int OC) {
+__global__ void column_sums_kernel(float* db, const float* da, int B, int OC, bool accumulate) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= OC) return;
     float acc = 0.f;
     for (int r = 0; r < B; ++r) acc += da[long(r) * OC + j];
-    db[j] += acc;
+    db[j] = accumulate ? db[j] + acc : acc;
 }
 
-void column_sums_add(float* db, const float* da, int B, int OC) {
+void column_sums(float* db, const float* da, int B, int OC, bool accumulate) {
     if (OC == 0) return;
-    column_sums_kernel<<<blocks_for(OC), kThreads>>>(db, da, B, OC);
+    column_sums_kernel<<<blocks_for(OC), kThreads>>>(db, da, B, OC, accumulate);
     VAECPP_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,5 @@
 // The latent layer on the GPU: the reparameterisation noise (the CPU's Philox draws), z, the KL
-// term and their gradients. References: kl.hpp and Vae::fill_eps / Vae::backward in vae.hpp.
+// term and their gradients. References: kernels/kl.hpp and CpuExecutor::draw_eps / backward in backends/cpu_executor.hpp.
 #include "common.cuh"
 #include "kernels.hpp"
 

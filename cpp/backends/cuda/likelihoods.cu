@@ -1,4 +1,4 @@
-// Likelihoods on the GPU, with the per-dimension formulas of likelihoods.hpp (the reference).
+// Likelihoods on the GPU, with the per-dimension formulas of kernels/likelihood_formulas.hpp (the reference).
 #include "common.cuh"
 #include "kernels.hpp"
 

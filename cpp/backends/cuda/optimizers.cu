@@ -1,5 +1,5 @@
-// The optimizer step on the GPU: clipping and the update rules of optimizer_rules.hpp, over the
-// flat parameter buffer. Reference: Optimizer<T>::clip / update in optimizers.hpp.
+// The optimizer step on the GPU: clipping and the update rules of kernels/optimizer_rules.hpp, over the
+// flat parameter buffer. Reference: Optimizer<T>::clip / update in model/optimizer.hpp.
 #include "common.cuh"
 #include "kernels.hpp"
 

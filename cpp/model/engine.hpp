@@ -1,0 +1,188 @@
+// The training loop, written once for every backend (llm.c's one `main` over forward / backward /
+// update): epochs of minibatches in a seeded order, evaluation, whole-data gradients, encoding and
+// decoding in chunks, and the importance-sampled log-likelihood. An Engine owns the Model and the
+// backend that runs its passes (an Executor); nothing here knows where the tensors live.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "kernels/iwae.hpp"
+#include "kernels/kl.hpp"
+#include "model/executor.hpp"
+
+namespace vaecpp {
+
+template <typename T>
+class Engine {
+  public:
+    using value_type = T;
+    // Builds the backend for a model (e.g. a CpuExecutor<T> over it).
+    using MakeExecutor = std::function<std::unique_ptr<Executor<T>>(Model<T>&)>;
+
+    Model<T> model;
+
+    Engine(const VaeConfig& c, const MakeExecutor& make) : model(c), exec_(make(model)) {}
+
+    Executor<T>& executor() { return *exec_; }
+    long num_params() const { return model.num_params(); }
+
+    // One epoch of minibatch training over X (N, D). Stops early (returning the sums so far)
+    // when progress returns false; throws NonFiniteLoss before applying a bad update.
+    LossSums train_epoch(const T* X, long N, int batch_size, bool shuffle, long epoch,
+                         const Progress& progress) {
+        use_threads(model.cfg.threads);
+        const std::vector<long> order = epoch_order(model.rng, N, shuffle, epoch);
+        const long nb = (N + batch_size - 1) / batch_size;
+        exec_->reserve(int(std::min<long>(batch_size, N)), model.K());
+        exec_->attach(X, N);
+        LossSums tot;
+        for (long k = 0; k < nb; ++k) {
+            const int B = int(std::min<long>(batch_size, N - k * batch_size));
+            exec_->gather(order.data() + k * batch_size, B);
+            tot.add(step(B, k, nb));
+            // The callback may run inference on this model (encode, decode, save): every buffer
+            // the next step reads is refilled by its forward pass.
+            if (progress && !progress(k + 1, nb, tot)) break;
+        }
+        return tot;
+    }
+
+    // One optimizer step on a batch X (B, D) given by the caller (streamed data); `batch` only
+    // names the batch in a NonFiniteLoss message.
+    LossSums train_batch(const T* X, int B, long batch) {
+        use_threads(model.cfg.threads);
+        exec_->reserve(B, model.K());
+        exec_->load(X, B);
+        return step(B, batch, 0);
+    }
+
+    // Loss sums over X (N, D) without training; sample i's noise depends only on (seed, i), where
+    // X's rows are samples first, first + 1, ... of the data (first > 0 for streamed batches).
+    LossSums evaluate(const T* X, long N, int batch_size, long first = 0) {
+        use_threads(model.cfg.threads);
+        const int K = model.K();
+        LossSums tot;
+        for (long start = 0; start < N; start += batch_size) {
+            const int B = int(std::min<long>(batch_size, N - start));
+            exec_->reserve(B, K);
+            exec_->draw_eps(stream_id(Purpose::eval_eps, 0), (first + start) * K, long(B) * K);
+            exec_->load(X + start * model.D, B);
+            tot.add(exec_->forward(B, false, false));
+        }
+        return tot;
+    }
+
+    // Loss sums and the gradient of the mean loss over all of X (N, D), dropout off, no update.
+    // eps (N*K, L) is used as given when not null, else drawn as in evaluate().
+    LossSums gradients(const T* X, long N, const T* eps, T* grad_out) {
+        use_threads(model.cfg.threads);
+        const long R = N * model.K();
+        exec_->reserve(int(N), model.K());
+        if (eps)
+            exec_->set_eps(eps, R);
+        else
+            exec_->draw_eps(stream_id(Purpose::eval_eps, 0), 0, R);
+        exec_->load(X, int(N));
+        LossSums s = exec_->forward(int(N), false, true);
+        exec_->backward(int(N), false);
+        exec_->read_grads(grad_out);
+        return s;
+    }
+
+    // mu, lv are (N, L): the posterior's parameters.
+    void encode(const T* X, long N, T* mu, T* lv) {
+        use_threads(model.cfg.threads);
+        const long D = model.D, L = model.L;
+        for (long start = 0; start < N; start += kChunk) {
+            const int B = int(std::min<long>(kChunk, N - start));
+            exec_->encode(X + start * D, B, mu + start * L, lv + start * L);
+        }
+    }
+
+    // out is (N, D): the likelihood's mean for each latent point of Z (N, L); with raw = true,
+    // out is (N, P*D): the decoder's outputs (the likelihood's parameters) themselves.
+    void decode(const T* Z, long N, T* out, bool raw = false) {
+        use_threads(model.cfg.threads);
+        const long L = model.L, width = raw ? long(model.P) * model.D : model.D;
+        for (long start = 0; start < N; start += kChunk) {
+            const int B = int(std::min<long>(kChunk, N - start));
+            exec_->decode(Z + start * L, B, out + start * width, raw);
+        }
+    }
+
+    // out (N,): the importance-sampled estimate of log p(x) with k draws per sample (the IWAE
+    // bound), accumulated with a running log-sum-exp in double precision. The backend encodes
+    // and decodes; the draws, the likelihood and the weights are computed here on the host.
+    void log_likelihood(const T* X, long N, long k, T* out) {
+        use_threads(model.cfg.threads);
+        const int L = model.L, D = model.D, P = model.P;
+        const long kc = std::min<long>(k, kChunk * 4);           // draws per decoder pass
+        const int bs = int(std::max<long>(1, kChunk * 4 / kc));  // samples per pass
+        const uint64_t stream = stream_id(Purpose::iwae, 0);
+        Buffer<T> mu(size_t(bs) * L), lv(size_t(bs) * L), eps(size_t(bs) * kc * L),
+            z(size_t(bs) * kc * L), p(size_t(bs) * kc * P * D), xr(size_t(bs) * kc * D),
+            nll(size_t(bs) * kc);
+        std::vector<double> c, m, s;
+        for (long start = 0; start < N; start += bs) {
+            const int B = int(std::min<long>(bs, N - start));
+            const T* x = X + start * D;
+            exec_->encode(x, B, mu.data(), lv.data());
+            m.assign(B, -INFINITY);
+            s.assign(B, 0.0);
+            for (long k0 = 0; k0 < k; k0 += kc) {
+                const int K = int(std::min<long>(kc, k - k0));
+                const long R = long(B) * K;
+                for (long r = 0; r < R; ++r) {
+                    const long b = r / K, draw = (start + b) * k + k0 + r % K;
+                    for (int j = 0; j < L; ++j)
+                        eps[r * L + j] = T(model.rng.normal(stream, uint64_t(draw * L + j)));
+                    reparam_forward(z.data() + r * L, mu.data() + b * L, lv.data() + b * L,
+                                    eps.data() + r * L, L);
+                    std::copy(x + b * D, x + (b + 1) * D, xr.data() + r * D);
+                }
+                exec_->decode(z.data(), int(R), p.data(), true);
+                model.nll_rows(nll.data(), xr.data(), p.data(), R);
+                c.resize(R);
+                iwae_neg_log_weights(c.data(), nll.data(), z.data(), eps.data(), lv.data(), B, K,
+                                     L, model.cfg.prior_std);
+                for (long r = 0; r < R; ++r) {  // running log-sum-exp of -c per sample
+                    const long b = r / K;
+                    const double v = -c[r];
+                    if (v > m[b]) {
+                        s[b] = s[b] * std::exp(m[b] - v) + 1.0;
+                        m[b] = v;
+                    } else {
+                        s[b] += std::exp(v - m[b]);
+                    }
+                }
+            }
+            for (int b = 0; b < B; ++b) out[start + b] = T(m[b] + std::log(s[b]) - std::log(double(k)));
+        }
+    }
+
+  private:
+    static constexpr long kChunk = 1024;  // rows per pass of encode / decode
+    std::unique_ptr<Executor<T>> exec_;
+
+    // The training step on the batch in the backend: noise from the step number, forward, a
+    // finiteness check before anything changes, backward and the update. Batch k of nb (nb = 0:
+    // of a stream) in error messages.
+    LossSums step(int B, long k, long nb) {
+        exec_->draw_eps(stream_id(Purpose::train_eps, uint64_t(model.opt.step)), 0, long(B) * model.K());
+        exec_->save_state();  // the forward moves BatchNorm's statistics
+        LossSums s = exec_->forward(B, true, true);
+        if (!std::isfinite(s.loss)) {
+            exec_->restore_state();
+            throw NonFiniteLoss(k, nb, s.loss);
+        }
+        exec_->backward(B, true);
+        exec_->update();
+        return s;
+    }
+};
+
+}  // namespace vaecpp
