@@ -69,19 +69,21 @@ class CpuExecutor final : public Executor<T> {
     // Fills nll (B*K,) and kl (B,), and for the IWAE objective the bound (B,) and normalised
     // weights (B*K,); with want_grad the likelihood's gradient for backward() comes out of the
     // same pass.
-    LossSums forward(int B, bool training, bool want_grad) override {
-        const int K = m.K(), L = m.L;
+    LossSums forward(const Rows& rows, bool training, bool want_grad) override {
+        const int B = rows.B, K = m.K(), L = m.L;
         const long R = long(B) * K;
         const T* x = xbatch_.data();
-        Ctx ctx = context(training);
+        Ctx ctx = context(training, rows.first);
         h_ = m.enc.forward(x, B, ctx);
         heads_forward(mu_.data(), lv_.data(), h_, B, ctx);
         for (long r = 0; r < R; ++r)  // z_r = mu_b + exp(lv_b / 2) eps_r,  r = b*K + k
             reparam_forward(z_.data() + r * L, mu_.data() + (r / K) * L, lv_.data() + (r / K) * L,
                             eps_.data() + r * L, L);
+        ctx.row_offset = rows.first * K;  // the decoder sees K rows per sample
         p_ = m.dec.forward(z_.data(), int(R), ctx);
         xr_ = K == 1 ? x : replicate(x, B, K);
-        m.nll_grad_rows(nll_.data(), want_grad ? dp_.data() : nullptr, xr_, p_, R, T(1.0 / B));
+        m.nll_grad_rows(nll_.data(), want_grad ? dp_.data() : nullptr, xr_, p_, R,
+                        T(1.0 / rows.mean_over()));
         dp_ready_ = want_grad;
         kl_forward(kl_.data(), mu_.data(), lv_.data(), B, L, m.cfg.prior_std);
         if (m.cfg.iwae) {
@@ -94,13 +96,13 @@ class CpuExecutor final : public Executor<T> {
 
     // ELBO: the loss is mean_b(nll_b + beta kl_b); IWAE: mean_b(-bound_b). Every layer's backward
     // runs once, setting its part of the gradient.
-    void backward(int B, bool training) override {
-        const int K = m.K(), L = m.L, P = m.P, D = m.D;
+    void backward(const Rows& rows, bool training) override {
+        const int B = rows.B, K = m.K(), L = m.L, P = m.P, D = m.D;
         const long R = long(B) * K;
         const T* x = xbatch_.data();
-        Ctx ctx = context(training);
+        Ctx ctx = context(training, rows.first * K);
         ctx.set_grads = true;
-        const T w = T(1.0 / B);
+        const T w = T(1.0 / rows.mean_over());
         if (!dp_ready_) m.grad_rows(dp_.data(), xr_, p_, R, w);
         dp_ready_ = false;
         if (m.cfg.iwae)  // row r's gradient is weighted by its normalised importance weight
@@ -119,14 +121,18 @@ class CpuExecutor final : public Executor<T> {
                         m.cfg.prior_std, T(m.cfg.beta) * w);
         }
         heads_backward(B);
+        ctx.row_offset = rows.first;
         m.enc.backward(nullptr, dh_.data(), x, B, ctx, ga_.data(), gb_.data());
     }
+
+    void zero_grads() override { std::fill(m.grads.begin(), m.grads.end(), T(0)); }
 
     void update() override {
         m.opt.update(m.params.data(), m.grads.data(), long(m.params.size()), m.weight_ranges);
     }
 
     void read_grads(T* out) override { std::copy(m.grads.begin(), m.grads.end(), out); }
+    void write_grads(const T* in) override { std::copy(in, in + m.grads.size(), m.grads.begin()); }
 
     void save_state() override { state_before_.assign(m.state.begin(), m.state.end()); }
     void restore_state() override {
@@ -224,11 +230,12 @@ class CpuExecutor final : public Executor<T> {
         return xrep_.data();
     }
 
-    Ctx context(bool training) const {
+    Ctx context(bool training, long row_offset = 0) const {
         Ctx ctx;
         ctx.training = training;
         ctx.rng = &m.rng;
         ctx.step = uint64_t(m.opt.step);
+        ctx.row_offset = row_offset;
         return ctx;
     }
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "backends/cpu_executor.hpp"
+#include "model/collective.hpp"
 #include "bindings/convert.hpp"
 #include "model/engine.hpp"
 #ifdef VAECPP_CUDA
@@ -86,27 +87,70 @@ struct PyModel {
 };
 
 // Per batch: a clock read. Every 0.1 s (and at the end): take the GIL, honour Ctrl-C, report.
-Progress progress_hook(py::object cb, CallState& st) {
+// In a data-parallel epoch (`shared`) a Ctrl-C or a Python error does not leave the loop at once:
+// it is kept in `pending` and said to the other ranks at the next all-reduce, so that every rank
+// stops after the same batch; the call then raises it on this rank (and KeyboardInterrupt on the
+// others).
+Progress progress_hook(py::object cb, CallState& st, bool shared,
+                       std::shared_ptr<py::error_already_set>& pending) {
     using clock = std::chrono::steady_clock;
     auto last = std::make_shared<clock::time_point>(clock::now());
-    return [cb, last, &st](long done, long total, const LossSums& s) {
+    return [cb, last, &st, shared, &pending](long done, long total, const LossSums& s) {
         auto now = clock::now();
-        if (done < total && now - *last < std::chrono::milliseconds(100)) return true;
+        if (done < total && now - *last < std::chrono::milliseconds(100)) return Next::go_on;
+        *last = now;
+        py::gil_scoped_acquire gil;
+        try {
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+            if (!cb.is_none()) {
+                double n = double(std::max(s.n, 1L));
+                st.between_batches = true;
+                struct Reset {
+                    CallState& st;
+                    ~Reset() { st.between_batches = false; }
+                } reset{st};
+                py::object r = cb(done, total, s.loss / n, s.rec / n, s.kl / n);
+                if (!r.is_none() && !r.cast<bool>()) return Next::stop;
+            }
+        } catch (py::error_already_set& e) {
+            if (!shared) throw;
+            pending = std::make_shared<py::error_already_set>(std::move(e));
+            return Next::interrupted;
+        }
+        return Next::go_on;
+    };
+}
+
+// Between chunks of inference: every 0.1 s take the GIL and honour Ctrl-C.
+std::function<void()> interrupt_check() {
+    using clock = std::chrono::steady_clock;
+    auto last = std::make_shared<clock::time_point>(clock::now());
+    return [last] {
+        auto now = clock::now();
+        if (now - *last < std::chrono::milliseconds(100)) return;
         *last = now;
         py::gil_scoped_acquire gil;
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-        if (!cb.is_none()) {
-            double n = double(std::max(s.n, 1L));
-            st.between_batches = true;
-            struct Reset {
-                CallState& st;
-                ~Reset() { st.between_batches = false; }
-            } reset{st};
-            py::object r = cb(done, total, s.loss / n, s.rec / n, s.kl / n);
-            if (!r.is_none() && !r.cast<bool>()) return false;
-        }
-        return true;
     };
+}
+
+// A Collective over the caller's (rank, size, allreduce): allreduce(array) adds the ranks'
+// arrays in place (e.g. mpi4py's comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)).
+template <typename T>
+Collective<T> collective(const py::tuple& dist) {
+    if (dist.size() != 3) throw ValueError("distributed must be (rank, size, allreduce)");
+    Collective<T> c;
+    c.rank = dist[0].cast<int>();
+    c.size = dist[1].cast<int>();
+    if (c.size < 1 || c.rank < 0 || c.rank >= c.size)
+        throw ValueError("distributed: rank must be in [0, size)");
+    py::object fn = dist[2];
+    c.sum = [fn](T* buf, long n) {
+        py::gil_scoped_acquire gil;
+        py::array_t<T> view({n}, {long(sizeof(T))}, buf, py::none());  // no copy: the engine's buffer
+        fn(view);
+    };
+    return c;
 }
 
 // Wraps a Python likelihood object (see vaecpp.Likelihood) as the engine's CustomLik: each call
@@ -162,6 +206,7 @@ PyModel<T>* make_cpu(const py::dict& d, py::object lik) {
     auto* v = new PyModel<T>(vae_config(d), [](Model<T>& m) {
         return std::unique_ptr<Executor<T>>(new CpuExecutor<T>(m));
     });
+    v->engine.poll = interrupt_check();
     Model<T>& m = v->model();
     if (m.cfg.custom_params_per_dim > 0) m.custom = custom_likelihood<T>(lik, m.D, m.P);
     return v;
@@ -189,9 +234,9 @@ void bind_model(py::module_& m, const char* name) {
         .def_property("epsilon_std", [](const V& v) { return v.model().cfg.epsilon_std; },
                       [](V& v, double e) { v.model().cfg.epsilon_std = e; })
         .def_property("threads", [](const V& v) { return v.model().cfg.threads; },
-                      [](V& v, int t) {
-                          if (t < 1) throw ValueError("threads must be >= 1");
-                          v.model().cfg.threads = t;
+                      [](V& v, long t) {
+                          check_threads(t);
+                          v.model().cfg.threads = int(t);
                       })
         .def("layers",
              [](const V& v) {
@@ -251,14 +296,26 @@ void bind_model(py::module_& m, const char* name) {
                  v.push();
              })
         .def("train_epoch",
-             [](V& v, const Arr<T>& X, int batch_size, bool shuffle, long epoch, py::object cb) {
+             [](V& v, const Arr<T>& X, int batch_size, bool shuffle, long epoch, py::object cb,
+                std::optional<py::tuple> dist) {
                  check_rows(X, v.model().D, "x");
                  if (batch_size < 1) throw ValueError("batch_size must be >= 1");
-                 Progress hook = progress_hook(cb, v.calls);
-                 return sums_dict(run(v, "train_epoch", true, [&](Engine<T>& e) {
-                     return e.train_epoch(X.data(), X.shape(0), batch_size, shuffle, epoch, hook);
-                 }));
-             })
+                 std::optional<Collective<T>> coll;
+                 if (dist) coll = collective<T>(*dist);
+                 std::shared_ptr<py::error_already_set> pending;
+                 Progress hook = progress_hook(cb, v.calls, bool(coll), pending);
+                 try {
+                     return sums_dict(run(v, "train_epoch", true, [&](Engine<T>& e) {
+                         return e.train_epoch(X.data(), X.shape(0), batch_size, shuffle, epoch,
+                                              hook, coll ? &*coll : nullptr);
+                     }));
+                 } catch (const Interrupted&) {
+                     if (pending) throw *pending;  // this rank's own Ctrl-C or error
+                     throw;                        // another rank's: KeyboardInterrupt here
+                 }
+             },
+             py::arg("x"), py::arg("batch_size"), py::arg("shuffle"), py::arg("epoch"),
+             py::arg("progress") = py::none(), py::arg("distributed") = py::none())
         .def("train_batch",
              [](V& v, const Arr<T>& X, long batch) {
                  check_rows(X, v.model().D, "x");
@@ -334,15 +391,18 @@ py::tuple names(const char* const* first, int n) {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "vaecpp's C++ engine (private: use the vaecpp package)";
     py::register_exception<NonFiniteLoss>(m, "NonFiniteLoss", PyExc_FloatingPointError);
+    py::register_exception<Interrupted>(m, "Interrupted", PyExc_KeyboardInterrupt);
     bind_model<float>(m, "VaeF32");
     bind_model<double>(m, "VaeF64");
 #ifdef VAECPP_CUDA
     // The same model class as VaeF32, with the CUDA backend under the shared loop. CudaError is a
     // std::runtime_error: pybind11 raises it as RuntimeError with CUDA's message.
     m.def("VaeCudaF32", [](const py::dict& d, py::object /*likelihood: refused by the backend*/, int device) {
-        return new PyModel<float>(vae_config(d), [device](Model<float>& model) {
+        auto* v = new PyModel<float>(vae_config(d), [device](Model<float>& model) {
             return std::unique_ptr<Executor<float>>(new cuda::CudaExecutor(model, device));
         });
+        v->engine.poll = interrupt_check();
+        return v;
     }, py::arg("config"), py::arg("likelihood") = py::none(), py::arg("device") = 0,
        py::return_value_policy::take_ownership);
     m.def("cuda_device_count", &cuda::device_count,

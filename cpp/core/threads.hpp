@@ -12,6 +12,10 @@
 
 #include <Eigen/Core>
 
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+
 #include "core/types.hpp"
 
 #ifdef _OPENMP
@@ -52,6 +56,25 @@ inline int thread_num() {
 #else
     return 0;
 #endif
+}
+
+// The machine's physical memory in bytes (0 where unknown).
+inline double physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? double(pages) * double(size) : 0.0;
+#else
+    return 0.0;
+#endif
+}
+
+// A thread count a model may ask for: far above any machine's cores is an error (a model file or a
+// typo asking for millions would otherwise reach the OpenMP runtime and exhaust the process).
+constexpr int kMaxThreads = 1024;
+inline void check_threads(long n) {
+    if (n < 1 || n > kMaxThreads)
+        throw ValueError("threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
+                         std::to_string(n));
 }
 
 // Sets the thread count of this (calling) thread's OpenMP and of Eigen's GEMM.

@@ -69,21 +69,25 @@ struct DropoutLayer : Layer<T> {
         mask.resize(n);
         const uint64_t stream = stream_id(Purpose::dropout, ctx.step * 64 + ctx.layer_index);
         const T keep = T(1.0 / (1.0 - rate));
-        // Element i keeps with probability 1 - rate, by word i % 4 of Philox block i / 4 as a
-        // 32-bit uniform. Chunks of 64 blocks: the blocks in one loop, the elements in another,
-        // so that both vectorise.
+        // Element i of the batch keeps with probability 1 - rate, by word i % 4 of Philox block
+        // i / 4 as a 32-bit uniform, i counted from row ctx.row_offset's first element (0 but in a
+        // data-parallel rank). Chunks of 64 blocks: the blocks in one loop, the elements in
+        // another, so that both vectorise.
         constexpr long kBlocks = 64;
+        const long first = ctx.row_offset * this->in_size();
         const long chunks = (n + 4 * kBlocks - 1) / (4 * kBlocks);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
         for (long c = 0; c < chunks; ++c) {
-            uint32_t words[4 * kBlocks];
-            const long k0 = c * kBlocks, i0 = 4 * k0, m = std::min(n - i0, 4 * kBlocks);
-            for (long k = 0; k < (m + 3) / 4; ++k) {
+            uint32_t words[4 * (kBlocks + 1)];
+            const long i0 = 4 * kBlocks * c, m = std::min(n - i0, 4 * kBlocks);
+            const long g0 = first + i0, k0 = g0 / 4, k1 = (g0 + m + 3) / 4;  // blocks [k0, k1)
+            for (long k = 0; k < k1 - k0; ++k) {
                 const auto w = (*ctx.rng)(stream, uint64_t(k0 + k));
                 for (int j = 0; j < 4; ++j) words[4 * k + j] = w[j];
             }
+            const uint32_t* wd = words + (g0 - 4 * k0);
             for (long j = 0; j < m; ++j) {
-                mask[i0 + j] = Philox::to_unit32(words[j]) >= rate ? keep : T(0);
+                mask[i0 + j] = Philox::to_unit32(wd[j]) >= rate ? keep : T(0);
                 out[i0 + j] = inp[i0 + j] * mask[i0 + j];
             }
         }

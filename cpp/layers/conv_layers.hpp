@@ -13,8 +13,8 @@ namespace vaecpp {
 
 // Reads "<key>" and "<key>_w" (height and width; the width defaults to the height).
 inline std::array<int, 2> config_hw(const LayerConfig& cfg, const std::string& key, double dflt) {
-    const int h = int(cfg.get(key, dflt));
-    return {h, int(cfg.get(key + "_w", h))};
+    const int h = cfg.get_int(key, dflt);
+    return {h, cfg.get_int(key + "_w", h)};
 }
 
 inline bool config_same(const LayerConfig& cfg, const std::string& layer) {
@@ -45,11 +45,11 @@ struct ConvLayerBase : Layer<T> {
     ThreadScratch<T> col, dk;  // im2col and kernel-gradient scratch of the fast products
 
     ConvLayerBase(const LayerConfig& cfg, const std::string& layer) {
-        filters = int(cfg.need("filters"));
+        filters = cfg.need_int("filters");
         if (filters < 1) throw ValueError(layer + " filters must be >= 1, got " + std::to_string(filters));
         act = act_from_name(cfg.get_str("activation", "linear"));
         naive = cfg.get("naive", 0) != 0;
-        chunk_rows = std::max(1L, long(cfg.get("chunk_rows", double(kChunkRows))));
+        chunk_rows = cfg.get_int("chunk_rows", double(kChunkRows));
     }
     long kernel_size() const { return g.taps() * F; }
     const T* kernel() const { return this->params; }

@@ -28,9 +28,28 @@ struct LayerConfig {
         if (it == num.end()) throw ValueError(kind + " layer needs '" + k + "'");
         return it->second;
     }
+    // An integer setting: a whole number in [lo, hi] (checked before the cast, so that 1e30 or
+    // 2^40 is an error rather than a wrapped-around int).
+    int get_int(const std::string& k, double dflt, long lo = 1, long hi = kMaxInt) const {
+        return checked_int(k, get(k, dflt), lo, hi);
+    }
+    int need_int(const std::string& k, long lo = 1, long hi = kMaxInt) const {
+        return checked_int(k, need(k), lo, hi);
+    }
     std::string get_str(const std::string& k, const std::string& dflt) const {
         auto it = str.find(k);
         return it == str.end() ? dflt : it->second;
+    }
+
+    static constexpr long kMaxInt = 1L << 30;  // no width, kernel or count is larger
+
+  private:
+    int checked_int(const std::string& k, double v, long lo, long hi) const {
+        if (!(v >= double(lo) && v <= double(hi)) || v != std::floor(v))
+            throw ValueError(kind + " layer: '" + k + "' must be a whole number in [" +
+                             std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                             (std::isfinite(v) ? std::to_string(v) : std::string(std::isnan(v) ? "nan" : "inf")));
+        return int(v);
     }
 };
 
@@ -47,6 +66,10 @@ struct Ctx {
     const Philox* rng = nullptr;
     uint64_t step = 0;     // global optimisation step, for dropout masks
     int layer_index = 0;   // position in the whole model, for independent streams
+    // Row 0 of this call is row `row_offset` of the batch the random draws are numbered in (a
+    // rank of a data-parallel run holds rows row_offset.. of the global batch and draws their
+    // dropout masks as one process would).
+    long row_offset = 0;
     // backward sets the gradients instead of adding to them (a training step: whatever grads
     // held before is stale, and a layer that can write its gradient directly skips a pass).
     bool set_grads = false;

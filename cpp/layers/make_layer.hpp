@@ -10,9 +10,9 @@ namespace vaecpp {
 inline Shape shape_from_config(const LayerConfig& cfg) {
     Shape s;
     for (int i = 0;; ++i) {
-        auto it = cfg.num.find("shape" + std::to_string(i));
-        if (it == cfg.num.end()) break;
-        s.push_back(int(it->second));
+        const std::string key = "shape" + std::to_string(i);
+        if (!cfg.num.count(key)) break;
+        s.push_back(cfg.need_int(key));
     }
     return s;
 }
@@ -22,7 +22,7 @@ LayerPtr<T> make_layer(const LayerConfig& cfg, const Shape& in) {
     LayerPtr<T> layer;
     const std::string& k = cfg.kind;
     if (k == "dense")
-        layer.reset(new DenseLayer<T>(in, int(cfg.need("units")),
+        layer.reset(new DenseLayer<T>(in, cfg.need_int("units"),
                                       act_from_name(cfg.get_str("activation", "linear"))));
     else if (k == "activation")
         layer.reset(new ActivationLayer<T>(in, act_from_name(cfg.get_str("activation", "linear"))));
@@ -39,7 +39,7 @@ LayerPtr<T> make_layer(const LayerConfig& cfg, const Shape& in) {
     else if (k == "maxpool2d")
         layer.reset(new MaxPool2DLayer<T>(in, cfg));
     else if (k == "channels_to_blocks")
-        layer.reset(new ChannelsToBlocksLayer<T>(in, int(cfg.need("groups"))));
+        layer.reset(new ChannelsToBlocksLayer<T>(in, cfg.need_int("groups")));
     else if (k == "batchnorm")
         layer.reset(new BatchNormLayer<T>(in, cfg.get("momentum", 0.99), cfg.get("epsilon", 1e-3)));
     else

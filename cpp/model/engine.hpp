@@ -12,6 +12,7 @@
 
 #include "kernels/iwae.hpp"
 #include "kernels/kl.hpp"
+#include "model/collective.hpp"
 #include "model/executor.hpp"
 
 namespace vaecpp {
@@ -30,24 +31,44 @@ class Engine {
     Executor<T>& executor() { return *exec_; }
     long num_params() const { return model.num_params(); }
 
+    // Called between the chunks of every long loop outside training (evaluate, encode, decode,
+    // log_likelihood); it may throw to abort the call (the bindings' Ctrl-C check).
+    std::function<void()> poll;
+
     // One epoch of minibatch training over X (N, D). Stops early (returning the sums so far)
-    // when progress returns false; throws NonFiniteLoss before applying a bad update.
+    // when progress says so; throws NonFiniteLoss before applying a bad update.
+    //
+    // With a collective of several ranks (data-parallel training), every rank holds the same X
+    // and computes the same order; batch_size is the global batch, of which each rank takes a
+    // contiguous share. The ranks' gradients, loss sums and stop/interrupt flags are added up in
+    // one all-reduce per step, between backward and the update, so every rank applies the same
+    // update and stops after the same batch. The returned sums are the global ones.
     LossSums train_epoch(const T* X, long N, int batch_size, bool shuffle, long epoch,
-                         const Progress& progress) {
+                         const Progress& progress, const Collective<T>* coll = nullptr) {
         use_threads(model.cfg.threads);
         const std::vector<long> order = epoch_order(model.rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
-        exec_->reserve(int(std::min<long>(batch_size, N)), model.K());
+        const int ranks = coll ? coll->size : 1, rank = coll ? coll->rank : 0;
+        const long most = (std::min<long>(batch_size, N) + ranks - 1) / ranks;  // the largest share
+        exec_->reserve(int(std::max<long>(most, 1)), model.K());
         exec_->attach(X, N);
         LossSums tot;
+        Next next = Next::go_on;  // this rank's word for the ranks at the next all-reduce
         for (long k = 0; k < nb; ++k) {
-            const int B = int(std::min<long>(batch_size, N - k * batch_size));
-            exec_->gather(order.data() + k * batch_size, B);
-            tot.add(step(B, k, nb));
+            const long B = std::min<long>(batch_size, N - k * batch_size);
+            const auto [lo, hi] = split_range(B, ranks, rank, 1);
+            const Rows rows{int(hi - lo), lo, coll ? B : 0};
+            if (rows.B > 0) exec_->gather(order.data() + k * batch_size + lo, rows.B);
+            LossSums s;
+            if (!step(rows, k, nb, coll, next, s)) break;  // a rank asked to stop before batch k
+            tot.add(s);
             // The callback may run inference on this model (encode, decode, save): every buffer
             // the next step reads is refilled by its forward pass.
-            if (progress && !progress(k + 1, nb, tot)) break;
+            next = progress ? progress(k + 1, nb, tot) : Next::go_on;
+            if (!coll && next == Next::interrupted) throw Interrupted();
+            if (!coll && next == Next::stop) break;
         }
+        if (coll) agree(*coll, next);  // a word said after the last batch
         return tot;
     }
 
@@ -57,7 +78,10 @@ class Engine {
         use_threads(model.cfg.threads);
         exec_->reserve(B, model.K());
         exec_->load(X, B);
-        return step(B, batch, 0);
+        Next next = Next::go_on;
+        LossSums s;
+        step(Rows{B}, batch, 0, nullptr, next, s);
+        return s;
     }
 
     // Loss sums over X (N, D) without training; sample i's noise depends only on (seed, i), where
@@ -71,7 +95,8 @@ class Engine {
             exec_->reserve(B, K);
             exec_->draw_eps(stream_id(Purpose::eval_eps, 0), (first + start) * K, long(B) * K);
             exec_->load(X + start * model.D, B);
-            tot.add(exec_->forward(B, false, false));
+            tot.add(exec_->forward(Rows{B}, false, false));
+            if (poll) poll();
         }
         return tot;
     }
@@ -87,8 +112,8 @@ class Engine {
         else
             exec_->draw_eps(stream_id(Purpose::eval_eps, 0), 0, R);
         exec_->load(X, int(N));
-        LossSums s = exec_->forward(int(N), false, true);
-        exec_->backward(int(N), false);
+        LossSums s = exec_->forward(Rows{int(N)}, false, true);
+        exec_->backward(Rows{int(N)}, false);
         exec_->read_grads(grad_out);
         return s;
     }
@@ -100,6 +125,7 @@ class Engine {
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
             exec_->encode(X + start * D, B, mu + start * L, lv + start * L);
+            if (poll) poll();
         }
     }
 
@@ -111,6 +137,7 @@ class Engine {
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
             exec_->decode(Z + start * L, B, out + start * width, raw);
+            if (poll) poll();
         }
     }
 
@@ -159,6 +186,7 @@ class Engine {
                         s[b] += std::exp(v - m[b]);
                     }
                 }
+                if (poll) poll();
             }
             for (int b = 0; b < B; ++b) out[start + b] = T(m[b] + std::log(s[b]) - std::log(double(k)));
         }
@@ -170,18 +198,80 @@ class Engine {
 
     // The training step on the batch in the backend: noise from the step number, forward, a
     // finiteness check before anything changes, backward and the update. Batch k of nb (nb = 0:
-    // of a stream) in error messages.
-    LossSums step(int B, long k, long nb) {
-        exec_->draw_eps(stream_id(Purpose::train_eps, uint64_t(model.opt.step)), 0, long(B) * model.K());
+    // of a stream) in error messages. With a collective, `next` is this rank's word from the last
+    // batch; false: a rank asked to stop, and this step changed nothing.
+    bool step(const Rows& rows, long k, long nb, const Collective<T>* coll, Next next, LossSums& s) {
+        const int K = model.K();
+        if (rows.B > 0)
+            exec_->draw_eps(stream_id(Purpose::train_eps, uint64_t(model.opt.step)), rows.first * K,
+                            long(rows.B) * K);
         exec_->save_state();  // the forward moves BatchNorm's statistics
-        LossSums s = exec_->forward(B, true, true);
-        if (!std::isfinite(s.loss)) {
-            exec_->restore_state();
-            throw NonFiniteLoss(k, nb, s.loss);
+        if (rows.B > 0) s = exec_->forward(rows, true, true);
+        if (!coll) {
+            if (!std::isfinite(s.loss)) {
+                exec_->restore_state();
+                throw NonFiniteLoss(k, nb, s.loss);
+            }
+            exec_->backward(rows, true);
+        } else {
+            if (rows.B > 0)
+                exec_->backward(rows, true);
+            else
+                exec_->zero_grads();
+            const Next all = all_reduce(*coll, s, next);
+            if (all != Next::go_on) {
+                exec_->restore_state();
+                if (all == Next::interrupted) throw Interrupted();
+                return false;
+            }
+            if (!std::isfinite(s.loss)) {
+                exec_->restore_state();
+                throw NonFiniteLoss(k, nb, s.loss);
+            }
         }
-        exec_->backward(B, true);
         exec_->update();
-        return s;
+        return true;
+    }
+
+    // ---- data-parallel: one all-reduce per step -------------------------------------------------
+    // Buffer: the gradients, then each loss sum as a (hi, lo) pair of T (their sum over ranks
+    // keeps about twice T's precision), the row count and the two flag counts.
+    static constexpr int kExtra = 3 * 2 + 3;
+    Buffer<T> reduce_;
+
+    static void split(T* out, double v) {
+        out[0] = T(v);
+        out[1] = T(v - double(out[0]));
+    }
+
+    // Adds up the gradients and loss sums of all ranks (s becomes the global sums); returns what
+    // the ranks said after the last batch: stop if any asked to stop, interrupted if any was.
+    Next all_reduce(const Collective<T>& coll, LossSums& s, Next next) {
+        const long np = model.num_params();
+        reduce_.resize(np + kExtra);
+        T* b = reduce_.data();
+        exec_->read_grads(b);
+        T* e = b + np;
+        split(e, s.loss);
+        split(e + 2, s.rec);
+        split(e + 4, s.kl);
+        e[6] = T(s.n);
+        e[7] = T(next == Next::stop);
+        e[8] = T(next == Next::interrupted);
+        coll.sum(b, np + kExtra);
+        exec_->write_grads(b);
+        s.loss = double(e[0]) + double(e[1]);
+        s.rec = double(e[2]) + double(e[3]);
+        s.kl = double(e[4]) + double(e[5]);
+        s.n = long(e[6]);
+        return e[8] > 0 ? Next::interrupted : (e[7] > 0 ? Next::stop : Next::go_on);
+    }
+
+    // The ranks' last words of an epoch (said after its last batch).
+    void agree(const Collective<T>& coll, Next next) {
+        T f[2] = {T(next == Next::stop), T(next == Next::interrupted)};
+        coll.sum(f, 2);
+        if (f[1] > 0) throw Interrupted();
     }
 };
 

@@ -33,16 +33,20 @@ struct Executor {
     virtual void set_eps(const T* eps, long rows) = 0;
 
     // ---- the passes ----------------------------------------------------------------------------
-    // The objective over x with eps: returns the batch's loss sums. With want_grad the backend
-    // may compute the likelihood's gradient in the same pass, for the backward() that follows.
-    virtual LossSums forward(int B, bool training, bool want_grad) = 0;
-    // Sets the model's gradients to those of the mean loss of the last forward (every parameter
-    // is written; nothing is accumulated across calls).
-    virtual void backward(int B, bool training) = 0;
+    // The objective over x with eps: returns the loss sums of its rows.B rows. With want_grad the
+    // backend may compute the likelihood's gradient in the same pass, for the backward() that
+    // follows.
+    virtual LossSums forward(const Rows& rows, bool training, bool want_grad) = 0;
+    // Sets the model's gradients to those of the loss of the last forward's rows, divided by
+    // rows.mean_over() (every parameter is written; nothing is accumulated across calls).
+    virtual void backward(const Rows& rows, bool training) = 0;
+    // Gradients of nothing: zeros (a rank without rows in a global batch).
+    virtual void zero_grads() = 0;
     // One optimizer step with the gradients of the last backward (clipping included).
     virtual void update() = 0;
-    // grads (num_params,) of the last backward, to the host.
+    // grads (num_params,) of the last backward, to the host, and back (the ranks' sum).
     virtual void read_grads(T* out) = 0;
+    virtual void write_grads(const T* in) = 0;
     // The non-trainable state (BatchNorm's moving statistics) before a training forward, and
     // back when that forward's loss is not finite.
     virtual void save_state() = 0;

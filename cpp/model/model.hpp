@@ -62,8 +62,27 @@ struct NonFiniteLoss : std::runtime_error {
           batch(b) {}
 };
 
-// Called after each batch with (batches done, batches in the epoch, running sums); false stops.
-using Progress = std::function<bool(long, long, const LossSums&)>;
+// What the training loop does after a batch: go on, stop (the epoch ends there, as Keras's
+// stop_training), or stop because the caller was interrupted (Ctrl-C).
+enum class Next { go_on, stop, interrupted };
+
+// Called after each batch with (batches done, batches in the epoch, running sums).
+using Progress = std::function<Next(long, long, const LossSums&)>;
+
+// Thrown by a data-parallel epoch on every rank when any rank was interrupted; no update was
+// applied for the batch in flight.
+struct Interrupted : std::runtime_error {
+    Interrupted() : std::runtime_error("training was interrupted on one of the ranks") {}
+};
+
+// Where the B rows of a pass sit in the batch whose mean the loss is: rows first .. first + B - 1
+// of `total` (a rank's share of a global batch), or the whole batch (total 0). The random draws
+// (noise, dropout masks) of a row depend on its place in that batch.
+struct Rows {
+    int B = 0;
+    long first = 0, total = 0;
+    long mean_over() const { return total > 0 ? total : B; }
+};
 
 // The order in which an epoch visits the N samples: Fisher-Yates with counter-based uniforms of
 // stream shuffle|epoch (or 0..N-1 without shuffling). The CUDA backend uses it too.
@@ -94,7 +113,7 @@ struct Model {
 
     explicit Model(const VaeConfig& c) : cfg(c) {
         if (c.latent_dim < 1) throw ValueError("latent_dim must be >= 1");
-        if (c.threads < 1) throw ValueError("threads must be >= 1");
+        check_threads(c.threads);
         rng.seed = c.seed;
         D = int(shape_size(c.input_shape));
         L = c.latent_dim;
@@ -194,12 +213,25 @@ struct Model {
     }
 
   private:
+    // Parameters, gradients and two optimizer moments must fit in this machine's memory: a
+    // configuration asking for more is an error before anything is allocated.
+    void check_memory(long np) const {
+        const double need = 4.0 * double(np) * sizeof(T);
+        const double have = physical_memory_bytes();
+        if (have > 0 && need > have)
+            throw ValueError("this model has " + std::to_string(np) + " parameters: with their "
+                             "gradients and optimizer moments they need " +
+                             std::to_string(long(need / 1e9)) + " GB, more than this machine's " +
+                             std::to_string(long(have / 1e9)) + " GB of memory");
+    }
+
     void bind() {
         long np = 0, ns = 0;
         for (auto* l : all_layers()) {
             for (auto& a : l->weights()) weight_ranges.push_back({np, a.size()}), np += a.size();
             ns += l->num_state();
         }
+        check_memory(np);
         params.assign(np, T(0));
         grads.assign(np, T(0));
         state.assign(ns, T(0));

@@ -28,20 +28,21 @@ void act_backward(float* dx, const float* dout, const float* y, long n, Act a) {
 
 // The same draw, compared in double, as DropoutLayer::forward: word i % 4 of Philox block i / 4
 // as a 32-bit uniform.
-__global__ void dropout_kernel(float* out, float* mask, const float* inp, long n, double rate,
-                               Philox rng, uint64_t stream) {
+__global__ void dropout_kernel(float* out, float* mask, const float* inp, long n, long first,
+                               double rate, Philox rng, uint64_t stream) {
     const float keep = float(1.0 / (1.0 - rate));
     VAECPP_FOR_EACH(i, n) {
-        const PhiloxBlock w = rng(stream, uint64_t(i) >> 2);
-        mask[i] = Philox::to_unit32(w[int(i & 3)]) >= rate ? keep : 0.f;
+        const uint64_t g = uint64_t(first + i);  // the element's number in the whole batch
+        const PhiloxBlock w = rng(stream, g >> 2);
+        mask[i] = Philox::to_unit32(w[int(g & 3)]) >= rate ? keep : 0.f;
         out[i] = inp[i] * mask[i];
     }
 }
 
-void dropout_forward(float* out, float* mask, const float* inp, long n, double rate, Philox rng,
-                     uint64_t stream) {
+void dropout_forward(float* out, float* mask, const float* inp, long n, long first, double rate,
+                     Philox rng, uint64_t stream) {
     if (n == 0) return;
-    dropout_kernel<<<blocks_for(n), kThreads>>>(out, mask, inp, n, rate, rng, stream);
+    dropout_kernel<<<blocks_for(n), kThreads>>>(out, mask, inp, n, first, rate, rng, stream);
     VAECPP_CUDA_CHECK_LAUNCH();
 }
 

@@ -112,15 +112,21 @@ class CudaExecutor final : public Executor<float> {
         eps_.upload(eps, size_t(rows) * m.L);
     }
 
-    LossSums forward(int B, bool training, bool /*want_grad: backward computes it*/) override {
+    LossSums forward(const Rows& rows, bool training, bool /*want_grad: backward computes it*/) override {
         use_device();
-        forward_pass(xb_.data(), B, training);
-        return batch_sums(B);
+        first_row_ = rows.first;
+        forward_pass(xb_.data(), rows.B, training);
+        return batch_sums(rows.B);
     }
 
-    void backward(int B, bool /*training*/) override {
+    void backward(const Rows& rows, bool /*training*/) override {
         use_device();
-        backward_pass(xb_.data(), B);
+        backward_pass(xb_.data(), rows.B, 1.f / float(rows.mean_over()));
+    }
+
+    void zero_grads() override {
+        use_device();
+        grads_.zero();
     }
 
     void update() override {
@@ -131,6 +137,10 @@ class CudaExecutor final : public Executor<float> {
     void read_grads(float* out) override {
         use_device();
         grads_.download(out, m.params.size());
+    }
+    void write_grads(const float* in) override {
+        use_device();
+        grads_.upload(in, m.params.size());
     }
 
     // The layers this backend runs have no state (BatchNorm is refused).
@@ -192,6 +202,7 @@ class CudaExecutor final : public Executor<float> {
     const float* data_ = nullptr;  // the attached data set (host)
     bool resident_ = false;        // ... and its copy in X_
     long cap_ = 0;                 // workspace capacity in samples
+    long first_row_ = 0;           // of the last forward's rows in their batch (dropout draws)
     const float* h_ = nullptr;     // encoder output of the last forward
     const float* p_ = nullptr;     // decoder output of the last forward
     const float* x_ = nullptr;     // input of the last forward
@@ -326,7 +337,8 @@ class CudaExecutor final : public Executor<float> {
                     if (l.masked) {
                         const uint64_t stream = stream_id(
                             Purpose::dropout, uint64_t(m.opt.step) * 64 + uint64_t(l.index));
-                        dropout_forward(l.out.data(), l.mask.data(), h, n, l.rate, m.rng, stream);
+                        dropout_forward(l.out.data(), l.mask.data(), h, n, first_row_ * l.width,
+                                        l.rate, m.rng, stream);
                         l.y = l.out.data();
                     } else {
                         l.y = h;
@@ -390,10 +402,10 @@ class CudaExecutor final : public Executor<float> {
         kl_forward(kl_.data(), mu_.data(), lv_.data(), B, m.L, m.cfg.prior_std);
     }
 
-    // Sets grads_ to the gradient of the mean loss (every dense layer writes its dW and db).
-    void backward_pass(const float* x, int B) {
+    // Sets grads_ to w times the gradient of the summed loss (every dense layer writes its dW and
+    // db); w = 1 / B for the mean over the batch.
+    void backward_pass(const float* x, int B, float w) {
         const int L = m.L;
-        const float w = 1.f / float(B);
         lik_grad(dp_.data(), x, p_, B, m.D, m.cfg.lik, w);
         const float* dz = back_stack(dec_, dp_.data(), B, true);
         latent_backward(dmu_.data(), dlv_.data(), dz, mu_.data(), lv_.data(), eps_.data(),

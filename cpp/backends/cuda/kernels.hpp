@@ -32,9 +32,9 @@ void column_sums(float* db, const float* da, int B, int OC, bool accumulate);
 // ---- activations.cu (reference: kernels/activation_formulas.hpp, layers/basic_layers.hpp) ---------------------------------
 void act_forward(float* out, const float* x, long n, Act a);
 void act_backward(float* dx, const float* dout, const float* y, long n, Act a);  // dx may alias dout
-// DropoutLayer: mask = [uniform(stream, i) >= rate] / (1 - rate), out = inp * mask
-void dropout_forward(float* out, float* mask, const float* inp, long n, double rate, Philox rng,
-                     uint64_t stream);
+// DropoutLayer: mask = [uniform(stream, first + i) >= rate] / (1 - rate), out = inp * mask
+void dropout_forward(float* out, float* mask, const float* inp, long n, long first, double rate,
+                     Philox rng, uint64_t stream);
 void multiply(float* out, const float* a, const float* b, long n);  // out = a * b (may alias)
 // xb (B,D) = rows perm[first .. first+B) of X (N,D): the batch gather of the training loop
 void gather_rows(float* xb, const float* X, const int64_t* perm, long first, int B, int D);

@@ -1,0 +1,111 @@
+"""Data-parallel training over MPI (through mpi4py), for ``fit(..., distributed=comm)``.
+
+Every rank runs the same script with the same model seed and the same data. ``batch_size`` is the
+global batch: each rank takes a contiguous share of every batch, and inside the C++ epoch loop the
+ranks add up their gradients, loss sums and a flag word in one ``Allreduce`` per step, between
+backward and the optimizer update. The noise and dropout masks of a row are drawn by its place in
+the global batch, so N ranks compute the update of one process with the same global batch, up to
+the order of float additions.
+
+This module holds the Python side: the communicator's collectives as the engine and the epoch
+loop need them (weights from rank 0 at the start, BatchNorm statistics averaged at each epoch's
+end, validation sums added up, stop_training agreed). The engine itself knows no MPI: it calls
+back into :meth:`Distributed.allreduce`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Distributed", "for_comm"]
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as e:  # pragma: no cover - the message is the point
+        raise ImportError("distributed training needs mpi4py and an MPI library: "
+                          "pip install 'vaecpp[mpi]' (mpi4py and the mpich wheel)") from e
+    return MPI
+
+
+class Distributed:
+    """The ranks of an mpi4py communicator, as the training loop uses them."""
+
+    def __init__(self, comm):
+        MPI = _mpi()
+        if not isinstance(comm, MPI.Comm):
+            raise TypeError(f"distributed must be an mpi4py communicator (e.g. MPI.COMM_WORLD), "
+                            f"got {type(comm).__name__}")
+        self._MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    # ---- what the engine calls once per step --------------------------------------------------
+    def allreduce(self, a):
+        """In place: ``a`` = the sum over the ranks of every rank's ``a``."""
+        self.comm.Allreduce(self._MPI.IN_PLACE, a, op=self._MPI.SUM)
+
+    def engine_arg(self):
+        """The ``distributed`` argument of the engine's ``train_epoch``."""
+        return (self.rank, self.size, self.allreduce)
+
+    # ---- what the epoch loop calls ------------------------------------------------------------
+    def shard(self, n):
+        """This rank's contiguous part ``(lo, hi)`` of ``n`` rows (as the engine splits a batch)."""
+        return n * self.rank // self.size, n * (self.rank + 1) // self.size
+
+    def sum_sums(self, sums):
+        """The loss sums of all ranks added up (a dict of ``loss``, ..., ``n``)."""
+        keys = sorted(sums)
+        a = np.array([float(sums[k]) for k in keys], dtype=np.float64)
+        self.allreduce(a)
+        out = {k: float(v) for k, v in zip(keys, a)}
+        out["n"] = int(round(out["n"]))
+        return out
+
+    def any(self, flag):
+        """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+        a = np.array([1.0 if flag else 0.0])
+        self.allreduce(a)
+        return bool(a[0] > 0)
+
+    def broadcast_model(self, engine):
+        """Weights, BatchNorm state, optimizer moments and step from rank 0 to every rank."""
+        for get, put in ((engine.get_params, engine.set_params),
+                         (engine.get_state, engine.set_state)):
+            a = np.ascontiguousarray(get())
+            self.comm.Bcast(a, root=0)
+            put(a)
+        m, v = (np.ascontiguousarray(s) for s in engine.get_optimizer_slots())
+        self.comm.Bcast(m, root=0)
+        self.comm.Bcast(v, root=0)
+        engine.set_optimizer_slots(m, v)
+        engine.step = int(self.comm.bcast(int(engine.step), root=0))
+
+    def average_state(self, engine):
+        """BatchNorm's moving statistics averaged over the ranks (each rank normalised its own
+        share of the batches with its own batch statistics)."""
+        if engine.num_state == 0:
+            return
+        s = np.ascontiguousarray(engine.get_state(), dtype=np.float64)
+        self.allreduce(s)
+        engine.set_state((s / self.size).astype(engine.get_state().dtype))
+
+    def check_same(self, name, value):
+        """Raises on every rank when ``value`` (a number) differs between ranks."""
+        lo = self.comm.allreduce(value, op=self._MPI.MIN)
+        hi = self.comm.allreduce(value, op=self._MPI.MAX)
+        if lo != hi:
+            raise ValueError(f"distributed: {name} differs between ranks ({lo} vs {hi}); every "
+                             f"rank must pass the same data and settings")
+
+
+def for_comm(comm):
+    """A :class:`Distributed` for ``comm``, or None for no communicator or a single rank (which
+    then trains exactly as without ``distributed``)."""
+    if comm is None:
+        return None
+    dist = Distributed(comm)
+    return dist if dist.size > 1 else None
