@@ -18,7 +18,8 @@ padding / output_padding), BatchNorm momentum and epsilon, losses and Adam setti
 PyTorch's own initialisation. PyTorch gets its input in its NCHW layout, converted once before
 timing (not timed); vaecpp reads NHWC as given. Both run float32 on the CPU with the same number
 of threads (``torch.set_num_threads``, ``VAE(threads=)``). vaecpp is timed through
-``vae._core.train_batch``, the call ``fit`` makes per batch for streamed data.
+``vae.train_on_batch`` (one optimizer step, the input checked as ``fit`` checks each streamed
+batch).
 
     python benchmarks/bench_conv.py                   # both models, 1 and 2 threads
     python benchmarks/bench_conv.py --models keras_mnist --threads 2 --steps 30
@@ -169,10 +170,10 @@ def time_vaecpp(name, batches, threads, warmup, steps):
     times = []
     for i in range(warmup + steps):
         t = time.perf_counter()
-        s = vae._core.train_batch(rows[i % len(rows)])
+        loss = vae.train_on_batch(rows[i % len(rows)])
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    return times, s["loss"] / s["n"]
+    return times, loss
 
 
 # ---- main ----------------------------------------------------------------------------------

@@ -128,8 +128,8 @@ def test_gradients_eps_shape(vae, x):
 def test_private_engine_rejects_bad_shapes_without_crashing():
     vae = vaecpp.VAE(6, hidden=(4,), seed=0)
     with pytest.raises(ValueError):
-        vae._core.train_epoch(np.zeros((3, 5), np.float32), 2, True, 0, None)
+        vae._engine.train_epoch(np.zeros((3, 5), np.float32), 2, True, 0, None)
     with pytest.raises(ValueError):
-        vae._core.decode(np.zeros((3, 7), np.float32))
+        vae._engine.decode(np.zeros((3, 7), np.float32))
     with pytest.raises(ValueError):
-        vae._core.set_params(np.zeros(3, np.float32))
+        vae._engine.set_params(np.zeros(3, np.float32))

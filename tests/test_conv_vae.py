@@ -57,7 +57,7 @@ def tiny_conv_vae(likelihood="gaussian", extra=(), in_shape=(4, 4, 2), **kw):
 
 
 def layer_kinds(vae):
-    return [kind for _, kind, _, _ in vae._core.layers()]
+    return [layer.kind for layer in vae.layer_summary()]
 
 
 def test_vae_appends_channels_to_blocks_for_two_value_likelihoods(capsys):
@@ -155,7 +155,7 @@ def celeba():
 
 
 def test_celeba_reference_model_shapes(celeba, capsys):
-    shapes = {name: tuple(shape) for name, _, shape, _ in celeba._core.layers()}
+    shapes = {layer.name: layer.output_shape for layer in celeba.layer_summary()}
     for name, shape in CELEBA_SHAPES:
         assert shapes[name] == shape, name
     kinds = layer_kinds(celeba)
@@ -177,10 +177,10 @@ def test_celeba_one_step_lowers_the_loss(celeba):
     celeba.compile(vaecpp.architectures.celeba_optimizer(learning_rate=1e-5))
     assert celeba.optimizer.get_config()["beta_1"] == 0.5
     rows = x.reshape(2, -1)
-    before = celeba._core.train_batch(rows)["loss"]  # the loss before the step
-    after = celeba._core.train_batch(rows)["loss"]   # ... and after it
+    before = celeba.train_on_batch(rows)  # the loss before the step
+    after = celeba.train_on_batch(rows)   # ... and after it
     assert np.isfinite(after) and after < before
-    assert celeba._core.step == 2
+    assert celeba.step == celeba.optimizer.iterations == 2
 
 
 @pytest.mark.parametrize("side,filters", [(16, (64, 128)), (32, (64, 128, 256))])
@@ -204,7 +204,7 @@ def test_celeba_architecture_errors():
 
 def test_keras_mnist_model_shapes():
     vae = vaecpp.keras_mnist_conv_vae(seed=0)
-    shapes = [tuple(s) for _, _, s, _ in vae._core.layers()]
+    shapes = [layer.output_shape for layer in vae.layer_summary()]
     assert shapes == [(14, 14, 32), (7, 7, 64), (3136,), (16,), (2,), (2,), (3136,), (7, 7, 64),
                       (14, 14, 64), (28, 28, 32), (28, 28, 1)]
     assert vae.likelihood == "bernoulli" and vae.input_shape == (28, 28, 1)
@@ -300,8 +300,10 @@ def test_save_and_load_keep_the_moving_statistics(tmp_path):
     x = np.random.default_rng(2).normal(size=(4, 12))
     vae.save(tmp_path / "m.vae")
     back = vaecpp.load_model(tmp_path / "m.vae")
-    np.testing.assert_array_equal(back._core.get_state(), vae._core.get_state())
-    assert vae._core.get_state().any()
+    moving = [i for i, name in enumerate(vae.weight_names()) if "/moving_" in name]
+    assert moving and any(vae.get_weights()[i].any() for i in moving)
+    for a, b in zip(back.get_weights(), vae.get_weights()):
+        np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(back.reconstruct(x), vae.reconstruct(x))
     other = bn_vae()
     vae.save_weights(tmp_path / "w.npz")
@@ -326,10 +328,10 @@ def test_train_epoch_on_one_batch_is_one_step_like_train_batch(blobs):
     a.compile("adam")
     b.compile("adam")
     x = blobs[:16].astype(np.float32)
-    sa = a._core.train_epoch(x, len(x), False, 0, None)
-    sb = b._core.train_batch(x)
-    assert a._core.step == b._core.step == 1
-    assert sa == sb
+    sa = a.fit(x, batch_size=len(x), shuffle=False, epochs=1, verbose=0).history
+    sb = b.train_on_batch(x, return_dict=True)
+    assert a.step == b.step == 1
+    assert {k: v[0] for k, v in sa.items()} == sb
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
 
@@ -347,7 +349,7 @@ def test_generator_fit_matches_array_fit_without_shuffle(blobs):
         np.testing.assert_allclose(hb.history[k], ha.history[k], rtol=1e-12)
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
-    assert b._core.step == 24 and b.history.epoch == [0, 1, 2]
+    assert b.step == 24 and b.history.epoch == [0, 1, 2]
 
 
 def test_stream_validation_and_evaluate(blobs):
@@ -378,14 +380,14 @@ def test_stream_argument_errors(blobs):
         vae.fit(blobs, steps_per_epoch=2, verbose=0)
     with pytest.raises(ValueError, match=r"batch 2 of x must have shape"):
         vae.fit(iter([blobs[:10], blobs[:10, :5]]), steps_per_epoch=2, verbose=0)
-    assert vae._core.step == 1  # the good first batch was trained
+    assert vae.step == 1  # the good first batch was trained
 
 
 def test_generator_running_dry_stops_with_a_warning(blobs):
     vae = small()
     with pytest.warns(UserWarning, match="ran out of batches after 2 of the 3"):
         h = vae.fit(batches_of(blobs[:80], 16), steps_per_epoch=3, epochs=5, verbose=0)
-    assert h.epoch == [0, 1] and vae._core.step == 5  # 3 + the 2 left; epoch 2 recorded
+    assert h.epoch == [0, 1] and vae.step == 5  # 3 + the 2 left; epoch 2 recorded
 
 
 def test_reiterable_and_tuple_batches(blobs):
@@ -394,7 +396,7 @@ def test_reiterable_and_tuple_batches(blobs):
             return ((b, None) for b in batches_of(blobs, 100))
     vae = small()
     h = vae.fit(Loader(), epochs=3, verbose=0)
-    assert len(h.epoch) == 3 and vae._core.step == 12
+    assert len(h.epoch) == 3 and vae.step == 12
 
 
 def test_ctrl_c_during_a_streamed_fit(blobs):
@@ -412,7 +414,7 @@ def test_ctrl_c_during_a_streamed_fit(blobs):
     with pytest.raises(KeyboardInterrupt):
         vae.fit(endless(), steps_per_epoch=10**6, epochs=2, verbose=0,
                 callbacks=[cb.LambdaCallback(on_train_batch_end=interrupt)])
-    assert 3 <= vae._core.step <= 4 and vae.history.epoch == []
+    assert 3 <= vae.step <= 4 and vae.history.epoch == []
     h = vae.fit(blobs, epochs=1, verbose=0)  # still usable
     assert np.isfinite(h.history["loss"][0])
 
@@ -436,7 +438,7 @@ def test_non_finite_loss_in_a_stream_keeps_the_last_good_step():
         vae.fit(iter([good, bad]), steps_per_epoch=2, verbose=0,
                 callbacks=[cb.LambdaCallback(on_train_batch_end=lambda s, l: seen.append(
                     vae.get_weights()))])
-    assert len(seen) == 1 and vae._core.step == 1
+    assert len(seen) == 1 and vae.step == 1
     for a, b in zip(vae.get_weights(), seen[0]):
         np.testing.assert_array_equal(a, b)  # weights and moving statistics of step 1
     h = vae.fit(iter([good, bad]), steps_per_epoch=2, verbose=0, callbacks=[cb.TerminateOnNaN()])
@@ -466,7 +468,7 @@ def test_fit_on_an_image_folder_source(png_folder):
                                  lambda b: 2 * b - 1)
     vae.compile(vaecpp.architectures.celeba_optimizer(1e-3))
     h = vae.fit(source, epochs=4, batch_size=4, verbose=0, validation_data=source)
-    assert h.epoch == [0, 1, 2, 3] and vae._core.step == 12  # 3 batches (4, 4, 2) per epoch
+    assert h.epoch == [0, 1, 2, 3] and vae.step == 12  # 3 batches (4, 4, 2) per epoch
     assert set(h.history) == {"loss", "reconstruction_loss", "kl_loss", "val_loss",
                               "val_reconstruction_loss", "val_kl_loss"}
     assert all(np.isfinite(v).all() for v in h.history.values())
@@ -477,7 +479,7 @@ def test_fit_on_an_image_folder_source(png_folder):
     np.testing.assert_allclose(vae.evaluate(arr, batch_size=4)["loss"], ev["loss"], rtol=1e-6)
     # fit asked the source for an epoch-dependent shuffled order; steps_per_epoch caps an epoch
     vae.fit(source, epochs=1, batch_size=4, steps_per_epoch=2, verbose=0)
-    assert vae._core.step == 14
+    assert vae.step == 14
 
 
 # ---- the per-step hook and the long-run callbacks -------------------------------------------
@@ -517,7 +519,7 @@ def test_stop_training_from_the_batch_hook_ends_the_epoch(blobs):
             vae.stop_training = True
     h = vae.fit(batches_of(blobs, 50), steps_per_epoch=8, epochs=3, verbose=0,
                 callbacks=[cb.LambdaCallback(on_train_batch_end=stop)])
-    assert h.epoch == [0] and vae._core.step == 2
+    assert h.epoch == [0] and vae.step == 2
 
 
 def test_periodic_checkpoint_keeps_the_last_files(tmp_path, blobs):
@@ -560,4 +562,4 @@ def test_image_snapshots_write_png_grids(tmp_path):
     # with arrays the hook is throttled; it still fires after the last batch of the epoch
     arr = cb.ImageSnapshots(tmp_path / "arr", x, every_steps=1, n=2, samples=4)
     vae.fit(x, epochs=1, batch_size=4, verbose=0, callbacks=[arr])
-    assert arr.written and arr.written[-1][0] == vae._core.step
+    assert arr.written and arr.written[-1][0] == vae.step

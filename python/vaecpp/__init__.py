@@ -10,8 +10,7 @@ from . import callbacks, layers, likelihoods, optimizers, sources
 from ._core import build_info as _build_info
 from .callbacks import History
 from .likelihoods import Likelihood
-from .model import VAE
-from .saving import load_model
+from .model import VAE, load_model
 from . import architectures
 from .architectures import celeba_conv_vae, keras_mnist_conv_vae
 

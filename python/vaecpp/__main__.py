@@ -15,10 +15,11 @@ import os
 import sys
 import warnings
 
+from . import _core
+
 __all__ = ["main"]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "frey")
-LIKELIHOODS = ("bernoulli", "gaussian", "mse", "continuous_bernoulli", "laplace")
 EXIT_USAGE = 2
 
 
@@ -89,7 +90,7 @@ def build_parser():
     train.add_argument("--hidden", type=_widths, default=(512,), metavar="W[,W...]",
                        help="hidden layer widths of the encoder, mirrored in the decoder "
                             "(default 512)")
-    train.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli",
+    train.add_argument("--likelihood", choices=_core.LIKELIHOODS, default="bernoulli",
                        help="p(x|z) (default bernoulli)")
     train.add_argument("--epochs", type=_positive(int), default=20, metavar="N",
                        help="training epochs (default 20)")

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from . import layers as L
+from . import _core, layers as L
 from . import optimizers
 from .model import VAE
 
@@ -108,8 +108,10 @@ def celeba_conv_vae(input_shape=(128, 128, 3), latent_dim=64, num_filters=None, 
     decoder += block(L.Conv2DTranspose(top, 4, strides=1, padding="valid"))
     for f in reversed(num_filters[:-1]):
         decoder += block(L.Conv2DTranspose(f, kernel_size, strides=2, padding="same"))
-    per_pixel = 2 if likelihood in ("gaussian", "laplace") and kwargs.get("laplace_scale") is None \
-        else 1
+    if isinstance(likelihood, str) and likelihood in _core.LIKELIHOODS:
+        per_pixel = _core.likelihood_params_per_dim(likelihood, kwargs.get("laplace_scale") or 0.0)
+    else:  # a vaecpp.Likelihood (VAE rejects anything else, naming it)
+        per_pixel = getattr(likelihood, "params_per_dim", 1)
     decoder.append(L.Conv2DTranspose(per_pixel * channels, 3, strides=2, padding="same",
                                      name="decoder_output"))
     if likelihood == "mse":

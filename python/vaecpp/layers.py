@@ -6,13 +6,16 @@ runs it. ``config()`` returns the plain dict the engine reads: ``kind`` plus num
 
 from __future__ import annotations
 
+from . import _core
+
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "Dropout", "Flatten", "Reshape", "Conv2D",
     "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "BatchNorm", "BatchNormalization",
     "ChannelsToBlocks", "from_config",
 ]
 
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus")
+# The engine's activation names (the one list, kept in C++).
+ACTIVATIONS = tuple(_core.ACTIVATIONS)
 
 
 def check_activation(name, what="activation"):

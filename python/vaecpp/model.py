@@ -1,21 +1,44 @@
-"""The VAE model: a Keras-like front end over the C++ engine."""
+"""The VAE model: a Keras-like front end over the C++ engine.
+
+Reading order: the constructor hands its arguments to :mod:`vaecpp._config`, which checks them
+and translates them into the engine's configuration; ``fit`` and ``evaluate`` hand over to
+:mod:`vaecpp.training`; the rest of this file is inference, weights and the optimizer's state,
+and files (whose format :mod:`vaecpp.saving` reads and writes).
+"""
 
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 
-from . import _core, _checks, callbacks as cbks, layers as L, optimizers
-from .likelihoods import Likelihood, sample_builtin
+from . import _checks, _config, layers as L, optimizers, saving, training
 from .callbacks import History
-from .sources import Stream, is_stream
+from .likelihoods import sample_builtin
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "load_model", "LayerSummary"]
 
-LIKELIHOODS = ("bernoulli", "gaussian", "mse", "continuous_bernoulli", "laplace")
-# Parameters per data dimension, and the default output activation of the location.
-_LOC_DEFAULT = {"gaussian": "sigmoid"}
+LIKELIHOODS = _config.LIKELIHOODS
+BACKENDS = _config.BACKENDS
+
+
+class LayerSummary(tuple):
+    """One row of ``VAE.layer_summary()``: ``(name, kind, output_shape, params)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, name, kind, output_shape, params):
+        return super().__new__(cls, (name, kind, tuple(output_shape), int(params)))
+
+    name = property(lambda self: self[0])
+    kind = property(lambda self: self[1])
+    output_shape = property(lambda self: self[2])
+    params = property(lambda self: self[3])
+
+    def __repr__(self):
+        return (f"LayerSummary(name={self.name!r}, kind={self.kind!r}, "
+                f"output_shape={self.output_shape}, params={self.params})")
 
 
 class _SubModel:
@@ -97,108 +120,30 @@ class VAE:
         The CUDA device's number (``backend="cuda"`` only).
     """
 
+
     def __init__(self, input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None,
                  activation="relu", likelihood="bernoulli", output_activation=None, dropout=0.0,
                  beta=1.0, epsilon_std=1.0, prior_std=1.0, log_var_clip=5.0, laplace_scale=None,
                  reduction="sum", encoder=None, decoder=None, objective="elbo", k=1, seed=None,
                  dtype="float32", threads=None, backend="cpu", device=0):
-        self.input_shape = _checks.shape_tuple(input_shape)
-        self.input_dim = int(np.prod(self.input_shape))
-        self.latent_dim = _checks.positive_int(latent_dim, "latent_dim")
-        if dtype not in ("float32", "float64", np.float32, np.float64):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.dtype = np.dtype(dtype)
-        device = _check_backend(backend, device, self.dtype)
-        self.custom_likelihood = likelihood if isinstance(likelihood, Likelihood) else None
-        if self.custom_likelihood is not None:
-            likelihood = type(likelihood).__name__
-            self.params_per_dim = _checks.positive_int(self.custom_likelihood.params_per_dim,
-                                                       "Likelihood.params_per_dim")
-        elif not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}; expected one of "
-                             f"{', '.join(LIKELIHOODS)} or a vaecpp.Likelihood")
-        self.likelihood = likelihood
-        if self.custom_likelihood is not None:
-            loc_act = "linear"
-        elif likelihood in _checks.UNIT_INTERVAL:
-            if output_activation not in (None, "sigmoid"):
-                raise ValueError(f"the {likelihood} likelihood decodes sigmoid(logits); "
-                                 f"output_activation must be None, got {output_activation!r}")
-            loc_act = "linear"
-        else:
-            loc_act = L.check_activation(output_activation or _LOC_DEFAULT.get(likelihood),
-                                         "output_activation")
-        if reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-        if objective not in ("elbo", "iwae"):
-            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-        k = _checks.positive_int(k, "k")
-        if objective == "iwae" and (callable(beta) or beta != 1.0):
-            raise ValueError("objective='iwae' trains the importance-weighted bound, which has "
-                             "no beta: leave beta=1")
-        if reduction == "mean" and likelihood != "mse":
-            raise ValueError("reduction='mean' is only defined for the mse likelihood")
-        if laplace_scale is not None:
-            laplace_scale = _checks.number(laplace_scale, "laplace_scale", 0.0, open_minimum=True)
-        self._beta_schedule = beta if callable(beta) else None
-        beta0 = float(beta(0)) if callable(beta) else _checks.number(beta, "beta", 0.0)
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
-        self.seed = _checks.positive_int(seed, "seed", minimum=0)
-        if threads is None:
-            threads = _default_threads()
-        threads = _checks.positive_int(threads, "threads")
-        dropout = _checks.number(dropout, "dropout", 0.0)
-        if dropout >= 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        activation = L.check_activation(activation)
-
-        if self.custom_likelihood is None:
-            self.params_per_dim = 2 if likelihood == "gaussian" or (
-                likelihood == "laplace" and laplace_scale is None) else 1
-        if encoder is None:
-            hidden = tuple(_checks.positive_int(h, "hidden width") for h in hidden)
-            encoder = self._mlp(hidden, activation, dropout)
-        if decoder is None:
-            dec_hidden = tuple(reversed(hidden)) if decoder_hidden is None else tuple(
-                _checks.positive_int(h, "decoder_hidden width") for h in decoder_hidden)
-            decoder = self._mlp(dec_hidden, activation, dropout) + [
-                L.Dense(self.params_per_dim * self.input_dim, name="decoder_output")]
-        for stack, what in ((encoder, "encoder"), (decoder, "decoder")):
-            if not all(isinstance(layer, L.Layer) for layer in stack):
-                raise TypeError(f"{what} must be a list of vaecpp.layers.Layer objects")
-        self.encoder_layers, self.decoder_layers = list(encoder), list(decoder)
-
-        # Everything needed to rebuild this model (saved in model files).
-        self._config = dict(
-            input_shape=list(self.input_shape), latent_dim=self.latent_dim,
-            likelihood=likelihood, output_activation=output_activation,
-            beta=beta0 if self._beta_schedule is None else 1.0,
-            epsilon_std=_checks.number(epsilon_std, "epsilon_std", 0.0, open_minimum=True),
-            prior_std=_checks.number(prior_std, "prior_std", 0.0, open_minimum=True),
-            log_var_clip=_checks.number(log_var_clip, "log_var_clip", 0.0, open_minimum=True),
-            laplace_scale=laplace_scale, reduction=reduction, objective=objective, k=k,
-            seed=self.seed,
-            dtype=self.dtype.name, threads=threads, backend=backend, device=device,
-            encoder=[layer.get_config() for layer in self.encoder_layers],
-            decoder=[layer.get_config() for layer in self.decoder_layers])
-        if self.custom_likelihood is not None:
-            self._config["likelihood"] = {"class": likelihood,
-                                          "args": self.custom_likelihood.get_config()}
-        engine_cfg = dict(
-            self._config, beta=beta0, output_activation=loc_act,
-            likelihood="bernoulli" if self.custom_likelihood is not None else likelihood,
-            custom_params_per_dim=self.params_per_dim if self.custom_likelihood else 0,
-            laplace_scale=laplace_scale or 0.0, iwae_k=k,
-            **_engine_stacks(self.encoder_layers, self.decoder_layers))
-        if backend == "cuda":
-            self._core = _core.VaeCudaF32(engine_cfg, None, device)
-        else:
-            core_cls = _core.VaeF32 if self.dtype == np.float32 else _core.VaeF64
-            self._core = core_cls(engine_cfg, self.custom_likelihood)
-        self.backend, self.device = backend, device
+        spec = _config.resolve(
+            input_shape, latent_dim=latent_dim, hidden=hidden, decoder_hidden=decoder_hidden,
+            activation=activation, likelihood=likelihood, output_activation=output_activation,
+            dropout=dropout, beta=beta, epsilon_std=epsilon_std, prior_std=prior_std,
+            log_var_clip=log_var_clip, laplace_scale=laplace_scale, reduction=reduction,
+            encoder=encoder, decoder=decoder, objective=objective, k=k, seed=seed, dtype=dtype,
+            threads=threads, backend=backend, device=device)
+        self.input_shape, self.input_dim = spec.input_shape, spec.input_dim
+        self.latent_dim, self.dtype, self.seed = spec.latent_dim, spec.dtype, spec.seed
+        self.likelihood, self.custom_likelihood = spec.likelihood, spec.custom_likelihood
+        self.params_per_dim = spec.params_per_dim
+        self.encoder_layers, self.decoder_layers = spec.encoder_layers, spec.decoder_layers
+        self.backend, self.device = spec.backend, spec.device
+        self._config = spec.config          # everything needed to rebuild this model
+        self._loc_act = spec.loc_act
+        self._beta_schedule = spec.beta_schedule
+        self._engine = _config.make_engine(spec)
         self._weight_index = self._weight_layout()
-        self._core_loc_act = loc_act
 
         self.optimizer = None
         self.history = History()  # every epoch this model has trained, across fit calls
@@ -207,19 +152,10 @@ class VAE:
         self.encoder = _SubModel(self.encode)
         self.decoder = _SubModel(self.decode)
 
-    @staticmethod
-    def _mlp(widths, activation, dropout):
-        stack = []
-        for w in widths:
-            stack.append(L.Dense(w, activation))
-            if dropout > 0:
-                stack.append(L.Dropout(dropout))
-        return stack
-
     # ---- configuration --------------------------------------------------------------------
     @property
     def beta(self):
-        return self._beta_schedule if self._beta_schedule is not None else self._core.beta
+        return self._beta_schedule if self._beta_schedule is not None else self._engine.beta
 
     @beta.setter
     def beta(self, value):
@@ -227,21 +163,21 @@ class VAE:
             self._beta_schedule = value
         else:
             self._beta_schedule = None
-            self._core.beta = _checks.number(value, "beta", 0.0)
-            self._config["beta"] = self._core.beta
+            self._engine.beta = _checks.number(value, "beta", 0.0)
+            self._config["beta"] = self._engine.beta
 
     @property
     def threads(self):
-        return self._core.threads
+        return self._engine.threads
 
     @threads.setter
     def threads(self, n):
-        self._core.threads = _checks.positive_int(n, "threads")
-        self._config["threads"] = self._core.threads
+        self._engine.threads = _checks.positive_int(n, "threads")
+        self._config["threads"] = self._engine.threads
 
     @property
     def epsilon_std(self):
-        return self._core.epsilon_std
+        return self._engine.epsilon_std
 
     def get_config(self):
         """The constructor arguments (JSON-serialisable); a beta schedule is not included."""
@@ -250,8 +186,41 @@ class VAE:
     def compile(self, optimizer="adam"):
         """Chooses the optimizer (a name or a vaecpp.optimizers.Optimizer); resets its state."""
         self.optimizer = optimizers.get(optimizer)
-        self._core.set_optimizer(self.optimizer.get_config())
+        self._engine.set_optimizer(self.optimizer.get_config())
+        self.optimizer._model = weakref.ref(self)  # optimizer.iterations reads self.step
         return self
+
+    # ---- the optimizer's progress and state -----------------------------------------------
+    @property
+    def step(self):
+        """Optimizer steps taken since ``compile`` (across ``fit`` calls and file round trips);
+        Keras's ``optimizer.iterations``. Callbacks that act every so many steps count these."""
+        return int(self._engine.step)
+
+    @step.setter
+    def step(self, value):
+        self._engine.step = _checks.positive_int(value, "step", minimum=0)
+
+    def get_optimizer_state(self):
+        """The optimizer's state as ``{"step": int, "m": array, "v": array}``: the step count
+        and its two per-parameter slots (Adam's moments, SGD's momentum in ``m``, RMSprop's and
+        Adagrad's accumulators; empty arrays for a rule that needs none). Raises RuntimeError
+        before ``compile``."""
+        self._need_optimizer("get_optimizer_state")
+        m, v = self._engine.get_optimizer_slots()
+        return {"step": self.step, "m": m, "v": v}
+
+    def set_optimizer_state(self, state):
+        """Restores what :meth:`get_optimizer_state` returned (same optimizer and model)."""
+        self._need_optimizer("set_optimizer_state")
+        m = np.ascontiguousarray(state["m"], dtype=self.dtype)
+        v = np.ascontiguousarray(state["v"], dtype=self.dtype)
+        self._engine.set_optimizer_slots(m, v)
+        self.step = int(state["step"])
+
+    def _need_optimizer(self, what):
+        if self.optimizer is None:
+            raise RuntimeError(f"{what} needs an optimizer: call compile() first")
 
     # ---- data ---------------------------------------------------------------------------------
     def _rows(self, x, name="x", check_support=True):
@@ -271,7 +240,7 @@ class VAE:
     def _out_shape(self, rows):
         return rows.reshape((rows.shape[0],) + self.input_shape)
 
-    # ---- training -------------------------------------------------------------------------
+    # ---- training (see training.py) ---------------------------------------------------------
     def fit(self, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
             steps_per_epoch=None, validation_steps=None):
@@ -286,158 +255,35 @@ class VAE:
         ``validation_steps``). Ctrl-C stops between batches: the model stays usable and
         ``vae.history`` keeps every finished epoch.
         """
-        streaming = is_stream(x)
-        if y is not None and (streaming or y is not x and not (
-                isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and y.shape == x.shape
-                and np.array_equal(y, x))):
-            raise ValueError("a VAE reconstructs its input: y must be None or the same array as x"
-                             + (" (None for a data source or generator)" if streaming else ""))
-        batch_size = _checks.positive_int(batch_size, "batch_size")
-        epochs = _checks.positive_int(epochs, "epochs", minimum=0)
-        initial_epoch = _checks.positive_int(initial_epoch, "initial_epoch", minimum=0)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        if steps_per_epoch is not None:
-            steps_per_epoch = _checks.positive_int(steps_per_epoch, "steps_per_epoch")
-            if not streaming:
-                raise ValueError("steps_per_epoch is for data sources and generators; with arrays "
-                                 "an epoch is one pass over x")
-        split = _checks.number(validation_split, "validation_split", 0.0)
-        val = None
-        if validation_data is not None:
-            if isinstance(validation_data, tuple):
-                if not validation_data:
-                    raise ValueError("validation_data is an empty tuple")
-                validation_data = validation_data[0]
-            val = self._data(validation_data, batch_size, validation_steps, "validation_data",
-                             "validation_steps")
-        if streaming:
-            if split > 0:
-                raise ValueError("validation_split needs array data; give a data source or "
-                                 "generator its validation_data")
-            train = Stream(x, batch_size, steps_per_epoch, self.seed, "x", "steps_per_epoch")
-            steps = train.steps
-        else:
-            train = self._rows(x)
-            if validation_data is None and split > 0:
-                if split >= 1.0:
-                    raise ValueError(f"validation_split must be in [0, 1), got {split}")
-                n_val = int(len(train) * split)
-                if n_val < 1 or n_val >= len(train):
-                    raise ValueError(f"validation_split={split} leaves no training or no "
-                                     f"validation samples out of {len(train)}")
-                train, val = train[:-n_val], train[-n_val:]
-            steps = -(-len(train) // batch_size)
+        return training.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                            callbacks=callbacks, validation_split=validation_split,
+                            validation_data=validation_data, shuffle=shuffle,
+                            initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                            validation_steps=validation_steps)
+
+    def train_on_batch(self, x, y=None, return_dict=False):
+        """One optimizer step on the batch ``x``; returns the batch's mean loss before the step
+        (a dict of the loss terms with ``return_dict=True``), as Keras's ``train_on_batch``."""
+        if y is not None and not training._same_as_x(x, y):
+            raise ValueError("a VAE reconstructs its input: y must be None or the same array as x")
         if self.optimizer is None:
             self.compile()
+        self._engine.set_learning_rate(self.optimizer.learning_rate)
+        out = training.means(self._engine.train_batch(self._rows(x)))
+        return out if return_dict else out["loss"]
 
-        history = History()
-        user_cbs = list(callbacks or [])
-        terminate_on_nan = any(isinstance(c, cbks.TerminateOnNaN) for c in user_cbs)
-        progress = cbks.ProgressBar(verbose, epochs, steps)
-        log_lr = any(isinstance(c, (cbks.LearningRateScheduler, cbks.ReduceLROnPlateau))
-                     for c in user_cbs)
-        batch_cbs = [c for c in user_cbs if cbks.has_batch_hook(c)]
-        # History first, so user callbacks (e.g. ModelCheckpoint) see the finished epoch in it.
-        cb = cbks.CallbackList([history, _Recorder(self.history), progress] + user_cbs, self)
-
-        def report(done, total, loss, rec, kl):
-            """After a batch (throttled to every 0.1 s for arrays); False ends the epoch."""
-            if verbose == 1:
-                progress.on_batches(done, loss)
-            if batch_cbs:
-                logs = {"loss": loss, "reconstruction_loss": rec, "kl_loss": kl}
-                step = int(self._core.step)
-                for c in batch_cbs:
-                    c.on_train_batch_end(step, dict(logs))
-            return not self.stop_training
-
-        self.stop_training = False
-        cb.on_train_begin({})
-        for epoch in range(initial_epoch, epochs):
-            cb.on_epoch_begin(epoch, {})
-            if self._beta_schedule is not None:
-                self._core.beta = _checks.number(self._beta_schedule(epoch), "beta(epoch)", 0.0)
-            self._core.set_learning_rate(self.optimizer.learning_rate)
-            hook = report if verbose == 1 or batch_cbs else None
-            try:
-                if streaming:
-                    sums = self._train_stream(train.epoch(epoch, bool(shuffle)), hook)
-                else:
-                    sums = self._core.train_epoch(train, batch_size, bool(shuffle), epoch, hook)
-            except _core.NonFiniteLoss as e:
-                if not terminate_on_nan:
-                    raise FloatingPointError(
-                        f"epoch {epoch + 1}: {e}; training stopped and the weights of the last "
-                        f"good step were kept") from None
-                logs = {"loss": float("nan")}
-                cb.on_epoch_end(epoch, logs)
-                break
-            if sums["n"] == 0:  # a generator that had run dry
-                break
-            logs = _means(sums)
-            if self._beta_schedule is not None:
-                logs["beta"] = self._core.beta
-            if log_lr:  # the rate this epoch ran with
-                logs["learning_rate"] = self.optimizer.learning_rate
-            if val is not None:
-                logs.update({"val_" + k: v for k, v in _means(self._evaluate_sums(val, batch_size)).items()})
-            cb.on_epoch_end(epoch, logs)
-            if self.stop_training or streaming and train.exhausted:
-                break
-        cb.on_train_end({})
-        return history
-
-    def _train_stream(self, batches, report):
-        """One epoch over streamed batches, one optimizer step each; the loss sums."""
-        tot = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
-        for k, batch in enumerate(batches):
-            s = self._core.train_batch(self._rows(batch, f"batch {k + 1} of x"), k)
-            for key in tot:
-                tot[key] += s[key]
-            if report is not None:
-                m = _means(tot)
-                if not report(k + 1, None, m["loss"], m["reconstruction_loss"], m["kl_loss"]):
-                    break
-        return tot
-
-    def _data(self, data, batch_size, steps, name, steps_name):
-        """Array rows, or a Stream for a data source / generator / iterable of batches."""
-        if is_stream(data):
-            if steps is not None:
-                steps = _checks.positive_int(steps, steps_name)
-            return Stream(data, batch_size, steps, self.seed, name, steps_name)
-        return self._rows(data, name)
-
-    def _evaluate_sums(self, data, batch_size):
-        """Loss sums over array rows or over one pass of a Stream (unshuffled)."""
-        if not isinstance(data, Stream):
-            return self._core.evaluate(data, batch_size)
-        tot = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
-        for k, batch in enumerate(data.epoch(0, False)):
-            rows = self._rows(batch, f"batch {k + 1} of {data.name}")
-            s = self._core.evaluate(rows, batch_size, tot["n"])  # noise by position in the data
-            for key in tot:
-                tot[key] += s[key]
-        if tot["n"] == 0:
-            raise ValueError(f"{data.name} yielded no batches")
-        return tot
-
-    # ---- inference ------------------------------------------------------------------------
     def evaluate(self, x, y=None, batch_size=32, verbose=0, steps=None):
         """Mean loss terms per sample over x: ``loss``, ``reconstruction_loss``, ``kl_loss`` and
         ``elbo`` (= -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise
         of sample i depends only on the seed and i, so the result is repeatable. ``x`` may be a
         data source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``),
         read once in order: the same data as an array gives the same numbers."""
-        batch_size = _checks.positive_int(batch_size, "batch_size")
-        out = _means(self._evaluate_sums(self._data(x, batch_size, steps, "x", "steps"), batch_size))
-        out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
-        return out
+        return training.evaluate(self, x, batch_size, steps)
 
+    # ---- inference ------------------------------------------------------------------------
     def posterior(self, x):
         """``(z_mean, z_log_var)`` of q(z|x), each (n, latent_dim)."""
-        return self._core.encode(self._rows(x, check_support=False))
+        return self._engine.encode(self._rows(x, check_support=False))
 
     def encode(self, x, sample=False, seed=None):
         """Posterior means (n, latent_dim), or one sample ``z = mu + exp(lv/2) * eps`` each."""
@@ -453,17 +299,22 @@ class VAE:
         variance, ...); shaped (n, *input_shape)."""
         rows = self._latent_rows(z)
         if not sample:
-            return self._out_shape(self._core.decode(rows))
-        params = self._core.decode(rows, raw=True)
+            return self._out_shape(self._engine.decode(rows))
+        params = self._engine.decode(rows, raw=True)
         rng = self._rng(seed)
         if self.custom_likelihood is not None:
             x = self.custom_likelihood.sample(params, rng)
         else:
             c = self._config
             x = sample_builtin(self.likelihood, params, self.input_dim, rng,
-                               loc_act=self._core_loc_act, log_var_clip=c["log_var_clip"],
+                               loc_act=self._loc_act, log_var_clip=c["log_var_clip"],
                                laplace_scale=c["laplace_scale"], reduction=c["reduction"])
         return self._out_shape(np.asarray(x, self.dtype))
+
+    def decoder_outputs(self, z):
+        """The decoder's raw outputs for each latent point: the likelihood's parameters (logits,
+        or location then log-variance blocks, ...), ``(n, params_per_dim * input_dim)``."""
+        return self._engine.decode(self._latent_rows(z), raw=True)
 
     def log_likelihood(self, x, k=5000, batch_size=None):
         """Importance-sampled estimate of log p(x) per sample, in nats (the IWAE bound with k
@@ -472,7 +323,7 @@ class VAE:
         binarised MNIST). Repeatable: the draws depend only on the seed and sample index."""
         rows = self._rows(x)
         k = _checks.positive_int(k, "k")
-        return self._core.log_likelihood(rows, k).astype(np.float64)
+        return self._engine.log_likelihood(rows, k).astype(np.float64)
 
     def reconstruct(self, x):
         """``decode(encode(x))`` through the posterior means."""
@@ -505,17 +356,17 @@ class VAE:
             if len(eps) != draws * len(rows):
                 raise ValueError(f"eps must have one row per sample{' and draw' if draws > 1 else ''}"
                                  f": {len(eps)} != {draws * len(rows)}")
-        sums, flat = self._core.gradients(rows, eps)
-        losses = _means(sums)
+        sums, flat = self._engine.gradients(rows, eps)
+        losses = training.means(sums)
         losses["elbo"] = -(losses["reconstruction_loss"] + losses["kl_loss"])
-        return losses, self._split(flat, np.zeros(self._core.num_state, self.dtype))
+        return losses, self._split(flat, np.zeros(self._engine.num_state, self.dtype))
 
     # ---- weights --------------------------------------------------------------------------
     def _weight_layout(self):
         """For each array of get_weights(): (source, offset, shape), source 'p' or 's'; Keras
         order: per layer its trainable arrays, then its non-trainable ones."""
         entries = []
-        for source, infos in (("p", self._core.weight_info()), ("s", self._core.state_info())):
+        for source, infos in (("p", self._engine.weight_info()), ("s", self._engine.state_info())):
             offset = 0
             for layer_idx, layer, name, shape in infos:
                 size = int(np.prod(shape))
@@ -539,15 +390,15 @@ class VAE:
     def get_weights(self):
         """NumPy arrays: per layer (encoder, z_mean, z_log_var, decoder) kernel (in, out), bias,
         then any non-trainable arrays (BatchNorm moving statistics)."""
-        return self._split(self._core.get_params(), self._core.get_state())
+        return self._split(self._engine.get_params(), self._engine.get_state())
 
     def set_weights(self, weights):
         weights = list(weights)
         if len(weights) != len(self._weight_index):
             raise ValueError(f"set_weights expects {len(self._weight_index)} arrays, "
                              f"got {len(weights)}")
-        params = self._core.get_params()
-        state = self._core.get_state()
+        params = self._engine.get_params()
+        state = self._engine.get_state()
         for w, (src, off, shape, name) in zip(weights, self._weight_index):
             w = np.asarray(w)
             if w.shape != tuple(shape):
@@ -556,17 +407,22 @@ class VAE:
             if not np.issubdtype(w.dtype, np.number) or not np.isfinite(w).all():
                 raise ValueError(f"set_weights: {name} must be finite numbers")
             (params if src == "p" else state)[off:off + w.size] = w.ravel()
-        self._core.set_params(params)
-        self._core.set_state(state)
+        self._engine.set_params(params)
+        self._engine.set_state(state)
 
     def count_params(self):
-        return int(self._core.num_params)
+        return int(self._engine.num_params)
+
+    def layer_summary(self):
+        """One :class:`LayerSummary` ``(name, kind, output_shape, params)`` per engine layer, in
+        order: the encoder, ``z_mean``, ``z_log_var``, the decoder (what ``summary`` prints)."""
+        return [LayerSummary(*row) for row in self._engine.layers()]
 
     def summary(self, print_fn=print):
         """Prints every layer with its output shape and parameter count."""
         rows = [("input", "Input", self.input_shape, 0)]
-        for i, (name, kind, shape, n) in enumerate(self._core.layers()):
-            rows.append((name, kind, tuple(shape), n))
+        for name, kind, shape, n in self.layer_summary():
+            rows.append((name, kind, shape, n))
             if name == "z_log_var":
                 rows.append(("z", "Sampling", (self.latent_dim,), 0))
         width = max(len(f"{r[0]} ({r[1]})") for r in rows) + 2
@@ -583,98 +439,82 @@ class VAE:
         print_fn(f"Total params: {self.count_params():,}")
         print_fn(line)
 
-    # ---- persistence (see saving.py) ------------------------------------------------------
+    # ---- files (the format: saving.py) ----------------------------------------------------
     def save(self, path):
         """Writes config, weights, optimizer state and history to one file, atomically."""
-        from .saving import save_model
-        save_model(self, path)
+        slots = None
+        if self.optimizer is not None:
+            state = self.get_optimizer_state()
+            slots = (state["m"], state["v"])
+        saving.save_model(
+            path, config=self.get_config(),
+            optimizer=None if self.optimizer is None else self.optimizer.get_config(),
+            step=self.step, history={"epoch": self.history.epoch,
+                                     "history": self.history.history},
+            params=self._engine.get_params(), state=self._engine.get_state(),
+            optimizer_slots=slots)
+
+    def _weights_layout(self):
+        return [[name, list(w.shape)] for name, w in zip(self.weight_names(), self.get_weights())]
 
     def save_weights(self, path):
-        from .saving import save_weights
-        save_weights(self, path)
+        """Writes the weights (no config, optimizer or history) to one file, atomically."""
+        saving.save_weights(path, self._weights_layout(), self._engine.get_params(),
+                            self._engine.get_state())
 
     def load_weights(self, path):
-        from .saving import load_weights
-        load_weights(self, path)
+        """Reads weights written by ``save_weights`` from a model of the same architecture."""
+        arrays = saving.read_weights(path, self._weights_layout())
+        self._set_flat_weights(arrays, path)
+
+    def _set_flat_weights(self, arrays, path):
+        engine = self._engine
+        engine.set_params(saving.flat_array(arrays, "params", engine.num_params, self.dtype, path))
+        engine.set_state(saving.flat_array(arrays, "state", engine.num_state, self.dtype, path))
 
     def __repr__(self):
         return (f"VAE(input_shape={self.input_shape}, latent_dim={self.latent_dim}, "
                 f"likelihood={self.likelihood!r}, params={self.count_params():,})")
 
-
-class _Recorder(cbks.Callback):
-    """Appends each finished epoch to the model's lifetime history."""
-
-    def __init__(self, history):
-        self.lifetime = history
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.lifetime.on_epoch_end(epoch, dict(logs or {}))
+    # The engine under its old attribute name, for code written before it was renamed; use the
+    # public accessors above (step, get_optimizer_state, layer_summary, train_on_batch, ...).
+    _core = property(lambda self: self._engine)
 
 
-BACKENDS = ("cpu", "cuda")
-
-
-def _check_backend(backend, device, dtype):
-    """Validates backend and device; returns the device number. A CUDA request that this build or
-    machine cannot serve raises RuntimeError saying why, before any engine is built."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
-        raise ValueError(f"device must be a CUDA device number >= 0, got {device!r}")
-    device = int(device)
-    if backend == "cpu":
-        return device
-    if not hasattr(_core, "VaeCudaF32"):
-        raise RuntimeError("backend='cuda' is not available: this vaecpp was built without CUDA. "
-                           "Rebuild it with  pip install . -C cmake.define.VAECPP_CUDA=ON  "
-                           "(needs nvcc), or use backend='cpu'")
-    count = _core.cuda_device_count()
-    if count == 0:
-        raise RuntimeError("backend='cuda' is not available: vaecpp was built with CUDA but no "
-                           "CUDA device was found (no GPU, or no NVIDIA driver); use backend='cpu'")
-    if device >= count:
-        raise ValueError(f"device={device} but only {count} CUDA device"
-                         f"{'s are' if count > 1 else ' is'} present (0..{count - 1})")
-    if dtype != np.float32:
-        raise ValueError("the CUDA backend runs float32 only: use dtype='float32' or backend='cpu'")
-    return device
-
-
-def _engine_stacks(encoder, decoder):
-    """Engine configs of both stacks, unnamed layers named like Keras: dense, dense_1, ..."""
-    counts = {}
-    stacks = {}
-    for key, stack in (("encoder", encoder), ("decoder", decoder)):
-        cfgs = []
-        for layer in stack:
-            cfg = layer.config()
-            if "name" not in cfg:
-                n = counts.get(layer.kind, 0)
-                counts[layer.kind] = n + 1
-                cfg["name"] = layer.kind if n == 0 else f"{layer.kind}_{n}"
-            cfgs.append(cfg)
-        stacks[key] = cfgs
-    return stacks
-
-
-def _default_threads():
-    """``$VAECPP_THREADS`` (a positive integer) if set, else the number of cores. On a busy
-    machine fewer threads than cores can be much faster: OpenMP threads wait for each other at
-    every layer."""
-    value = os.environ.get("VAECPP_THREADS", "").strip()
-    if not value:
-        return _core.max_threads()
+def load_model(path, custom_objects=None, backend=None, device=None):
+    """Rebuilds a model saved with ``VAE.save``: weights, optimizer state and history, so that
+    ``fit(..., initial_epoch=len(model.history.epoch))`` continues where training stopped.
+    A model with a user-defined likelihood needs ``custom_objects={"ClassName": Class}``.
+    ``backend`` / ``device`` override the saved ones: a model trained on the GPU loads on the CPU
+    with ``backend="cpu"`` and the other way round (the weight layout is the same)."""
+    saved = saving.read_model(path)
+    where = os.fspath(path)
     try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"VAECPP_THREADS must be a positive integer, got {value!r}")
-    return n
-
-
-def _means(sums):
-    n = max(int(sums["n"]), 1)
-    return {k: float(sums[k]) / n for k in ("loss", "reconstruction_loss", "kl_loss")}
-
+        cfg = dict(saved.config)
+        if backend is not None:
+            cfg["backend"] = backend
+        if device is not None:
+            cfg["device"] = device
+        if isinstance(cfg.get("likelihood"), dict):
+            name = cfg["likelihood"]["class"]
+            if name not in (custom_objects or {}):
+                raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
+                                 f"custom_objects={{{name!r}: {name}}}")
+            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"]["args"])
+        cfg["encoder"] = [L.from_config(c) for c in cfg["encoder"]]
+        cfg["decoder"] = [L.from_config(c) for c in cfg["decoder"]]
+        model = VAE(**cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{where!r}: invalid model configuration: {e}") from None
+    model._set_flat_weights(saved.arrays, path)
+    if saved.optimizer is not None:
+        model.compile(saved.optimizer)
+        try:
+            model.set_optimizer_state({"step": saved.step, "m": saved.arrays.get("opt_m", np.zeros(0)),
+                                       "v": saved.arrays.get("opt_v", np.zeros(0))})
+        except ValueError as e:
+            raise ValueError(f"{where!r}: optimizer state does not fit: {e}") from None
+    model.history = History()
+    model.history.epoch = list(saved.history.get("epoch", []))
+    model.history.history = {k: list(v) for k, v in saved.history.get("history", {}).items()}
+    return model

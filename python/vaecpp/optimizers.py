@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from . import _core
+
 __all__ = ["Optimizer", "Adam", "SGD", "RMSprop", "Adagrad", "get"]
 
 
@@ -29,6 +31,7 @@ class Optimizer:
 
     name = ""
     _defaults: dict = {}
+    _model = None  # a weak reference to the model compiled with this optimizer
 
     def __init__(self, learning_rate=1e-3, clipnorm=None, clipvalue=None, weight_decay=None,
                  **kwargs):
@@ -42,6 +45,20 @@ class Optimizer:
         self.clipvalue = None if clipvalue is None else _number("clipvalue", clipvalue, low_open=True)
         self.weight_decay = None if weight_decay is None else _number("weight_decay", weight_decay)
         self.options = {**self._defaults, **kwargs}
+
+    @property
+    def iterations(self):
+        """Optimizer steps taken by the model compiled with this optimizer (Keras's
+        ``optimizer.iterations``; the same number as ``vae.step``); 0 before ``compile``."""
+        model = self._model() if self._model is not None else None
+        return 0 if model is None else model.step
+
+    @iterations.setter
+    def iterations(self, value):
+        model = self._model() if self._model is not None else None
+        if model is None:
+            raise RuntimeError("optimizer.iterations can be set once a model is compiled with it")
+        model.step = value
 
     def get_config(self):
         cfg = {"name": self.name, "learning_rate": self.learning_rate, **self.options}
@@ -111,11 +128,15 @@ class Adagrad(Optimizer):
                          epsilon=_number("epsilon", epsilon), **kwargs)
 
 
-_CLASSES = {c.name: c for c in (Adam, SGD, RMSprop, Adagrad)}
+# The engine's rules by name (_core.OPTIMIZERS is the one list); a rule without its class here
+# fails at import, not when a user asks for it.
+_BY_NAME = {c.name: c for c in (Adam, SGD, RMSprop, Adagrad)}
+_CLASSES = {name: _BY_NAME[name] for name in _core.OPTIMIZERS}
 
 
 def get(identifier):
-    """An Optimizer from an instance, a name ("adam", "sgd", "rmsprop", "adagrad") or a config."""
+    """An Optimizer from an instance, a name (one of ``_core.OPTIMIZERS``: "adam", "sgd",
+    "rmsprop", "adagrad") or a config."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str):

@@ -1,9 +1,10 @@
 """Model files: one NumPy ``.npz`` archive (no pickle) holding a JSON header (format, version,
 config, optimizer, history) and the flat parameter, state and optimizer-moment arrays.
 
-Writes go to a temporary file in the same directory, then ``os.replace`` (atomic). Reads check
-the zip's CRCs, the header and every array's size, and raise ``ValueError`` for anything else
-than an intact vaecpp file.
+This module is the format only: the model (``model.py``) decides what goes in and rebuilds
+itself from what comes out. Writes go to a temporary file in the same directory, then
+``os.replace`` (atomic). Reads check the zip's CRCs, the header and every array's size, and raise
+``ValueError`` for anything else than an intact vaecpp file.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import os
 import tempfile
 
 import numpy as np
-
-from . import layers as L
-from .callbacks import History
 
 FORMAT = "vaecpp.model"
 WEIGHTS_FORMAT = "vaecpp.weights"
@@ -66,96 +64,56 @@ def _read(path, expected_format):
     return header, arrays
 
 
-def _put(setter, arrays, key, size, dtype, path):
+class ModelFile:
+    """A model file's contents: ``config``, ``optimizer`` (config or None), ``step``, ``history``
+    (``{"epoch": [...], "history": {...}}``) and ``arrays`` (``params``, ``state`` and, with an
+    optimizer, ``opt_m`` / ``opt_v``)."""
+
+    def __init__(self, header, arrays):
+        self.config = header.get("config")
+        self.optimizer = header.get("optimizer")
+        self.step = int(header.get("step", 0))
+        self.history = header.get("history") or {}
+        self.arrays = arrays
+
+
+def flat_array(arrays, key, size, dtype, path):
+    """``arrays[key]`` checked to be ``size`` finite values, as a contiguous ``dtype`` array."""
     a = arrays.get(key)
     if a is None or a.ndim != 1 or a.size != size:
         got = None if a is None else a.shape
-        raise ValueError(f"{path!r}: array {key!r} should hold {size} values, got {got}")
+        raise ValueError(f"{os.fspath(path)!r}: array {key!r} should hold {size} values, got {got}")
     if not np.isfinite(a).all():
-        raise ValueError(f"{path!r}: array {key!r} contains NaN or inf")
-    setter(np.ascontiguousarray(a, dtype=dtype))
+        raise ValueError(f"{os.fspath(path)!r}: array {key!r} contains NaN or inf")
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
-def _weights_arrays(model):
-    return {"params": model._core.get_params(), "state": model._core.get_state()}
-
-
-def _set_weights_arrays(model, arrays, path):
-    core = model._core
-    _put(core.set_params, arrays, "params", core.num_params, model.dtype, path)
-    _put(core.set_state, arrays, "state", core.num_state, model.dtype, path)
-
-
-def save_model(model, path):
-    header = {
-        "format": FORMAT, "version": VERSION, "config": model.get_config(),
-        "optimizer": None if model.optimizer is None else model.optimizer.get_config(),
-        "step": int(model._core.step),
-        "history": {"epoch": model.history.epoch, "history": model.history.history},
-    }
-    arrays = _weights_arrays(model)
-    if model.optimizer is not None:
-        m, v = model._core.get_optimizer_slots()
-        arrays.update(opt_m=m, opt_v=v)
+def save_model(path, *, config, optimizer, step, history, params, state, optimizer_slots=None):
+    """Writes a model file: the JSON header and the flat ``params``, ``state`` and (with an
+    optimizer) its two slot arrays ``optimizer_slots = (m, v)``."""
+    header = {"format": FORMAT, "version": VERSION, "config": config, "optimizer": optimizer,
+              "step": int(step), "history": history}
+    arrays = {"params": params, "state": state}
+    if optimizer_slots is not None:
+        arrays.update(opt_m=optimizer_slots[0], opt_v=optimizer_slots[1])
     _write(path, header, arrays)
 
 
-def load_model(path, custom_objects=None, backend=None, device=None):
-    """Rebuilds a model saved with ``VAE.save``: weights, optimizer state and history, so that
-    ``fit(..., initial_epoch=len(model.history.epoch))`` continues where training stopped.
-    A model with a user-defined likelihood needs ``custom_objects={"ClassName": Class}``.
-    ``backend`` / ``device`` override the saved ones: a model trained on the GPU loads on the CPU
-    with ``backend="cpu"`` and the other way round (the weight layout is the same)."""
-    from .model import VAE
-
-    header, arrays = _read(path, FORMAT)
-    try:
-        cfg = dict(header["config"])
-        if backend is not None:
-            cfg["backend"] = backend
-        if device is not None:
-            cfg["device"] = device
-        if isinstance(cfg.get("likelihood"), dict):
-            name = cfg["likelihood"]["class"]
-            if name not in (custom_objects or {}):
-                raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
-                                 f"custom_objects={{{name!r}: {name}}}")
-            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"]["args"])
-        cfg["encoder"] = [L.from_config(c) for c in cfg["encoder"]]
-        cfg["decoder"] = [L.from_config(c) for c in cfg["decoder"]]
-        model = VAE(**cfg)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{os.fspath(path)!r}: invalid model configuration: {e}") from None
-    _set_weights_arrays(model, arrays, path)
-    if header.get("optimizer") is not None:
-        model.compile(header["optimizer"])
-        core = model._core
-        m = np.ascontiguousarray(arrays.get("opt_m", np.zeros(0)), dtype=model.dtype)
-        v = np.ascontiguousarray(arrays.get("opt_v", np.zeros(0)), dtype=model.dtype)
-        try:
-            core.set_optimizer_slots(m, v)
-        except ValueError as e:
-            raise ValueError(f"{os.fspath(path)!r}: optimizer state does not fit: {e}") from None
-        core.step = int(header.get("step", 0))
-    hist = header.get("history") or {}
-    model.history = History()
-    model.history.epoch = list(hist.get("epoch", []))
-    model.history.history = {k: list(v) for k, v in hist.get("history", {}).items()}
-    return model
+def read_model(path):
+    """Reads and checks a model file written by :func:`save_model`; returns a ModelFile."""
+    return ModelFile(*_read(path, FORMAT))
 
 
-def _layout(model):
-    return [[name, list(w.shape)] for name, w in zip(model.weight_names(), model.get_weights())]
+def save_weights(path, layout, params, state):
+    """Writes a weights file; ``layout`` is ``[[name, shape], ...]`` of the model's arrays, so
+    that a model of another architecture refuses the file."""
+    _write(path, {"format": WEIGHTS_FORMAT, "version": VERSION, "weights": layout},
+           {"params": params, "state": state})
 
 
-def save_weights(model, path):
-    header = {"format": WEIGHTS_FORMAT, "version": VERSION,
-              "weights": _layout(model)}
-    _write(path, header, _weights_arrays(model))
-
-
-def load_weights(model, path):
+def read_weights(path, layout):
+    """The arrays (``params``, ``state``) of a weights file whose layout is ``layout``."""
     header, arrays = _read(path, WEIGHTS_FORMAT)
-    if header.get("weights") != _layout(model):
+    if header.get("weights") != layout:
         raise ValueError(f"{os.fspath(path)!r} holds weights of a different architecture")
-    _set_weights_arrays(model, arrays, path)
+    return arrays

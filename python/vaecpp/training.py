@@ -1,0 +1,250 @@
+"""The training loop: ``fit`` and ``evaluate`` over one data adapter for arrays and streams.
+
+As Keras's data adapters do, :func:`adapter_for` turns what the user passes into one object with
+one interface, so that the epoch loop below does not care where the batches come from:
+
+* :class:`ArrayAdapter` (array data): an epoch runs inside the C++ engine
+  (``engine.train_epoch``: shuffling, batching, the optimizer steps) with the GIL released,
+  calling back to Python at most every 0.1 s;
+* :class:`StreamAdapter` (a data source, generator or iterable of batches, see
+  :mod:`vaecpp.sources`): Python iterates the batches and the engine takes one step per batch
+  (``engine.train_batch``), calling back after each.
+
+Both return the epoch's loss sums (``loss``, ``reconstruction_loss``, ``kl_loss`` summed over
+samples, and ``n``), which :func:`fit` turns into the per-sample means that History, the progress
+bar and the callbacks see. The loop itself, per epoch: callbacks' ``on_epoch_begin``, the beta
+schedule and learning rate into the engine, ``adapter.train_epoch``, validation, callbacks'
+``on_epoch_end``.
+"""
+
+from __future__ import annotations
+
+from . import _checks, _core, callbacks as cbks
+from .sources import Stream, is_stream
+
+__all__ = ["fit", "evaluate", "adapter_for", "ArrayAdapter", "StreamAdapter", "means"]
+
+SUM_KEYS = ("loss", "reconstruction_loss", "kl_loss")
+
+
+def means(sums):
+    """Per-sample means of an engine's loss sums."""
+    n = max(int(sums["n"]), 1)
+    return {k: float(sums[k]) / n for k in SUM_KEYS}
+
+
+def _zero_sums():
+    return {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0}
+
+
+def _add(total, sums):
+    for key in total:
+        total[key] += sums[key]
+
+
+class ArrayAdapter:
+    """Array data, already checked: ``(n, input_dim)`` rows of the model's dtype."""
+
+    exhausted = False  # an array never runs dry
+
+    def __init__(self, rows, batch_size):
+        self.rows, self.batch_size = rows, batch_size
+
+    @property
+    def steps(self):
+        """Batches per epoch."""
+        return -(-len(self.rows) // self.batch_size)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def split(self, fraction):
+        """``(train, validation)`` adapters: the last ``fraction`` of the rows validates."""
+        if fraction >= 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {fraction}")
+        n_val = int(len(self.rows) * fraction)
+        if n_val < 1 or n_val >= len(self.rows):
+            raise ValueError(f"validation_split={fraction} leaves no training or no "
+                             f"validation samples out of {len(self.rows)}")
+        return (ArrayAdapter(self.rows[:-n_val], self.batch_size),
+                ArrayAdapter(self.rows[-n_val:], self.batch_size))
+
+    def train_epoch(self, engine, epoch, shuffle, report):
+        """One epoch in C++; ``report(done, total, loss, rec, kl)`` is throttled to 0.1 s."""
+        return engine.train_epoch(self.rows, self.batch_size, shuffle, epoch, report)
+
+    def evaluate(self, engine, batch_size):
+        return engine.evaluate(self.rows, batch_size)
+
+
+class StreamAdapter:
+    """Batches from a data source, generator or iterable; ``check(batch, name)`` turns each into
+    checked rows (the model's ``_rows``)."""
+
+    def __init__(self, stream, check):
+        self.stream, self.check = stream, check
+
+    @property
+    def steps(self):
+        """Batches per epoch if known, else None."""
+        return self.stream.steps
+
+    @property
+    def exhausted(self):
+        """Whether a one-pass generator ran dry (training then stops)."""
+        return self.stream.exhausted
+
+    def train_epoch(self, engine, epoch, shuffle, report):
+        """One optimizer step per batch; ``report`` after each (None: no reports)."""
+        total = _zero_sums()
+        for k, batch in enumerate(self.stream.epoch(epoch, shuffle)):
+            _add(total, engine.train_batch(self.check(batch, f"batch {k + 1} of x"), k))
+            if report is not None:
+                m = means(total)
+                if not report(k + 1, None, m["loss"], m["reconstruction_loss"], m["kl_loss"]):
+                    break
+        return total
+
+    def evaluate(self, engine, batch_size):
+        """One unshuffled pass; sample i's noise depends on its position in the data, as with
+        arrays, so the same data streamed or in one array gives the same numbers."""
+        total = _zero_sums()
+        for k, batch in enumerate(self.stream.epoch(0, False)):
+            rows = self.check(batch, f"batch {k + 1} of {self.stream.name}")
+            _add(total, engine.evaluate(rows, batch_size, total["n"]))
+        if total["n"] == 0:
+            raise ValueError(f"{self.stream.name} yielded no batches")
+        return total
+
+
+def adapter_for(model, data, batch_size, steps=None, name="x", steps_name="steps"):
+    """The adapter for ``data``: a stream (see :mod:`vaecpp.sources`) or an array."""
+    if is_stream(data):
+        if steps is not None:
+            steps = _checks.positive_int(steps, steps_name)
+        stream = Stream(data, batch_size, steps, model.seed, name, steps_name)
+        return StreamAdapter(stream, lambda batch, what: model._rows(batch, what))
+    return ArrayAdapter(model._rows(data, name), batch_size)
+
+
+def evaluate(model, x, batch_size, steps=None):
+    """Mean loss terms per sample over ``x`` (an array or a stream) plus ``elbo``."""
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    data = adapter_for(model, x, batch_size, steps, "x", "steps")
+    out = means(data.evaluate(model._engine, batch_size))
+    out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
+    return out
+
+
+class _Recorder(cbks.Callback):
+    """Appends each finished epoch to the model's lifetime history."""
+
+    def __init__(self, history):
+        self.lifetime = history
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.lifetime.on_epoch_end(epoch, dict(logs or {}))
+
+
+def _same_as_x(x, y):
+    import numpy as np
+    return y is x or (isinstance(y, np.ndarray) and isinstance(x, np.ndarray)
+                      and y.shape == x.shape and np.array_equal(y, x))
+
+
+def fit(model, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
+        validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+        steps_per_epoch=None, validation_steps=None):
+    """``VAE.fit`` (see its docstring): checks the arguments, builds the adapters, runs the
+    epochs and returns the History of this call."""
+    streaming = is_stream(x)
+    if y is not None and (streaming or not _same_as_x(x, y)):
+        raise ValueError("a VAE reconstructs its input: y must be None or the same array as x"
+                         + (" (None for a data source or generator)" if streaming else ""))
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    epochs = _checks.positive_int(epochs, "epochs", minimum=0)
+    initial_epoch = _checks.positive_int(initial_epoch, "initial_epoch", minimum=0)
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if steps_per_epoch is not None:
+        steps_per_epoch = _checks.positive_int(steps_per_epoch, "steps_per_epoch")
+        if not streaming:
+            raise ValueError("steps_per_epoch is for data sources and generators; with arrays "
+                             "an epoch is one pass over x")
+    split = _checks.number(validation_split, "validation_split", 0.0)
+    val = None
+    if validation_data is not None:
+        if isinstance(validation_data, tuple):
+            if not validation_data:
+                raise ValueError("validation_data is an empty tuple")
+            validation_data = validation_data[0]
+        val = adapter_for(model, validation_data, batch_size, validation_steps,
+                          "validation_data", "validation_steps")
+    if streaming and split > 0:
+        raise ValueError("validation_split needs array data; give a data source or "
+                         "generator its validation_data")
+    train = adapter_for(model, x, batch_size, steps_per_epoch, "x", "steps_per_epoch")
+    if validation_data is None and split > 0:
+        train, val = train.split(split)
+    if model.optimizer is None:
+        model.compile()
+    return _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callbacks,
+                bool(shuffle))
+
+
+def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callbacks, shuffle):
+    """The epoch loop."""
+    engine = model._engine
+    history = cbks.History()
+    user_cbs = list(callbacks or [])
+    terminate_on_nan = any(isinstance(c, cbks.TerminateOnNaN) for c in user_cbs)
+    progress = cbks.ProgressBar(verbose, epochs, train.steps)
+    log_lr = any(isinstance(c, (cbks.LearningRateScheduler, cbks.ReduceLROnPlateau))
+                 for c in user_cbs)
+    batch_cbs = [c for c in user_cbs if cbks.has_batch_hook(c)]
+    # History first, so user callbacks (e.g. ModelCheckpoint) see the finished epoch in it.
+    cb = cbks.CallbackList([history, _Recorder(model.history), progress] + user_cbs, model)
+
+    def report(done, total, loss, rec, kl):
+        """After a batch (throttled to every 0.1 s for arrays); False ends the epoch."""
+        if verbose == 1:
+            progress.on_batches(done, loss)
+        if batch_cbs:
+            logs = {"loss": loss, "reconstruction_loss": rec, "kl_loss": kl}
+            step = model.step
+            for c in batch_cbs:
+                c.on_train_batch_end(step, dict(logs))
+        return not model.stop_training
+
+    beta_schedule = model._beta_schedule
+    model.stop_training = False
+    cb.on_train_begin({})
+    for epoch in range(initial_epoch, epochs):
+        cb.on_epoch_begin(epoch, {})
+        if beta_schedule is not None:
+            engine.beta = _checks.number(beta_schedule(epoch), "beta(epoch)", 0.0)
+        engine.set_learning_rate(model.optimizer.learning_rate)
+        hook = report if verbose == 1 or batch_cbs else None
+        try:
+            sums = train.train_epoch(engine, epoch, shuffle, hook)
+        except _core.NonFiniteLoss as e:
+            if not terminate_on_nan:
+                raise FloatingPointError(
+                    f"epoch {epoch + 1}: {e}; training stopped and the weights of the last "
+                    f"good step were kept") from None
+            cb.on_epoch_end(epoch, {"loss": float("nan")})
+            break
+        if sums["n"] == 0:  # a generator that had run dry
+            break
+        logs = means(sums)
+        if beta_schedule is not None:
+            logs["beta"] = engine.beta
+        if log_lr:  # the rate this epoch ran with
+            logs["learning_rate"] = model.optimizer.learning_rate
+        if val is not None:
+            logs.update({"val_" + k: v for k, v in means(val.evaluate(engine, batch_size)).items()})
+        cb.on_epoch_end(epoch, logs)
+        if model.stop_training or train.exhausted:
+            break
+    cb.on_train_end({})
+    return history
