@@ -243,7 +243,7 @@ class VAE:
     # ---- training (see training.py) ---------------------------------------------------------
     def fit(self, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            steps_per_epoch=None, validation_steps=None):
+            steps_per_epoch=None, validation_steps=None, distributed=None):
         """Trains for ``epochs - initial_epoch`` epochs; returns a History of this call.
 
         ``x`` is an array, or data that does not fit in memory (see :mod:`vaecpp.sources`): a
@@ -254,12 +254,18 @@ class VAE:
         an array, a tuple ``(x_val, anything)`` or a stream (a generator with
         ``validation_steps``). Ctrl-C stops between batches: the model stays usable and
         ``vae.history`` keeps every finished epoch.
+
+        ``distributed``: an mpi4py communicator (e.g. ``MPI.COMM_WORLD``) for data-parallel
+        training, launched with ``mpiexec -n N python train.py``: every rank passes the same
+        array ``x`` (and validation data) and builds the model with the same seed;
+        ``batch_size`` is the global batch, of which each rank computes a share. N ranks give
+        the weights of one process (see :mod:`vaecpp.distributed` and the README).
         """
         return training.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                             callbacks=callbacks, validation_split=validation_split,
                             validation_data=validation_data, shuffle=shuffle,
                             initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                            validation_steps=validation_steps)
+                            validation_steps=validation_steps, distributed=distributed)
 
     def train_on_batch(self, x, y=None, return_dict=False):
         """One optimizer step on the batch ``x``; returns the batch's mean loss before the step
@@ -272,13 +278,15 @@ class VAE:
         out = training.means(self._engine.train_batch(self._rows(x)))
         return out if return_dict else out["loss"]
 
-    def evaluate(self, x, y=None, batch_size=32, verbose=0, steps=None):
+    def evaluate(self, x, y=None, batch_size=32, verbose=0, steps=None, distributed=None):
         """Mean loss terms per sample over x: ``loss``, ``reconstruction_loss``, ``kl_loss`` and
         ``elbo`` (= -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise
         of sample i depends only on the seed and i, so the result is repeatable. ``x`` may be a
         data source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``),
-        read once in order: the same data as an array gives the same numbers."""
-        return training.evaluate(self, x, batch_size, steps)
+        read once in order: the same data as an array gives the same numbers. With
+        ``distributed`` (an mpi4py communicator) each rank evaluates its share of the array and
+        every rank returns the totals."""
+        return training.evaluate(self, x, batch_size, steps, distributed)
 
     # ---- inference ------------------------------------------------------------------------
     def posterior(self, x):

@@ -20,6 +20,7 @@ schedule and learning rate into the engine, ``adapter.train_epoch``, validation,
 from __future__ import annotations
 
 from . import _checks, _core, callbacks as cbks
+from .distributed import for_comm
 from .sources import Stream, is_stream
 
 __all__ = ["fit", "evaluate", "adapter_for", "ArrayAdapter", "StreamAdapter", "means"]
@@ -69,12 +70,20 @@ class ArrayAdapter:
         return (ArrayAdapter(self.rows[:-n_val], self.batch_size),
                 ArrayAdapter(self.rows[-n_val:], self.batch_size))
 
-    def train_epoch(self, engine, epoch, shuffle, report):
-        """One epoch in C++; ``report(done, total, loss, rec, kl)`` is throttled to 0.1 s."""
-        return engine.train_epoch(self.rows, self.batch_size, shuffle, epoch, report)
+    def train_epoch(self, engine, epoch, shuffle, report, dist=None):
+        """One epoch in C++; ``report(done, total, loss, rec, kl)`` is throttled to 0.1 s. With
+        ``dist`` the ranks share every batch and add up their gradients in the engine."""
+        return engine.train_epoch(self.rows, self.batch_size, shuffle, epoch, report,
+                                  dist.engine_arg() if dist else None)
 
-    def evaluate(self, engine, batch_size):
-        return engine.evaluate(self.rows, batch_size)
+    def evaluate(self, engine, batch_size, dist=None):
+        """Loss sums; with ``dist`` each rank its contiguous share (sample i keeps its noise)."""
+        if dist is None:
+            return engine.evaluate(self.rows, batch_size)
+        lo, hi = dist.shard(len(self.rows))
+        sums = (engine.evaluate(self.rows[lo:hi], batch_size, lo) if hi > lo
+                else {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0, "n": 0})
+        return dist.sum_sums(sums)
 
 
 class StreamAdapter:
@@ -94,7 +103,7 @@ class StreamAdapter:
         """Whether a one-pass generator ran dry (training then stops)."""
         return self.stream.exhausted
 
-    def train_epoch(self, engine, epoch, shuffle, report):
+    def train_epoch(self, engine, epoch, shuffle, report, dist=None):
         """One optimizer step per batch; ``report`` after each (None: no reports)."""
         total = _zero_sums()
         for k, batch in enumerate(self.stream.epoch(epoch, shuffle)):
@@ -105,7 +114,7 @@ class StreamAdapter:
                     break
         return total
 
-    def evaluate(self, engine, batch_size):
+    def evaluate(self, engine, batch_size, dist=None):
         """One unshuffled pass; sample i's noise depends on its position in the data, as with
         arrays, so the same data streamed or in one array gives the same numbers."""
         total = _zero_sums()
@@ -127,11 +136,13 @@ def adapter_for(model, data, batch_size, steps=None, name="x", steps_name="steps
     return ArrayAdapter(model._rows(data, name), batch_size)
 
 
-def evaluate(model, x, batch_size, steps=None):
+def evaluate(model, x, batch_size, steps=None, distributed=None):
     """Mean loss terms per sample over ``x`` (an array or a stream) plus ``elbo``."""
     batch_size = _checks.positive_int(batch_size, "batch_size")
+    dist = for_comm(distributed)
     data = adapter_for(model, x, batch_size, steps, "x", "steps")
-    out = means(data.evaluate(model._engine, batch_size))
+    _check_distributable(data, dist)
+    out = means(data.evaluate(model._engine, batch_size, dist))
     out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
     return out
 
@@ -152,9 +163,18 @@ def _same_as_x(x, y):
                       and y.shape == x.shape and np.array_equal(y, x))
 
 
+def _check_distributable(data, dist):
+    if dist is None or data is None:
+        return
+    if not isinstance(data, ArrayAdapter):
+        raise ValueError("distributed training and evaluation take arrays (every rank passes "
+                         "the same array); data sources and generators are not sharded yet")
+    dist.check_same("the number of samples", len(data))
+
+
 def fit(model, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-        steps_per_epoch=None, validation_steps=None):
+        steps_per_epoch=None, validation_steps=None, distributed=None):
     """``VAE.fit`` (see its docstring): checks the arguments, builds the adapters, runs the
     epochs and returns the History of this call."""
     streaming = is_stream(x)
@@ -188,11 +208,22 @@ def fit(model, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
         train, val = train.split(split)
     if model.optimizer is None:
         model.compile()
+    dist = for_comm(distributed)
+    if dist is not None:
+        for data in (train, val):
+            _check_distributable(data, dist)
+        dist.check_same("batch_size", batch_size)
+        dist.check_same("epochs", epochs)
+        dist.broadcast_model(model._engine)
+        if dist.rank != 0:  # rank 0 alone prints and writes files
+            verbose = 0
+            callbacks = [c for c in (callbacks or []) if not getattr(c, "rank_zero_only", False)]
     return _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callbacks,
-                bool(shuffle))
+                bool(shuffle), dist)
 
 
-def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callbacks, shuffle):
+def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callbacks, shuffle,
+         dist=None):
     """The epoch loop."""
     engine = model._engine
     history = cbks.History()
@@ -226,7 +257,7 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
         engine.set_learning_rate(model.optimizer.learning_rate)
         hook = report if verbose == 1 or batch_cbs else None
         try:
-            sums = train.train_epoch(engine, epoch, shuffle, hook)
+            sums = train.train_epoch(engine, epoch, shuffle, hook, dist)
         except _core.NonFiniteLoss as e:
             if not terminate_on_nan:
                 raise FloatingPointError(
@@ -236,14 +267,19 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
             break
         if sums["n"] == 0:  # a generator that had run dry
             break
+        if dist is not None:
+            dist.average_state(engine)
         logs = means(sums)
         if beta_schedule is not None:
             logs["beta"] = engine.beta
         if log_lr:  # the rate this epoch ran with
             logs["learning_rate"] = model.optimizer.learning_rate
         if val is not None:
-            logs.update({"val_" + k: v for k, v in means(val.evaluate(engine, batch_size)).items()})
+            logs.update({"val_" + k: v
+                         for k, v in means(val.evaluate(engine, batch_size, dist)).items()})
         cb.on_epoch_end(epoch, logs)
+        if dist is not None:  # a callback on any rank (e.g. rank 0's) stops them all
+            model.stop_training = dist.any(model.stop_training)
         if model.stop_training or train.exhausted:
             break
     cb.on_train_end({})

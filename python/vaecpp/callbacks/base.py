@@ -7,6 +7,9 @@ import math
 
 class Callback:
     model = None
+    # In distributed training (fit(distributed=comm)) a callback with rank_zero_only runs on
+    # rank 0 alone (files, pictures); the others run on every rank with the same logs.
+    rank_zero_only = False
 
     def set_model(self, model):
         self.model = model

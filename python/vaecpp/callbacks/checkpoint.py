@@ -12,6 +12,7 @@ from .base import Callback, Monitor
 class ModelCheckpoint(Monitor):
     """Saves the model (or only its weights) after each epoch; ``filepath`` may contain
     ``{epoch}`` and metric names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.2f}.vae"``."""
+    rank_zero_only = True  # in distributed training only rank 0 writes files
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False,
                  save_weights_only=False, mode="auto"):

@@ -10,6 +10,7 @@ from .base import Callback
 
 class CSVLogger(Callback):
     """Writes one CSV row per epoch: ``epoch`` then the metrics."""
+    rank_zero_only = True  # in distributed training only rank 0 writes files
 
     def __init__(self, filename, separator=",", append=False):
         self.filename, self.separator, self.append = os.fspath(filename), separator, append

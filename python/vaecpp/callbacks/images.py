@@ -26,6 +26,7 @@ class ImageSnapshots(Callback):
     times (default: to at least 64 pixels). Decoding uses the moving BatchNorm statistics, like
     every call outside ``fit``. Needs Pillow.
     """
+    rank_zero_only = True  # in distributed training only rank 0 writes files
 
     def __init__(self, directory, x, every_steps=1000, n=8, samples=16, interpolation_steps=8,
                  value_range=(0.0, 1.0), seed=0, zoom=None):

@@ -1,0 +1,156 @@
+"""Data-parallel training over MPI: N ranks against one process, agreement on errors and stops.
+
+Each test launches ``mpiexec -n N python tests/mpi_worker.py SCENARIO`` under a timeout (no rank
+may be left hanging in a collective) and compares what the ranks wrote. Skips, saying why, where
+mpi4py or mpiexec is missing (``pip install 'vaecpp[mpi]'`` brings both).
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+
+import vaecpp
+
+WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
+
+
+def find_mpiexec():
+    for d in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        p = os.path.join(d, "mpiexec")
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return shutil.which("mpiexec")
+
+
+MPIEXEC = find_mpiexec()
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI4PY = True
+except ImportError:
+    HAVE_MPI4PY = False
+
+pytestmark = [
+    pytest.mark.skipif(not HAVE_MPI4PY, reason="mpi4py is not installed (pip install 'vaecpp[mpi]')"),
+    pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found (pip install 'vaecpp[mpi]')"),
+]
+
+
+def launch(tmp_path, scenario, ranks, dtype="float32", timeout=180):
+    out = tmp_path / scenario
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), scenario, str(out),
+                        dtype], capture_output=True, text=True, timeout=timeout, env=env)
+    errors = [p.read_text() for p in sorted(out.glob("rank*.txt"))]
+    assert r.returncode == 0 and not errors, (r.stdout, r.stderr, errors)
+    results = [dict(np.load(out / f"rank{i}.npz")) for i in range(ranks)]
+    assert len(results) == ranks
+    return results
+
+
+def data(n, d=24, seed=0, dtype="float32"):
+    return (np.random.default_rng(seed).random((n, d)) > 0.5).astype(dtype)
+
+
+def single_process(n, bs, dtype):
+    """What one process computes with the same global batch (no communicator)."""
+    x, x_val = data(n, dtype=dtype), data(60, seed=1, dtype=dtype)
+    vae = vaecpp.VAE(24, latent_dim=3, hidden=(16,), dropout=0.25, seed=7, threads=1, dtype=dtype)
+    vae.compile("adam")
+    seen = []
+
+    class EpochWeights(vaecpp.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(np.concatenate([w.ravel() for w in self.model.get_weights()]))
+
+    h = vae.fit(x, batch_size=bs, epochs=3, verbose=0, validation_data=x_val,
+                callbacks=[EpochWeights()])
+    return np.stack(seen), h.history, vae.evaluate(x_val, batch_size=16)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_two_ranks_give_the_weights_of_one_process(tmp_path, dtype, rtol):
+    """3 epochs of Adam with shuffling and dropout, global batch 64 over 2 ranks."""
+    ranks = launch(tmp_path, "exact", 2, dtype)
+    weights, history, ev = single_process(400, 64, dtype)
+    for r in ranks:  # every rank, after every epoch: the same weights as one process
+        np.testing.assert_allclose(r["weights"], weights, rtol=rtol, atol=rtol * 1e-2)
+        np.testing.assert_allclose(r["loss"], history["loss"], rtol=rtol)
+        np.testing.assert_allclose(r["val_loss"], history["val_loss"], rtol=rtol)
+        np.testing.assert_allclose(r["evaluate"], ev["loss"], rtol=rtol)
+    for r in ranks[1:]:  # and bit for bit the same on every rank
+        np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
+        np.testing.assert_array_equal(r["loss"], ranks[0]["loss"])
+
+
+def test_three_ranks_with_an_uneven_last_batch(tmp_path):
+    """203 samples in global batches of 50 over 3 ranks: shares of 16/17 rows and a last batch
+    of 3 (one row per rank)."""
+    ranks = launch(tmp_path, "uneven", 3, "float64")
+    weights, history, _ = single_process(203, 50, "float64")
+    for r in ranks:
+        np.testing.assert_allclose(r["weights"], weights, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(r["loss"], history["loss"], rtol=1e-12)
+        np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_batch(tmp_path):
+    ranks = launch(tmp_path, "nan", 2)
+    for r in ranks:  # row 210 is in batch 7 (rows 192..223), in rank 1's half (208..223)
+        assert "the loss became NaN at batch 7 of 8" in str(r["message"])
+        assert int(r["step"]) == 6  # no update was applied for the bad batch
+        np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
+
+
+@pytest.mark.parametrize("scenario", ["stop_epoch", "stop_batch"])
+def test_stop_training_on_rank_zero_stops_every_rank(tmp_path, scenario):
+    ranks = launch(tmp_path, scenario, 2)
+    assert int(ranks[0]["epochs"]) < 5
+    for r in ranks:
+        assert int(r["epochs"]) == int(ranks[0]["epochs"])
+        assert int(r["step"]) == int(ranks[0]["step"])
+        np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
+    if scenario == "stop_epoch":
+        assert int(ranks[0]["epochs"]) == 2
+
+
+def test_an_interrupt_on_one_rank_stops_every_rank(tmp_path):
+    ranks = launch(tmp_path, "interrupt", 2)
+    assert str(ranks[1]["kind"]) == "KeyboardInterrupt"  # its own error
+    assert str(ranks[0]["kind"]) == "Interrupted"         # a KeyboardInterrupt subclass
+    assert int(ranks[0]["step"]) == int(ranks[1]["step"])
+    assert int(ranks[0]["step"]) < 2 * 150
+    np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
+
+
+def test_one_rank_is_training_without_distributed():
+    """A communicator of one rank (MPI's singleton start, no mpiexec) trains bit for bit as no
+    communicator at all; run in a subprocess so that MPI starts and ends there."""
+    code = """
+import numpy as np, vaecpp
+from mpi4py import MPI
+x = (np.random.default_rng(0).random((300, 24)) > 0.5).astype("float32")
+out = []
+for comm in (None, MPI.COMM_WORLD):
+    vae = vaecpp.VAE(24, latent_dim=3, hidden=(16,), dropout=0.25, seed=7, threads=1)
+    vae.compile("adam")
+    h = vae.fit(x, batch_size=32, epochs=2, verbose=0, distributed=comm)
+    out.append((h.history["loss"], [w.copy() for w in vae.get_weights()]))
+assert out[0][0] == out[1][0]
+assert all(np.array_equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+print("same")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "same" in r.stdout, r.stderr
+
+
+def test_distributed_needs_a_communicator_and_arrays():
+    vae = vaecpp.VAE(24, latent_dim=2, hidden=(8,), seed=0)
+    with pytest.raises(TypeError, match="mpi4py communicator"):
+        vae.fit(data(64), epochs=1, verbose=0, distributed="world")
