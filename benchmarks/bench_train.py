@@ -187,7 +187,7 @@ def run_vaecpp(args, x, x_test):
     h = vae.fit(x, batch_size=batch, epochs=args.epochs, verbose=0, shuffle=True,
                 callbacks=[Timer()])
     train_loss = h.history["loss"][-1]
-    test_loss = vae.evaluate(x_test, batch_size=1000)["loss"]
+    test_loss = vae.evaluate(x_test, batch_size=1000)
     return inference(args, vae, x_test, dict(epoch_times=times, train_loss=train_loss,
                                              test_loss=test_loss))
 

@@ -47,7 +47,7 @@ try:
         vae, ew = model(), EpochWeights()
         h = vae.fit(x, batch_size=bs, epochs=3, verbose=0, validation_data=x_val,
                     callbacks=[ew], distributed=comm)
-        ev = vae.evaluate(x_val, batch_size=16, distributed=comm)
+        ev = vae.evaluate(x_val, batch_size=16, distributed=comm, return_dict=True)
         save(weights=np.stack(ew.seen), loss=np.array(h.history["loss"]),
              val_loss=np.array(h.history["val_loss"]), evaluate=np.array(ev["loss"]))
     elif scenario == "nan":

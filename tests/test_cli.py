@@ -124,15 +124,45 @@ def test_train_frey(tmp_path, env):
     assert vaecpp.load_model(out / "model.vae").likelihood == "gaussian"
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(),
+@pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                     reason=f"MNIST test set not found in {SHARED_DATA / 'mnist'}")
-def test_train_mnist_falls_back_with_one_warning(tmp_path, env):
-    result, out = train_on_shared_data(tmp_path, env, "mnist", "--no-download")
+def test_train_mnist_falls_back_to_its_test_set_with_one_warning(tmp_path, env):
+    data = tmp_path / "data"
+    (data / "mnist").mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):  # no training set
+        (data / "mnist" / name).symlink_to(SHARED_DATA / "mnist" / name)
+    env["VAECPP_DATA"] = str(data)
+    out = tmp_path / "run"
+    result = run(["train", "--dataset", "mnist", "--no-download", "--limit", "300", "--epochs", "1",
+                  "--hidden", "64", "--quiet", "--out", str(out)], env)
+    assert result.returncode == 0, result.stderr
     warning = [line for line in result.stderr.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "MNIST test set" in warning[0], result.stderr
     assert "MNIST test set (training set unavailable): 300 training and 1000 validation" in (
         result.stdout)
     assert_png(out / "latent.png")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").is_file(),
+                    reason=f"MNIST training set not found in {SHARED_DATA / 'mnist'}")
+def test_train_mnist_uses_the_training_set(tmp_path, env):
+    result, out = train_on_shared_data(tmp_path, env, "mnist", "--no-download")
+    assert "warning" not in result.stderr
+    assert "MNIST: 300 training and 10000 validation" in result.stdout
+
+
+def test_train_mnist_without_mnist_stops_instead_of_using_fashion_mnist(tmp_path, env):
+    env["VAECPP_DATA"] = str(tmp_path / "empty")
+    result = run(["train", "--dataset", "mnist", "--no-download", "--out", str(tmp_path / "run")],
+                 env)
+    line = assert_one_line_error(result)
+    assert "MNIST" in line and "Fashion" not in line
+    assert not (tmp_path / "run").exists()  # nothing trained
+
+
+def test_version(env):
+    result = run(["--version"], env)
+    assert result.returncode == 0 and result.stdout.strip() == f"vaecpp {vaecpp.__version__}"
 
 
 @pytest.mark.parametrize("args", [
@@ -191,6 +221,9 @@ def test_info(env):
     for feature in info["simd"]:
         assert feature in result.stdout
     assert "1 (VAECPP_THREADS)" in result.stdout
+    compiler = vaecpp._core.build_info()["compiler"]
+    named = f"GCC {compiler}" if compiler[:1].isdigit() else compiler  # GCC's is a bare version
+    assert info["compiler"] == named and f"compiler: {named}" in result.stdout
 
 
 def test_help(env):

@@ -75,7 +75,7 @@ def test_vae_appends_channels_to_blocks_for_two_value_likelihoods(capsys):
     assert layer_kinds(explicit)[-2:] == ["Conv2DTranspose", "ChannelsToBlocks"]
     explicit.set_weights(vae.get_weights())
     x = np.random.default_rng(0).random((5, 4, 4, 2))
-    np.testing.assert_array_equal(explicit.evaluate(x)["loss"], vae.evaluate(x)["loss"])
+    np.testing.assert_array_equal(explicit.evaluate(x), vae.evaluate(x))
 
 
 def test_grey_images_without_channel_axis_get_blocks_too():
@@ -215,7 +215,7 @@ def test_keras_mnist_model_learns_mnist(mnist_test_images):
     x = mnist_test_images[:3000].reshape(-1, 28, 28, 1)
     vae = vaecpp.keras_mnist_conv_vae(seed=0, threads=1)
     vae.compile("adam")
-    start = vae.evaluate(x[-500:])["loss"]
+    start = vae.evaluate(x[-500:])
     h = vae.fit(x[:2500], epochs=3, batch_size=64, verbose=0, validation_data=x[-500:])
     assert h.history["loss"][-1] < h.history["loss"][0]
     assert h.history["val_loss"][-1] < 0.5 * start
@@ -272,7 +272,7 @@ def test_inference_uses_moving_statistics_and_never_moves_them():
     np.testing.assert_allclose(vae.decode(z), g2 * (a - m2) / np.sqrt(v2 + 1e-2) + b2, rtol=1e-12)
     # samples are independent of the batch they are in (no batch statistics)
     np.testing.assert_allclose(vae.decode(z[:1]), vae.decode(z)[:1], rtol=1e-12)
-    ev = vae.evaluate(x)
+    ev = vae.evaluate(x, return_dict=True)
     losses, grads = vae.gradients(x)
     for k in ("loss", "reconstruction_loss", "kl_loss"):
         np.testing.assert_allclose(losses[k], ev[k], rtol=1e-12)
@@ -360,10 +360,10 @@ def test_stream_validation_and_evaluate(blobs):
     assert len(h.history["val_loss"]) == 2
     # a generator as validation data needs validation_steps; one of 4 batches of 25
     h = vae.fit(blobs, epochs=1, verbose=0, validation_data=batches_of(val, 25), validation_steps=4)
-    np.testing.assert_allclose(h.history["val_loss"][0], vae.evaluate(val, batch_size=25)["loss"],
+    np.testing.assert_allclose(h.history["val_loss"][0], vae.evaluate(val, batch_size=25),
                                rtol=1e-6)
     ev = vae.evaluate(batches_of(val, 25), steps=4, batch_size=25)
-    np.testing.assert_allclose(ev["loss"], vae.evaluate(val, batch_size=25)["loss"], rtol=1e-6)
+    np.testing.assert_allclose(ev, vae.evaluate(val, batch_size=25), rtol=1e-6)
     with pytest.raises(ValueError, match="validation_steps="):
         vae.fit(blobs, verbose=0, validation_data=batches_of(val, 25))
 
@@ -472,11 +472,11 @@ def test_fit_on_an_image_folder_source(png_folder):
     assert set(h.history) == {"loss", "reconstruction_loss", "kl_loss", "val_loss",
                               "val_reconstruction_loss", "val_kl_loss"}
     assert all(np.isfinite(v).all() for v in h.history.values())
-    ev = vae.evaluate(source, batch_size=4)
+    ev = vae.evaluate(source, batch_size=4, return_dict=True)
     np.testing.assert_allclose(ev["loss"], h.history["val_loss"][-1], rtol=1e-6)
     # the same images as an array give the same evaluation (the same noise per sample)
     arr = 2 * datasets.image_folder(png_folder, size=(16, 16)) - 1
-    np.testing.assert_allclose(vae.evaluate(arr, batch_size=4)["loss"], ev["loss"], rtol=1e-6)
+    np.testing.assert_allclose(vae.evaluate(arr, batch_size=4), ev["loss"], rtol=1e-6)
     # fit asked the source for an epoch-dependent shuffled order; steps_per_epoch caps an epoch
     vae.fit(source, epochs=1, batch_size=4, steps_per_epoch=2, verbose=0)
     assert vae.step == 14

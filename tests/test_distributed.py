@@ -71,7 +71,7 @@ def single_process(n, bs, dtype):
 
     h = vae.fit(x, batch_size=bs, epochs=3, verbose=0, validation_data=x_val,
                 callbacks=[EpochWeights()])
-    return np.stack(seen), h.history, vae.evaluate(x_val, batch_size=16)
+    return np.stack(seen), h.history, vae.evaluate(x_val, batch_size=16, return_dict=True)
 
 
 @pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float64", 1e-12)])

@@ -70,7 +70,7 @@ def test_loss_terms_follow_the_convention():
 def test_evaluate_noise_matches_gradients_default_noise():
     vae = make(likelihood="gaussian", activation="tanh")
     x = np.random.default_rng(2).random((9, 6))
-    ev = vae.evaluate(x, batch_size=4)
+    ev = vae.evaluate(x, batch_size=4, return_dict=True)
     gr = vae.gradients(x)[0]
     for k in ("loss", "reconstruction_loss", "kl_loss"):
         np.testing.assert_allclose(ev[k], gr[k], rtol=1e-12)

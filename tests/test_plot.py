@@ -43,6 +43,8 @@ def test_loss_curves_from_history_and_dict():
     assert [line.get_label() for line in lines] == ["loss", "val_loss"]
     np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3])
     np.testing.assert_array_equal(lines[1].get_ydata(), [3.1, 2.2, 1.9])
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)  # whole epochs only
     fig = plot.loss_curves({"loss": [1.0, 0.5]}, logy=True, title="t")  # no val_loss: skipped
     assert len(fig.axes[0].get_lines()) == 1 and fig.axes[0].get_yscale() == "log"
     fig = plot.loss_curves(history, keys=("kl_loss",))
@@ -87,12 +89,19 @@ def test_manifold_ppf_grid_shows_the_decoded_images():
     n = 4
     fig = plot.manifold(stub_vae, n=n)
     (canvas,) = shown(fig)
-    assert canvas.shape == (n * 6, n * 5)
+    assert canvas.shape == (n * 7 - 1, n * 6 - 1)  # 6 x 5 tiles, one white pixel between
     coords = [NormalDist().inv_cdf(q) for q in np.linspace(0.05, 0.95, n)]
     for i in range(n):  # rows: z[1] decreasing downwards
         for j in range(n):  # columns: z[0] increasing to the right
-            block = canvas[i * 6 : (i + 1) * 6, j * 5 : (j + 1) * 5]
+            block = canvas[i * 7 : i * 7 + 6, j * 6 : j * 6 + 5]
             np.testing.assert_allclose(block, expected_block(stub_vae, [coords[j], coords[-1 - i]]))
+    assert np.all(canvas[6::7] == 1.0) and np.all(canvas[:, 5::6] == 1.0)  # the gaps
+    ax = fig.axes[0]
+    assert "quantiles" in ax.get_xlabel() and ax.get_xlabel().startswith("z[0]")
+    assert ax.get_ylabel().startswith("z[1]")
+    np.testing.assert_allclose(ax.get_xticks()[:2], [2, 8])  # tile centres
+    (no_gap,) = shown(plot.manifold(stub_vae, n=n, gap=0))
+    assert no_gap.shape == (n * 6, n * 5)
 
 
 def test_manifold_grid_linear_scale_fixed_dims():
@@ -112,10 +121,10 @@ def test_manifold_one_latent_dimension_and_flat_rgb_inputs():
     vae = StubVAE(input_shape=(48,), latent_dim=1)
     fig = plot.manifold(vae, n=5, image_shape=(4, 4, 3))
     (canvas,) = shown(fig)
-    assert canvas.shape == (4, 20, 3)
-    np.testing.assert_allclose(canvas[:, 8:12], vae.decode([[0.0]])[0].reshape(4, 4, 3))
+    assert canvas.shape == (4, 24, 3)
+    np.testing.assert_allclose(canvas[:, 10:14], vae.decode([[0.0]])[0].reshape(4, 4, 3))
     flat = StubVAE(input_shape=(16,), latent_dim=2)
-    assert shown(plot.manifold(flat, n=2))[0].shape == (8, 8)  # 16 = 4 x 4
+    assert shown(plot.manifold(flat, n=2, gap=0))[0].shape == (8, 8)  # 16 = 4 x 4
     odd = StubVAE(input_shape=(15,), latent_dim=2)
     with pytest.raises(ValueError, match="image_shape"):
         plot.manifold(odd)
@@ -135,6 +144,7 @@ def test_image_grid_shapes(shape):
     assert len(arrays) == 3 and len(fig.axes) == 4  # 2 x 2, one empty
     np.testing.assert_allclose(arrays[2], images[2].reshape(arrays[2].shape))
     assert fig.axes[1].get_title() == "b"
+    assert plot.image_grid(images, title="samples").get_suptitle() == "samples"
 
 
 def test_image_grid_value_range_and_flat_images():
@@ -155,6 +165,8 @@ def test_reconstructions():
     assert len(arrays) == 8
     np.testing.assert_allclose(arrays[1], x[1])
     np.testing.assert_allclose(arrays[4 + 3], stub_vae.decode(stub_vae.encode(x[3:4]))[0])
+    assert fig.axes[0].get_ylabel() == "input" and fig.axes[4].get_ylabel() == "reconstruction"
+    assert plot.reconstructions(stub_vae, x, n=2, title="t").get_suptitle() == "t"
 
 
 def test_interpolation_linear_and_slerp():

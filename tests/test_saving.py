@@ -23,7 +23,7 @@ def test_round_trip_identical_outputs(tmp_path, trained, blobs):
     loaded = vaecpp.load_model(path)
     np.testing.assert_array_equal(loaded.encode(blobs), trained.encode(blobs))
     np.testing.assert_array_equal(loaded.decode(np.ones((3, 2))), trained.decode(np.ones((3, 2))))
-    assert loaded.evaluate(blobs) == trained.evaluate(blobs)
+    assert loaded.evaluate(blobs, return_dict=True) == trained.evaluate(blobs, return_dict=True)
     assert loaded.history.history == trained.history.history
     assert loaded.get_config() == trained.get_config()
     assert loaded.optimizer.get_config() == trained.optimizer.get_config()

@@ -24,14 +24,21 @@ __all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", 
 def build_info():
     """How the engine was built: OpenMP, CUDA (and, in CUDA builds, ``cuda_devices``: how many
     devices the driver reports now, and ``cuda_gemm``: cuBLAS or the built-in kernel), SIMD
-    features, Eigen version, compiler."""
+    features, Eigen version, compiler (e.g. "GCC 12.2.0")."""
     info = dict(_build_info())
+    info["compiler"] = _compiler_name(info["compiler"])
     from ._core import max_threads
     info["max_threads"] = max_threads()
     if info["cuda"]:
         info["cuda_devices"] = _cuda_device_count()
     info["version"] = __version__
     return info
+
+
+def _compiler_name(version):
+    """The compiler as people name it: GCC's ``__VERSION__`` is the bare version ("12.2.0"),
+    Clang's and others' already start with their name ("Clang 16.0.6", "Apple LLVM ...")."""
+    return f"GCC {version}" if version[:1].isdigit() else version
 
 
 def _cuda_device_count():

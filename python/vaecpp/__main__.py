@@ -1,4 +1,5 @@
-"""The ``vaecpp`` command: ``vaecpp train`` and ``vaecpp info`` (also ``python -m vaecpp``).
+"""The ``vaecpp`` command: ``vaecpp train``, ``vaecpp info`` and ``vaecpp --version`` (also
+``python -m vaecpp``).
 
 ``vaecpp train`` trains a VAE on a data set and writes, under ``--out``, the model file and PNG
 figures: loss curves, the latent space, reconstructions, prior samples and (for a 2-D latent space)
@@ -75,7 +76,10 @@ def _size(text):
 
 
 def build_parser():
+    from . import __version__
+
     parser = _Parser(prog="vaecpp", description="Variational autoencoders with a C++ engine.")
+    parser.add_argument("--version", action="version", version=f"vaecpp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{train,info}", parser_class=_Parser)
 
     train = commands.add_parser(
@@ -83,8 +87,9 @@ def build_parser():
         description="Train a VAE and write the model file and PNG figures to --out.")
     train.add_argument("--dataset", default="digits",
                        help="digits (scikit-learn's 8x8 digits, offline; default), mnist (falls "
-                            "back to the MNIST test set if the training set is unavailable), "
-                            "fashion_mnist, frey, or a folder of images")
+                            "back to the MNIST test set if the training set is unavailable, and "
+                            "stops if MNIST is not there at all), fashion_mnist, frey, or a "
+                            "folder of images")
     train.add_argument("--latent-dim", type=_positive(int), default=2, metavar="N",
                        help="size of the latent space (default 2)")
     train.add_argument("--hidden", type=_widths, default=(512,), metavar="W[,W...]",
@@ -133,10 +138,16 @@ def load_dataset(name, download=True, image_size=(64, 64)):
             (x, y), (xv, yv) = datasets.load_mnist(normalize=True, fallback=True,
                                                    download=download)
         title = "MNIST"
-        for w in caught:  # passed on; the title says which data the figures show
-            warnings.warn(w.message)
-            title = ("Fashion-MNIST (MNIST unavailable)" if "Fashion-MNIST" in str(w.message)
-                     else "MNIST test set (training set unavailable)")
+        for w in caught:
+            if "Fashion-MNIST" in str(w.message):  # asked for digits: never train on clothes
+                how = ("run without --no-download to download it, or put" if not download
+                       else "put")
+                reason = _one_line(w.message).split("; using", 1)[0]  # "MNIST unavailable (...)"
+                cache = os.path.join(datasets.default_cache_dir(), "mnist")
+                raise UsageError(f"vaecpp train: error: {reason}; {how} its four .gz files in "
+                                 f"$VAECPP_DATA/mnist or {cache}")
+            warnings.warn(w.message)  # passed on; the title says which data the figures show
+            title = "MNIST test set (training set unavailable)"
         return x, y, xv, yv, title
     if name == "fashion_mnist":
         x, y = datasets.fashion_mnist(split="train", normalize=True, download=download)
@@ -245,9 +256,11 @@ def cmd_train(args, out=None, err=None):
                                   title=f"{title}: posterior means"),
               os.path.join(args.out, "latent.png"), written)
     value_range = (0.0, 1.0)
-    _save(plot.reconstructions(vae, shown, n=10, value_range=value_range),
+    _save(plot.reconstructions(vae, shown, n=10, value_range=value_range,
+                               title=f"{title}: inputs (top) and their reconstructions"),
           os.path.join(args.out, "reconstructions.png"), written)
-    _save(plot.image_grid(vae.sample(32, seed=args.seed), ncols=8, value_range=value_range),
+    _save(plot.image_grid(vae.sample(32, seed=args.seed), ncols=8, value_range=value_range,
+                          title=f"{title}: 32 draws from the prior, decoded (their means)"),
           os.path.join(args.out, "samples.png"), written)
     if args.latent_dim == 2:
         h, w = x.shape[1:3]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from . import _core
 
 __all__ = [
-    "Layer", "Dense", "Activation", "ReLU", "Dropout", "Flatten", "Reshape", "Conv2D",
+    "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "Dropout", "Flatten", "Reshape", "Conv2D",
     "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "BatchNorm", "BatchNormalization",
-    "ChannelsToBlocks", "from_config",
+    "ChannelsToBlocks", "Input", "from_config",
 ]
 
 # The engine's activation names (the one list, kept in C++).
@@ -25,6 +25,23 @@ def check_activation(name, what="activation"):
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown {what} {name!r}; expected one of {', '.join(ACTIVATIONS)} or None")
     return name
+
+
+# What the engine initialises with: Glorot-uniform kernels and zero biases (Keras's defaults).
+KERNEL_INITIALIZERS = ("glorot_uniform",)
+BIAS_INITIALIZERS = ("zeros",)
+
+
+def _initializer(value, allowed, what, layer):
+    """Keras's initializer argument: only the engine's own is accepted (by name, any case, or
+    Keras's class name such as "GlorotUniform"); anything else is refused rather than ignored."""
+    key = value.lower().replace("_", "") if isinstance(value, str) else None
+    if key in {a.replace("_", "") for a in allowed}:
+        return
+    raise ValueError(f"{layer} {what}={value!r} is not available: the engine initialises "
+                     f"{'kernels' if 'kernel' in what else 'biases'} with "
+                     f"{' or '.join(repr(a) for a in allowed)} (Keras's default); leave "
+                     f"{what} out, or set other weights with vae.set_weights(...)")
 
 
 def _positive_int(value, what):
@@ -93,8 +110,11 @@ class Dense(Layer):
 
     kind = "dense"
 
-    def __init__(self, units, activation=None, name=None):
+    def __init__(self, units, activation=None, name=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros"):
         super().__init__(name, units=units, activation=activation)
+        _initializer(kernel_initializer, KERNEL_INITIALIZERS, "kernel_initializer", "Dense")
+        _initializer(bias_initializer, BIAS_INITIALIZERS, "bias_initializer", "Dense")
         self.units = _positive_int(units, "Dense units")
         self.activation = check_activation(activation)
 
@@ -116,6 +136,22 @@ class Activation(Layer):
 class ReLU(Activation):
     def __init__(self, name=None):
         super().__init__("relu", name)
+        self.args = {"name": name} if name else {}
+
+
+class LeakyReLU(Activation):
+    """Keras's ``LeakyReLU`` layer: ``x`` for x > 0, ``negative_slope * x`` otherwise. The
+    engine's slope is fixed at 0.2 (Keras's ``"leaky_relu"`` activation; note that Keras's
+    *layer* defaults to 0.3): other slopes raise ValueError. ``alpha`` is Keras 2's name."""
+
+    SLOPE = 0.2
+
+    def __init__(self, negative_slope=0.2, name=None, alpha=None):
+        slope = negative_slope if alpha is None else alpha
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or slope != self.SLOPE:
+            raise ValueError(f"LeakyReLU(negative_slope={slope!r}): the engine's leaky_relu has "
+                             f"negative_slope {self.SLOPE}; only that slope is available")
+        super().__init__("leaky_relu", name)
         self.args = {"name": name} if name else {}
 
 
@@ -159,10 +195,13 @@ class Conv2D(Layer):
 
     kind = "conv2d"
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, name=None):
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, name=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
         super().__init__(name, filters=filters, kernel_size=kernel_size, strides=strides,
                          padding=padding, activation=activation)
         what = type(self).__name__
+        _initializer(kernel_initializer, KERNEL_INITIALIZERS, "kernel_initializer", what)
+        _initializer(bias_initializer, BIAS_INITIALIZERS, "bias_initializer", what)
         self.filters = _positive_int(filters, f"{what} filters")
         self.kernel_size = _positive_pair(kernel_size, f"{what} kernel_size")
         self.strides = _positive_pair(strides, f"{what} strides")
@@ -246,6 +285,15 @@ class ChannelsToBlocks(Layer):
     def options(self):
         return {"groups": self.groups}
 
+def Input(shape=None, batch_size=None, dtype=None, name=None, **kwargs):  # noqa: N802 (Keras's name)
+    """Keras's functional ``Input`` has no counterpart: a VAE takes its input shape and its
+    layer lists directly. Raises TypeError saying so."""
+    hint = f"input_shape={tuple(shape)!r}" if isinstance(shape, (tuple, list)) else "input_shape=..."
+    raise TypeError(f"vaecpp has no functional API, so no layers.Input: give the shape to the "
+                    f"model, vaecpp.VAE({hint}, encoder=[...], decoder=[...]), and list the "
+                    f"layers after the input in encoder=")
+
+
 _CLASSES = {}
 
 
@@ -255,7 +303,7 @@ def register(cls):
     return cls
 
 
-for _cls in (Dense, Activation, ReLU, Dropout, Flatten, Reshape, Conv2D, Conv2DTranspose, MaxPool2D,
+for _cls in (Dense, Activation, ReLU, LeakyReLU, Dropout, Flatten, Reshape, Conv2D, Conv2DTranspose, MaxPool2D,
              BatchNorm, ChannelsToBlocks):
     register(_cls)
 

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import os
 import weakref
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _checks, _config, layers as L, optimizers, saving, training
-from .callbacks import History
-from .likelihoods import sample_builtin
+from .callbacks import Callback, History
+from .likelihoods import Likelihood, sample_builtin
 
 __all__ = ["VAE", "load_model", "LayerSummary"]
+
+# Names of the types in the signatures below (for editors and type checkers).
+Shape = Union[int, Sequence[int]]
+#: An array ``(n, *input_shape)`` or ``(n, prod(input_shape))``, or, where ``fit`` and
+#: ``evaluate`` take one, a data source, generator or iterable of batches (``vaecpp.sources``).
+Data = Any
+OptimizerLike = Union[str, "optimizers.Optimizer", Dict[str, Any]]
 
 LIKELIHOODS = _config.LIKELIHOODS
 BACKENDS = _config.BACKENDS
@@ -47,10 +55,24 @@ class _SubModel:
     def __init__(self, fn):
         self._fn = fn
 
-    def predict(self, x, batch_size=None, verbose=0):
-        return self._fn(x)
+    def predict(self, x, batch_size: Optional[int] = None, verbose: Union[int, str] = 0
+                ) -> np.ndarray:
+        """The posterior means (encoder) or decoded means (decoder), ``batch_size`` rows per
+        engine call (None: all at once)."""
+        return self._fn(x, batch_size=batch_size)
 
     __call__ = predict
+
+
+def _batched(fn, rows, batch_size):
+    """``fn`` over ``rows`` in slices of ``batch_size`` (None: one call), outputs joined."""
+    if batch_size is None:
+        return fn(rows)
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    parts = [fn(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(p) for p in zip(*parts))
+    return np.concatenate(parts)
 
 
 class VAE:
@@ -121,11 +143,17 @@ class VAE:
     """
 
 
-    def __init__(self, input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None,
-                 activation="relu", likelihood="bernoulli", output_activation=None, dropout=0.0,
-                 beta=1.0, epsilon_std=1.0, prior_std=1.0, log_var_clip=5.0, laplace_scale=None,
-                 reduction="sum", encoder=None, decoder=None, objective="elbo", k=1, seed=None,
-                 dtype="float32", threads=None, backend="cpu", device=0):
+    def __init__(self, input_shape: Shape, latent_dim: int = 2, hidden: Sequence[int] = (512,),
+                 decoder_hidden: Optional[Sequence[int]] = None, activation: str = "relu",
+                 likelihood: Union[str, Likelihood] = "bernoulli",
+                 output_activation: Optional[str] = None, dropout: float = 0.0,
+                 beta: Union[float, Callable[[int], float]] = 1.0, epsilon_std: float = 1.0,
+                 prior_std: float = 1.0, log_var_clip: float = 5.0,
+                 laplace_scale: Optional[float] = None, reduction: str = "sum",
+                 encoder: Optional[List[L.Layer]] = None, decoder: Optional[List[L.Layer]] = None,
+                 objective: str = "elbo", k: int = 1, seed: Optional[int] = None,
+                 dtype: Union[str, type] = "float32", threads: Optional[int] = None,
+                 backend: str = "cpu", device: int = 0) -> None:
         spec = _config.resolve(
             input_shape, latent_dim=latent_dim, hidden=hidden, decoder_hidden=decoder_hidden,
             activation=activation, likelihood=likelihood, output_activation=output_activation,
@@ -179,12 +207,26 @@ class VAE:
     def epsilon_std(self):
         return self._engine.epsilon_std
 
-    def get_config(self):
+    def get_config(self) -> Dict[str, Any]:
         """The constructor arguments (JSON-serialisable); a beta schedule is not included."""
         return dict(self._config)
 
-    def compile(self, optimizer="adam"):
-        """Chooses the optimizer (a name or a vaecpp.optimizers.Optimizer); resets its state."""
+    def compile(self, optimizer: OptimizerLike = "adam", loss: None = None,
+                metrics: Optional[Sequence[str]] = None) -> "VAE":
+        """Chooses the optimizer (a name or a vaecpp.optimizers.Optimizer); resets its state.
+
+        ``loss`` and ``metrics`` are accepted as Keras's ``compile`` takes them, but a VAE's loss
+        is fixed by the model (the likelihood's negative log-likelihood plus ``beta`` times the
+        KL term) and ``loss``, ``reconstruction_loss`` and ``kl_loss`` are always reported: pass
+        None (or no metrics)."""
+        if loss is not None:
+            raise ValueError(f"a VAE's loss is its likelihood's negative log-likelihood plus "
+                             f"beta * KL: choose it with VAE(likelihood=...), not compile(loss="
+                             f"{loss!r})")
+        if metrics:
+            raise ValueError(f"compile(metrics={metrics!r}): a VAE always reports loss, "
+                             f"reconstruction_loss and kl_loss (and val_... with validation "
+                             f"data); other metrics are not supported")
         self.optimizer = optimizers.get(optimizer)
         self._engine.set_optimizer(self.optimizer.get_config())
         self.optimizer._model = weakref.ref(self)  # optimizer.iterations reads self.step
@@ -192,7 +234,7 @@ class VAE:
 
     # ---- the optimizer's progress and state -----------------------------------------------
     @property
-    def step(self):
+    def step(self) -> int:
         """Optimizer steps taken since ``compile`` (across ``fit`` calls and file round trips);
         Keras's ``optimizer.iterations``. Callbacks that act every so many steps count these."""
         return int(self._engine.step)
@@ -201,7 +243,7 @@ class VAE:
     def step(self, value):
         self._engine.step = _checks.positive_int(value, "step", minimum=0)
 
-    def get_optimizer_state(self):
+    def get_optimizer_state(self) -> Dict[str, Any]:
         """The optimizer's state as ``{"step": int, "m": array, "v": array}``: the step count
         and its two per-parameter slots (Adam's moments, SGD's momentum in ``m``, RMSprop's and
         Adagrad's accumulators; empty arrays for a rule that needs none). Raises RuntimeError
@@ -210,7 +252,7 @@ class VAE:
         m, v = self._engine.get_optimizer_slots()
         return {"step": self.step, "m": m, "v": v}
 
-    def set_optimizer_state(self, state):
+    def set_optimizer_state(self, state: Dict[str, Any]) -> None:
         """Restores what :meth:`get_optimizer_state` returned (same optimizer and model)."""
         self._need_optimizer("set_optimizer_state")
         m = np.ascontiguousarray(state["m"], dtype=self.dtype)
@@ -241,10 +283,21 @@ class VAE:
         return rows.reshape((rows.shape[0],) + self.input_shape)
 
     # ---- training (see training.py) ---------------------------------------------------------
-    def fit(self, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            steps_per_epoch=None, validation_steps=None, distributed=None):
-        """Trains for ``epochs - initial_epoch`` epochs; returns a History of this call.
+    def fit(self, x: Data, y: Optional[Data] = None, batch_size: Optional[int] = None,
+            epochs: int = 1, verbose: Union[int, str] = "auto",
+            callbacks: Optional[Sequence[Callback]] = None, validation_split: float = 0.0,
+            validation_data: Optional[Data] = None, shuffle: bool = True,
+            initial_epoch: Optional[int] = None, steps_per_epoch: Optional[int] = None,
+            validation_steps: Optional[int] = None,
+            validation_freq: Union[int, Sequence[int]] = 1, distributed: Any = None) -> History:
+        """Trains for ``epochs`` more epochs; returns a History of this call.
+
+        Epochs are numbered on from those this model has trained (``vae.history``), so calling
+        ``fit`` again continues the numbering. ``initial_epoch``, when given, keeps Keras's
+        meaning: train epochs ``initial_epoch`` to ``epochs - 1`` (e.g. to resume from a file:
+        ``fit(x, epochs=20, initial_epoch=len(vae.history.epoch))``). ``batch_size=None`` is
+        32 and ``verbose="auto"`` is 1, as in Keras. ``validation_freq``: validate every that
+        many epochs, or after the (1-based) epochs listed.
 
         ``x`` is an array, or data that does not fit in memory (see :mod:`vaecpp.sources`): a
         data source with ``batches(batch_size, shuffle, seed, epoch)`` such as
@@ -265,9 +318,11 @@ class VAE:
                             callbacks=callbacks, validation_split=validation_split,
                             validation_data=validation_data, shuffle=shuffle,
                             initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                            validation_steps=validation_steps, distributed=distributed)
+                            validation_steps=validation_steps, validation_freq=validation_freq,
+                            distributed=distributed)
 
-    def train_on_batch(self, x, y=None, return_dict=False):
+    def train_on_batch(self, x: Data, y: Optional[Data] = None,
+                       return_dict: bool = False) -> Union[float, Dict[str, float]]:
         """One optimizer step on the batch ``x``; returns the batch's mean loss before the step
         (a dict of the loss terms with ``return_dict=True``), as Keras's ``train_on_batch``."""
         if y is not None and not training._same_as_x(x, y):
@@ -278,37 +333,49 @@ class VAE:
         out = training.means(self._engine.train_batch(self._rows(x)))
         return out if return_dict else out["loss"]
 
-    def evaluate(self, x, y=None, batch_size=32, verbose=0, steps=None, distributed=None):
-        """Mean loss terms per sample over x: ``loss``, ``reconstruction_loss``, ``kl_loss`` and
-        ``elbo`` (= -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise
-        of sample i depends only on the seed and i, so the result is repeatable. ``x`` may be a
-        data source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``),
-        read once in order: the same data as an array gives the same numbers. With
-        ``distributed`` (an mpi4py communicator) each rank evaluates its share of the array and
-        every rank returns the totals."""
-        return training.evaluate(self, x, batch_size, steps, distributed)
+    def evaluate(self, x: Data, y: Optional[Data] = None, batch_size: Optional[int] = None,
+                 verbose: Union[int, str] = "auto", steps: Optional[int] = None,
+                 return_dict: bool = False, distributed: Any = None) -> Union[float, Dict[str, float]]:
+        """The mean loss per sample over x, as Keras returns it; with ``return_dict=True`` all
+        the terms: ``loss``, ``reconstruction_loss``, ``kl_loss`` and ``elbo`` (=
+        -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise of sample
+        i depends only on the seed and i, so the result is repeatable. ``x`` may be a data
+        source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``), read once
+        in order: the same data as an array gives the same numbers. ``batch_size=None`` is 32.
+        ``y`` must be None or ``x`` (``verbose`` is accepted and ignored: nothing is shown).
+        With ``distributed`` (an mpi4py communicator) each rank evaluates its share of the array
+        and every rank returns the totals."""
+        if y is not None and not training._same_as_x(x, y):
+            raise ValueError("a VAE reconstructs its input: y must be None or the same array as x")
+        training.check_verbose(verbose)
+        out = training.evaluate(self, x, batch_size, steps, distributed)
+        return out if return_dict else out["loss"]
 
     # ---- inference ------------------------------------------------------------------------
-    def posterior(self, x):
-        """``(z_mean, z_log_var)`` of q(z|x), each (n, latent_dim)."""
-        return self._engine.encode(self._rows(x, check_support=False))
+    def posterior(self, x: Data, batch_size: Optional[int] = None
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+        """``(z_mean, z_log_var)`` of q(z|x), each (n, latent_dim); ``batch_size`` rows per
+        engine call (None: all at once)."""
+        return _batched(self._engine.encode, self._rows(x, check_support=False), batch_size)
 
-    def encode(self, x, sample=False, seed=None):
+    def encode(self, x: Data, sample: bool = False, seed: Optional[int] = None,
+               batch_size: Optional[int] = None) -> np.ndarray:
         """Posterior means (n, latent_dim), or one sample ``z = mu + exp(lv/2) * eps`` each."""
-        mu, lv = self.posterior(x)
+        mu, lv = self.posterior(x, batch_size)
         if not sample:
             return mu
         eps = self._rng(seed).standard_normal(mu.shape) * self.epsilon_std
         return (mu + np.exp(0.5 * lv) * eps).astype(self.dtype)
 
-    def decode(self, z, sample=False, seed=None):
+    def decode(self, z: Data, sample: bool = False, seed: Optional[int] = None,
+               batch_size: Optional[int] = None) -> np.ndarray:
         """For each latent point the likelihood's mean (the "expectation instead of a sample"),
         or with ``sample=True`` a draw from it (Bernoulli draws, Gaussian draws with the learned
-        variance, ...); shaped (n, *input_shape)."""
+        variance, ...); shaped (n, *input_shape). ``batch_size`` rows per engine call."""
         rows = self._latent_rows(z)
         if not sample:
-            return self._out_shape(self._engine.decode(rows))
-        params = self._engine.decode(rows, raw=True)
+            return self._out_shape(_batched(self._engine.decode, rows, batch_size))
+        params = _batched(lambda r: self._engine.decode(r, raw=True), rows, batch_size)
         rng = self._rng(seed)
         if self.custom_likelihood is not None:
             x = self.custom_likelihood.sample(params, rng)
@@ -319,12 +386,13 @@ class VAE:
                                laplace_scale=c["laplace_scale"], reduction=c["reduction"])
         return self._out_shape(np.asarray(x, self.dtype))
 
-    def decoder_outputs(self, z):
+    def decoder_outputs(self, z: Data) -> np.ndarray:
         """The decoder's raw outputs for each latent point: the likelihood's parameters (logits,
         or location then log-variance blocks, ...), ``(n, params_per_dim * input_dim)``."""
         return self._engine.decode(self._latent_rows(z), raw=True)
 
-    def log_likelihood(self, x, k=5000, batch_size=None):
+    def log_likelihood(self, x: Data, k: int = 5000, batch_size: Optional[int] = None
+                       ) -> np.ndarray:
         """Importance-sampled estimate of log p(x) per sample, in nats (the IWAE bound with k
         draws from q(z|x), summed with log-sum-exp in float64). It tightens towards log p(x) as
         k grows; this is the number papers quote (e.g. about -87 nats for a VAE on dynamically
@@ -333,13 +401,18 @@ class VAE:
         k = _checks.positive_int(k, "k")
         return self._engine.log_likelihood(rows, k).astype(np.float64)
 
-    def reconstruct(self, x):
+    def reconstruct(self, x: Data, batch_size: Optional[int] = None) -> np.ndarray:
         """``decode(encode(x))`` through the posterior means."""
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x, batch_size=batch_size), batch_size=batch_size)
 
-    predict = reconstruct
+    def predict(self, x: Data, batch_size: Optional[int] = None,
+                verbose: Union[int, str] = "auto") -> np.ndarray:
+        """Keras's name for :meth:`reconstruct`: ``batch_size`` rows per engine call (None: all
+        at once; ``verbose`` is accepted and ignored)."""
+        training.check_verbose(verbose)
+        return self.reconstruct(x, batch_size=batch_size)
 
-    def sample(self, n, seed=None):
+    def sample(self, n: int, seed: Optional[int] = None) -> np.ndarray:
         """n draws from the prior N(0, prior_std^2 I), decoded to their means."""
         n = _checks.positive_int(n, "n")
         z = self._rng(seed).standard_normal((n, self.latent_dim)) * self._config["prior_std"]
@@ -351,7 +424,8 @@ class VAE:
             return np.random.default_rng([self.seed, self._sample_calls])
         return np.random.default_rng(seed)
 
-    def gradients(self, x, eps=None):
+    def gradients(self, x: Data, eps: Optional[np.ndarray] = None
+                  ) -> Tuple[Dict[str, float], List[np.ndarray]]:
         """Loss terms and the gradient of the mean loss for the batch x, without an update.
 
         ``eps`` (n, latent_dim), if given, is used as the (already scaled) noise; otherwise it is
@@ -391,16 +465,16 @@ class VAE:
             out.append(buf[off:off + int(np.prod(shape))].reshape(shape).copy())
         return out
 
-    def weight_names(self):
+    def weight_names(self) -> List[str]:
         """Names of the arrays of get_weights(), e.g. ``dense/kernel``."""
         return [name for *_, name in self._weight_index]
 
-    def get_weights(self):
+    def get_weights(self) -> List[np.ndarray]:
         """NumPy arrays: per layer (encoder, z_mean, z_log_var, decoder) kernel (in, out), bias,
         then any non-trainable arrays (BatchNorm moving statistics)."""
         return self._split(self._engine.get_params(), self._engine.get_state())
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         weights = list(weights)
         if len(weights) != len(self._weight_index):
             raise ValueError(f"set_weights expects {len(self._weight_index)} arrays, "
@@ -418,15 +492,15 @@ class VAE:
         self._engine.set_params(params)
         self._engine.set_state(state)
 
-    def count_params(self):
+    def count_params(self) -> int:
         return int(self._engine.num_params)
 
-    def layer_summary(self):
+    def layer_summary(self) -> List[LayerSummary]:
         """One :class:`LayerSummary` ``(name, kind, output_shape, params)`` per engine layer, in
         order: the encoder, ``z_mean``, ``z_log_var``, the decoder (what ``summary`` prints)."""
         return [LayerSummary(*row) for row in self._engine.layers()]
 
-    def summary(self, print_fn=print):
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
         """Prints every layer with its output shape and parameter count."""
         rows = [("input", "Input", self.input_shape, 0)]
         for name, kind, shape, n in self.layer_summary():
@@ -448,7 +522,7 @@ class VAE:
         print_fn(line)
 
     # ---- files (the format: saving.py) ----------------------------------------------------
-    def save(self, path):
+    def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes config, weights, optimizer state and history to one file, atomically."""
         slots = None
         if self.optimizer is not None:
@@ -465,13 +539,25 @@ class VAE:
     def _weights_layout(self):
         return [[name, list(w.shape)] for name, w in zip(self.weight_names(), self.get_weights())]
 
-    def save_weights(self, path):
-        """Writes the weights (no config, optimizer or history) to one file, atomically."""
+    def save_weights(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the weights (no config, optimizer or history) to one file, atomically. A path
+        ending in ``.safetensors`` gets the safetensors format (needs ``pip install
+        'vaecpp[safetensors]'``): one named tensor per array of ``get_weights()``, named by
+        ``weight_names()`` (``dense/kernel``, ..., Dense kernels ``(in, out)`` as in Keras), for
+        PyTorch and the wider ecosystem."""
+        if saving.is_safetensors(path):
+            saving.save_safetensors(path, dict(zip(self.weight_names(), self.get_weights())))
+            return
         saving.save_weights(path, self._weights_layout(), self._engine.get_params(),
                             self._engine.get_state())
 
-    def load_weights(self, path):
-        """Reads weights written by ``save_weights`` from a model of the same architecture."""
+    def load_weights(self, path: Union[str, os.PathLike]) -> None:
+        """Reads weights written by ``save_weights`` (either format) from a model of the same
+        architecture; a file of another architecture raises ValueError."""
+        if saving.is_safetensors(path):
+            tensors = saving.read_safetensors(path, self._weights_layout())
+            self.set_weights([tensors[name] for name in self.weight_names()])
+            return
         arrays = saving.read_weights(path, self._weights_layout())
         self._set_flat_weights(arrays, path)
 
@@ -489,12 +575,15 @@ class VAE:
     _core = property(lambda self: self._engine)
 
 
-def load_model(path, custom_objects=None, backend=None, device=None):
+def load_model(path: Union[str, os.PathLike], custom_objects: Optional[Dict[str, type]] = None,
+               backend: Optional[str] = None, device: Optional[int] = None,
+               compile: bool = True) -> VAE:
     """Rebuilds a model saved with ``VAE.save``: weights, optimizer state and history, so that
-    ``fit(..., initial_epoch=len(model.history.epoch))`` continues where training stopped.
-    A model with a user-defined likelihood needs ``custom_objects={"ClassName": Class}``.
-    ``backend`` / ``device`` override the saved ones: a model trained on the GPU loads on the CPU
-    with ``backend="cpu"`` and the other way round (the weight layout is the same)."""
+    ``fit`` continues where training stopped (epochs numbered on). A model with a user-defined
+    likelihood needs ``custom_objects={"ClassName": Class}``. ``backend`` / ``device`` override
+    the saved ones: a model trained on the GPU loads on the CPU with ``backend="cpu"`` and the
+    other way round (the weight layout is the same). ``compile=False`` leaves the optimizer
+    and its state out (``vae.optimizer`` is None until ``compile``), as in Keras."""
     saved = saving.read_model(path)
     where = os.fspath(path)
     try:
@@ -515,7 +604,7 @@ def load_model(path, custom_objects=None, backend=None, device=None):
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{where!r}: invalid model configuration: {e}") from None
     model._set_flat_weights(saved.arrays, path)
-    if saved.optimizer is not None:
+    if compile and saved.optimizer is not None:
         model.compile(saved.optimizer)
         try:
             model.set_optimizer_state({"step": saved.step, "m": saved.arrays.get("opt_m", np.zeros(0)),

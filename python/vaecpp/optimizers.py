@@ -1,5 +1,7 @@
 """Optimizers, with Keras's names, defaults and update rules (run by the C++ engine).
 
+Keras 2's ``lr=`` is accepted for ``learning_rate=`` with a DeprecationWarning.
+
 >>> vae.compile(optimizer=vaecpp.optimizers.Adam(learning_rate=1e-3))
 >>> vae.compile(optimizer="rmsprop")
 """
@@ -7,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 from . import _core
 
@@ -35,6 +38,10 @@ class Optimizer:
 
     def __init__(self, learning_rate=1e-3, clipnorm=None, clipvalue=None, weight_decay=None,
                  **kwargs):
+        if "lr" in kwargs:  # Keras 2's name, still common in tutorials
+            warnings.warn(f"{type(self).__name__}(lr=...) is deprecated: use learning_rate=...",
+                          DeprecationWarning, stacklevel=3)
+            learning_rate = kwargs.pop("lr")
         unknown = set(kwargs) - set(self._defaults)
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "

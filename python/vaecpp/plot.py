@@ -52,10 +52,13 @@ def _show(ax, image, title=None):
         ax.set_title(title, fontsize=8)
 
 
-def _image_rows(rows, row_labels=None, titles=None, cell=1.2):
-    """A figure with one axes per image; ``rows`` is a list of lists of images."""
+def _image_rows(rows, row_labels=None, titles=None, cell=1.2, title=None):
+    """A figure with one axes per image; ``rows`` is a list of lists of images; ``title`` over
+    them all."""
     nrows, ncols = len(rows), max(len(r) for r in rows)
-    fig = _figure((max(2.0, cell * ncols), max(1.5, cell * nrows + 0.3)))
+    fig = _figure((max(2.0, cell * ncols), max(1.5, cell * nrows + 0.3 + 0.3 * bool(title))))
+    if title:
+        fig.suptitle(title)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, row in enumerate(rows):
         for j in range(ncols):
@@ -116,6 +119,8 @@ def loss_curves(history, keys=("loss", "val_loss"), logy=False, title=None):
         else:
             xs = np.arange(1, len(values) + 1)
         ax.plot(xs, values, marker="o" if len(values) < 30 else None, label=key)
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     if logy:
@@ -216,13 +221,16 @@ def _axis_values(n, grid, quantiles, limits, scale):
 
 def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0),
                   scale=1.0, dims=(0, 1), fixed=None, image_shape=None,
-                  value_range=(0.0, 1.0)):
+                  value_range=(0.0, 1.0), gap=0):
     """The decoded latent grid that :func:`manifold` draws, as arrays.
+
+    ``gap`` pixels of white separate neighbouring tiles (0: none).
 
     Returns
     -------
     canvas : numpy.ndarray
-        ``(rows * h, cols * w)`` (or ``(..., 3)``) in [0, 1]: column ``j``
+        ``(rows * h, cols * w)`` (or ``(..., 3)``; with ``gap``, ``(rows * (h + gap) - gap,
+        cols * (w + gap) - gap)``) in [0, 1]: column ``j``
         decodes ``z[dims[0]] = xs[j]``, row ``i`` decodes
         ``z[dims[1]] = ys[i]`` with ``ys`` decreasing downwards (so up is
         up, as in :func:`latent_scatter`).
@@ -248,7 +256,16 @@ def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3
         images = decode_images(vae, z, image_shape, value_range)
         images = images.reshape((len(ys), len(xs)) + images.shape[1:])
     rows, cols, h, w = images.shape[:4]
+    gap = int(gap)
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, not {gap}")
+    if gap:
+        pad = [(0, 0), (0, 0), (0, gap), (0, gap)] + [(0, 0)] * (images.ndim - 4)
+        images = np.pad(images, pad, constant_values=1.0)
+        h, w = h + gap, w + gap
     canvas = images.swapaxes(1, 2).reshape((rows * h, cols * w) + images.shape[4:])
+    if gap:
+        canvas = canvas[:rows * h - gap, :cols * w - gap]
     return canvas, xs, ys
 
 
@@ -259,7 +276,7 @@ def _tick(v):
 
 def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), scale=1.0,
              dims=(0, 1), fixed=None, image_shape=None, value_range=(0.0, 1.0), figsize=None,
-             title=None):
+             title=None, gap=None):
     """Decodes a grid of latent points into one image mosaic (the Keras VAE figure).
 
     Parameters
@@ -286,28 +303,41 @@ def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), 
         Shape of one image if ``vae.input_shape`` is flat.
     value_range : (float, float)
         Decoder values shown as black and white.
+    title : str, optional
+        The axes title.
+    gap : int, optional
+        White pixels between tiles, so that neighbouring images do not merge
+        into stripes; default about a tenth of a tile (at least 1).
 
     Returns
     -------
     matplotlib.figure.Figure
         One axes showing the mosaic (see :func:`manifold_grid` for its
-        layout), ticks at the grid coordinates.
+        layout), ticks at the grid coordinates, axis labels saying what
+        they are (the latent value of each column and row, and for
+        ``"ppf"`` the prior quantiles they span).
     """
-    canvas, xs, ys = manifold_grid(vae, n, grid, quantiles, limits, scale, dims, fixed,
-                                   image_shape, value_range)
     h, w = image_shape_of(vae, image_shape)[:2]
+    if gap is None:
+        gap = max(1, min(h, w) // 10)
+    canvas, xs, ys = manifold_grid(vae, n, grid, quantiles, limits, scale, dims, fixed,
+                                   image_shape, value_range, gap)
     fig = _figure(figsize or (8, 8 if len(ys) else 2))
     ax = fig.add_subplot()
     cmap = "gray" if canvas.ndim == 2 else None
     ax.imshow(canvas, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
     step = max(1, -(-len(xs) // 8))  # at most 8 labelled ticks per axis
-    ax.set_xticks(np.arange(len(xs))[::step] * w + w / 2 - 0.5)
+    ax.set_xticks(np.arange(len(xs))[::step] * (w + gap) + w / 2 - 0.5)  # tile centres
     ax.set_xticklabels([_tick(v) for v in xs[::step]])
-    ax.set_xlabel(f"z[{dims[0]}]")
+    spans = ""
+    if isinstance(grid, str) and grid == "ppf":
+        prior = "N(0, 1)" if scale == 1.0 else f"N(0, {_tick(scale)}²)"
+        spans = f"; the grid spans the {prior} prior's {quantiles[0]:.0%}–{quantiles[1]:.0%} quantiles"
+    ax.set_xlabel(f"z[{dims[0]}] of each column{spans}")
     if len(ys):
-        ax.set_yticks(np.arange(len(ys))[::step] * h + h / 2 - 0.5)
+        ax.set_yticks(np.arange(len(ys))[::step] * (h + gap) + h / 2 - 0.5)
         ax.set_yticklabels([_tick(v) for v in ys[::step]])
-        ax.set_ylabel(f"z[{dims[1]}]")
+        ax.set_ylabel(f"z[{dims[1]}] of each row")
     else:
         ax.set_yticks([])
     if title:
@@ -315,7 +345,8 @@ def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), 
     return fig
 
 
-def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0, 1.0)):
+def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0, 1.0),
+               title=None):
     """Shows images in a grid, one axes per image, row by row.
 
     Parameters
@@ -331,6 +362,8 @@ def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0,
         Shape to give each flat image.
     value_range : (float, float)
         Values shown as black and white.
+    title : str, optional
+        A title over the grid.
 
     Returns
     -------
@@ -345,20 +378,21 @@ def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0,
     if titles is not None:
         titles = list(titles)
         row_titles = [titles[i : i + ncols] for i in range(0, len(shown), ncols)]
-    return _image_rows(rows, titles=row_titles)
+    return _image_rows(rows, titles=row_titles, title=title)
 
 
-def reconstructions(vae, x, n=10, image_shape=None, value_range=(0.0, 1.0)):
+def reconstructions(vae, x, n=10, image_shape=None, value_range=(0.0, 1.0), title=None):
     """The first ``n`` inputs (top row) and ``vae.decode(vae.encode(x))`` (bottom row).
 
     Reconstructions go through the posterior means, so they are
-    deterministic.  Returns the Figure.
+    deterministic.  ``title`` goes over both rows.  Returns the Figure.
     """
     x = _batch(x, vae)[:n]
     shape = image_shape_of(vae, image_shape)
     originals = to_display(x, shape, value_range)
     decoded = to_display(vae.decode(vae.encode(x)), shape, value_range)
-    return _image_rows([list(originals), list(decoded)], row_labels=["input", "reconstruction"])
+    return _image_rows([list(originals), list(decoded)], row_labels=["input", "reconstruction"],
+                       title=title)
 
 
 def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,

@@ -1,5 +1,6 @@
 """Model files: one NumPy ``.npz`` archive (no pickle) holding a JSON header (format, version,
-config, optimizer, history) and the flat parameter, state and optimizer-moment arrays.
+config, optimizer, history) and the flat parameter, state and optimizer-moment arrays; and
+weights files, in the same form or as safetensors (named tensors, for other frameworks).
 
 This module is the format only: the model (``model.py``) decides what goes in and rebuilds
 itself from what comes out. Writes go to a temporary file in the same directory, then
@@ -21,17 +22,18 @@ VERSION = 1
 HEADER = "__vaecpp__"
 
 
-def _write(path, header, arrays):
+def _atomic_write(path, write):
+    """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``:
+    a reader sees the old file or the new one, never a part."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=".vaecpp-", suffix=".tmp", dir=directory)
     try:
         umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{HEADER: blob}, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +41,11 @@ def _write(path, header, arrays):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _write(path, header, arrays):
+    blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    _atomic_write(path, lambda f: np.savez(f, **{HEADER: blob}, **arrays))
 
 
 def _read(path, expected_format):
@@ -117,3 +124,50 @@ def read_weights(path, layout):
     if header.get("weights") != layout:
         raise ValueError(f"{os.fspath(path)!r} holds weights of a different architecture")
     return arrays
+
+
+# ---- safetensors: named tensors for PyTorch and the wider ecosystem ----------------------------
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def is_safetensors(path):
+    return os.fspath(path).endswith(SAFETENSORS_SUFFIX)
+
+
+def _safetensors_numpy():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ImportError("the safetensors format needs the safetensors package: "
+                          "pip install 'vaecpp[safetensors]'") from None
+    return safetensors.numpy
+
+
+def save_safetensors(path, tensors):
+    """Writes ``{name: array}`` as a safetensors file, atomically (temporary file, then
+    ``os.replace``)."""
+    st = _safetensors_numpy()
+    data = st.save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                   metadata={"format": "np", "producer": "vaecpp"})
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def read_safetensors(path, layout):
+    """The tensors of a safetensors file, checked against ``layout`` (``[[name, shape], ...]``):
+    the same names and shapes, finite numbers; else ValueError."""
+    st = _safetensors_numpy()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    try:
+        with open(path, "rb") as f:
+            tensors = st.load(f.read())
+    except Exception as e:  # truncated, not safetensors, ...
+        raise ValueError(f"{path!r} is not an intact safetensors file: {e}") from None
+    found = sorted([name, list(t.shape)] for name, t in tensors.items())
+    if found != sorted(layout):
+        raise ValueError(f"{path!r} holds weights of a different architecture")
+    for name, t in tensors.items():
+        if not np.issubdtype(t.dtype, np.number) or not np.isfinite(t).all():
+            raise ValueError(f"{path!r}: tensor {name!r} must be finite numbers")
+    return tensors

@@ -19,6 +19,8 @@ schedule and learning rate into the engine, ``adapter.train_epoch``, validation,
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _checks, _core, callbacks as cbks
 from .distributed import for_comm
 from .sources import Stream, is_stream
@@ -26,6 +28,7 @@ from .sources import Stream, is_stream
 __all__ = ["fit", "evaluate", "adapter_for", "ArrayAdapter", "StreamAdapter", "means"]
 
 SUM_KEYS = ("loss", "reconstruction_loss", "kl_loss")
+DEFAULT_BATCH_SIZE = 32  # Keras's, for batch_size=None
 
 
 def means(sums):
@@ -70,9 +73,12 @@ class ArrayAdapter:
         return (ArrayAdapter(self.rows[:-n_val], self.batch_size),
                 ArrayAdapter(self.rows[-n_val:], self.batch_size))
 
-    def train_epoch(self, engine, epoch, shuffle, report, dist=None):
-        """One epoch in C++; ``report(done, total, loss, rec, kl)`` is throttled to 0.1 s. With
-        ``dist`` the ranks share every batch and add up their gradients in the engine."""
+    def train_epoch(self, engine, epoch, shuffle, report, begin=None, dist=None):
+        """One epoch in C++; ``report(done, total, loss, rec, kl)`` is throttled to 0.1 s.
+        ``begin()`` runs before the epoch's first batch (the engine cannot stop before each).
+        With ``dist`` the ranks share every batch and add up their gradients in the engine."""
+        if begin is not None:
+            begin()
         return engine.train_epoch(self.rows, self.batch_size, shuffle, epoch, report,
                                   dist.engine_arg() if dist else None)
 
@@ -103,10 +109,13 @@ class StreamAdapter:
         """Whether a one-pass generator ran dry (training then stops)."""
         return self.stream.exhausted
 
-    def train_epoch(self, engine, epoch, shuffle, report, dist=None):
-        """One optimizer step per batch; ``report`` after each (None: no reports)."""
+    def train_epoch(self, engine, epoch, shuffle, report, begin=None, dist=None):
+        """One optimizer step per batch; ``begin()`` before and ``report`` after each (None:
+        no calls). Not sharded: ``fit`` refuses ``dist`` for streams."""
         total = _zero_sums()
         for k, batch in enumerate(self.stream.epoch(epoch, shuffle)):
+            if begin is not None:
+                begin()
             _add(total, engine.train_batch(self.check(batch, f"batch {k + 1} of x"), k))
             if report is not None:
                 m = means(total)
@@ -136,9 +145,9 @@ def adapter_for(model, data, batch_size, steps=None, name="x", steps_name="steps
     return ArrayAdapter(model._rows(data, name), batch_size)
 
 
-def evaluate(model, x, batch_size, steps=None, distributed=None):
+def evaluate(model, x, batch_size=None, steps=None, distributed=None):
     """Mean loss terms per sample over ``x`` (an array or a stream) plus ``elbo``."""
-    batch_size = _checks.positive_int(batch_size, "batch_size")
+    batch_size = check_batch_size(batch_size)
     dist = for_comm(distributed)
     data = adapter_for(model, x, batch_size, steps, "x", "steps")
     _check_distributable(data, dist)
@@ -157,8 +166,37 @@ class _Recorder(cbks.Callback):
         self.lifetime.on_epoch_end(epoch, dict(logs or {}))
 
 
+def check_batch_size(batch_size):
+    """Keras's default of 32 for None; else a positive integer."""
+    return DEFAULT_BATCH_SIZE if batch_size is None else _checks.positive_int(batch_size,
+                                                                             "batch_size")
+
+
+def check_verbose(verbose):
+    """0, 1 or 2; Keras's ``"auto"`` is 1."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return int(verbose)
+
+
+def _validation_epochs(freq):
+    """``validation_freq`` as a test on 0-based epochs: every ``freq`` epochs for an integer,
+    else the 1-based epoch numbers listed (Keras's two forms)."""
+    if isinstance(freq, (int, np.integer)) and not isinstance(freq, bool):
+        if freq < 1:
+            raise ValueError(f"validation_freq must be >= 1, got {freq}")
+        return lambda epoch: (epoch + 1) % int(freq) == 0
+    try:
+        listed = {int(e) for e in freq}
+    except (TypeError, ValueError):
+        raise ValueError(f"validation_freq must be a positive integer or a list of epoch "
+                         f"numbers, got {freq!r}") from None
+    return lambda epoch: epoch + 1 in listed
+
+
 def _same_as_x(x, y):
-    import numpy as np
     return y is x or (isinstance(y, np.ndarray) and isinstance(x, np.ndarray)
                       and y.shape == x.shape and np.array_equal(y, x))
 
@@ -172,20 +210,24 @@ def _check_distributable(data, dist):
     dist.check_same("the number of samples", len(data))
 
 
-def fit(model, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-        validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-        steps_per_epoch=None, validation_steps=None, distributed=None):
+def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+        validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=None,
+        steps_per_epoch=None, validation_steps=None, validation_freq=1, distributed=None):
     """``VAE.fit`` (see its docstring): checks the arguments, builds the adapters, runs the
     epochs and returns the History of this call."""
     streaming = is_stream(x)
     if y is not None and (streaming or not _same_as_x(x, y)):
         raise ValueError("a VAE reconstructs its input: y must be None or the same array as x"
                          + (" (None for a data source or generator)" if streaming else ""))
-    batch_size = _checks.positive_int(batch_size, "batch_size")
+    batch_size = check_batch_size(batch_size)
     epochs = _checks.positive_int(epochs, "epochs", minimum=0)
-    initial_epoch = _checks.positive_int(initial_epoch, "initial_epoch", minimum=0)
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if initial_epoch is None:  # go on from the epochs this model has trained: epochs more
+        initial_epoch = len(model.history.epoch)
+        epochs += initial_epoch
+    else:  # Keras's meaning: train epochs initial_epoch .. epochs - 1
+        initial_epoch = _checks.positive_int(initial_epoch, "initial_epoch", minimum=0)
+    verbose = check_verbose(verbose)
+    validate_now = _validation_epochs(validation_freq)
     if steps_per_epoch is not None:
         steps_per_epoch = _checks.positive_int(steps_per_epoch, "steps_per_epoch")
         if not streaming:
@@ -219,12 +261,12 @@ def fit(model, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             verbose = 0
             callbacks = [c for c in (callbacks or []) if not getattr(c, "rank_zero_only", False)]
     return _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callbacks,
-                bool(shuffle), dist)
+                bool(shuffle), validate_now, dist)
 
 
 def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callbacks, shuffle,
-         dist=None):
-    """The epoch loop."""
+         validate_now, dist=None):
+    """The epoch loop, epochs ``initial_epoch .. epochs - 1``."""
     engine = model._engine
     history = cbks.History()
     user_cbs = list(callbacks or [])
@@ -234,7 +276,16 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
                  for c in user_cbs)
     batch_cbs = [c for c in user_cbs if cbks.has_batch_hook(c)]
     # History first, so user callbacks (e.g. ModelCheckpoint) see the finished epoch in it.
-    cb = cbks.CallbackList([history, _Recorder(model.history), progress] + user_cbs, model)
+    params = {"verbose": verbose, "epochs": epochs, "steps": train.steps}
+    cb = cbks.CallbackList([history, _Recorder(model.history), progress] + user_cbs, model,
+                           params)
+
+    def begin():
+        """Before a batch: every streamed one; for arrays the first of an epoch and the next
+        after each report."""
+        step = model.step
+        for c in batch_cbs:
+            c.on_train_batch_begin(step, {})
 
     def report(done, total, loss, rec, kl):
         """After a batch (throttled to every 0.1 s for arrays); False ends the epoch."""
@@ -245,6 +296,8 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
             step = model.step
             for c in batch_cbs:
                 c.on_train_batch_end(step, dict(logs))
+            if total is not None and done < total and not model.stop_training:
+                begin()  # the engine goes on with the next batch of this epoch
         return not model.stop_training
 
     beta_schedule = model._beta_schedule
@@ -257,7 +310,8 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
         engine.set_learning_rate(model.optimizer.learning_rate)
         hook = report if verbose == 1 or batch_cbs else None
         try:
-            sums = train.train_epoch(engine, epoch, shuffle, hook, dist)
+            sums = train.train_epoch(engine, epoch, shuffle, hook, begin if batch_cbs else None,
+                                     dist)
         except _core.NonFiniteLoss as e:
             if not terminate_on_nan:
                 raise FloatingPointError(
@@ -274,7 +328,7 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
             logs["beta"] = engine.beta
         if log_lr:  # the rate this epoch ran with
             logs["learning_rate"] = model.optimizer.learning_rate
-        if val is not None:
+        if val is not None and validate_now(epoch):
             logs.update({"val_" + k: v
                          for k, v in means(val.evaluate(engine, batch_size, dist)).items()})
         cb.on_epoch_end(epoch, logs)

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import math
+import warnings
+
+BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
 
 
 class Callback:
+    """Base class of callbacks, with Keras's hooks. ``self.model`` is the VAE being trained and
+    ``self.params`` ``{"verbose", "epochs", "steps"}`` of the ``fit`` call (steps per epoch,
+    None when a stream does not say)."""
+
     model = None
     # In distributed training (fit(distributed=comm)) a callback with rank_zero_only runs on
     # rank 0 alone (files, pictures); the others run on every rank with the same logs.
     rank_zero_only = False
+    params: dict = {}
 
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params):
+        self.params = params
 
     def on_train_begin(self, logs=None):
         pass
@@ -26,22 +37,41 @@ class Callback:
     def on_epoch_end(self, epoch, logs=None):
         pass
 
+    def on_train_batch_begin(self, step, logs=None):
+        """Before a training batch; ``step`` is the global optimizer step, the steps done so far
+        (see the package notes: with array data this hook is throttled). Calls
+        ``on_batch_begin``, Keras 2's name, as Keras does."""
+        self.on_batch_begin(step, logs)
+
     def on_train_batch_end(self, step, logs=None):
-        """After a training batch; ``step`` is the global optimizer step (see the module notes:
-        with array data this hook is throttled to every 0.1 s)."""
+        """After a training batch; ``step`` is the global optimizer step after it and ``logs``
+        the running means of the epoch (see the package notes: with array data this hook is
+        throttled to every 0.1 s). Calls ``on_batch_end``, Keras 2's name, as Keras does."""
+        self.on_batch_end(step, logs)
+
+    def on_batch_begin(self, step, logs=None):
+        pass
+
+    def on_batch_end(self, step, logs=None):
+        pass
 
 
 def has_batch_hook(callback):
-    """Whether ``callback`` defines ``on_train_batch_end`` (fit skips the per-batch calls else)."""
-    fn = getattr(callback, "on_train_batch_end", None)
-    return fn is not None and getattr(fn, "__func__", None) is not Callback.on_train_batch_end
+    """Whether ``callback`` defines any per-batch hook (fit skips the per-batch calls else)."""
+    for hook in BATCH_HOOKS:
+        fn = getattr(callback, hook, None)
+        if fn is not None and getattr(fn, "__func__", None) is not getattr(Callback, hook):
+            return True
+    return False
 
 
 class CallbackList:
-    def __init__(self, callbacks, model):
+    def __init__(self, callbacks, model, params=None):
         self.callbacks = list(callbacks)
         for c in self.callbacks:
             c.set_model(model)
+            if params is not None:
+                c.set_params(dict(params))
 
     def __getattr__(self, hook):
         def call(*args):
@@ -51,7 +81,9 @@ class CallbackList:
 
 
 class Monitor(Callback):
-    """Shared by callbacks that watch one metric for improvement."""
+    """Shared by callbacks that watch one metric for improvement. ``best`` and the values
+    compared are signed so that smaller is better (``mode="max"``, or ``"auto"`` for a metric
+    named ``elbo``, flips them)."""
 
     def __init__(self, monitor="val_loss", mode="auto", min_delta=0.0):
         if mode not in ("auto", "min", "max"):
@@ -62,10 +94,19 @@ class Monitor(Callback):
         self.best = math.inf
 
     def current(self, logs):
+        """The signed value of the monitored metric, or None (with a warning, as Keras gives)
+        when the epoch did not log it, e.g. ``val_loss`` without validation data."""
         if self.monitor not in (logs or {}):
-            raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, which is not "
-                             f"among the logged metrics {sorted(logs or {})}")
+            warnings.warn(f"{type(self).__name__} is conditioned on metric {self.monitor!r}, "
+                          f"which is not available; available metrics are "
+                          f"{', '.join(sorted(logs or {})) or 'none'}", UserWarning, stacklevel=3)
+            return None
         return self.sign * float(logs[self.monitor])
 
-    def improved(self, value):
-        return value < self.best - self.min_delta
+    def improved(self, value, reference=None):
+        """Whether ``value`` beats ``reference`` (default: the best so far) by ``min_delta``."""
+        return value < (self.best if reference is None else reference) - self.min_delta
+
+    def shown(self, value):
+        """A signed value as the metric logs it."""
+        return self.sign * value

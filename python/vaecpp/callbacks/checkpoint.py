@@ -10,30 +10,74 @@ from .base import Callback, Monitor
 
 
 class ModelCheckpoint(Monitor):
-    """Saves the model (or only its weights) after each epoch; ``filepath`` may contain
-    ``{epoch}`` and metric names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.2f}.vae"``."""
+    """Saves the model (or only its weights) after each epoch, or every ``save_freq`` optimizer
+    steps; ``filepath`` may contain ``{epoch}`` (1-based), ``{step}`` (the global optimizer step)
+    and metric names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.2f}.vae"``.
+
+    ``save_best_only`` saves only when ``monitor`` improved (a metric the epoch did not log gives
+    a warning and no file). ``verbose=1`` prints a line per save (and per epoch that did not
+    improve), as Keras does. ``save_freq="epoch"`` (default) saves after every epoch; an integer
+    saves after every that many optimizer steps: with streamed data after exactly those steps,
+    with arrays (whose epochs run in C++ and report at most every 0.1 s) at the first report at or
+    after each multiple. A path ending in ``.safetensors`` with ``save_weights_only=True``
+    writes the safetensors format.
+    """
     rank_zero_only = True  # in distributed training only rank 0 writes files
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False,
-                 save_weights_only=False, mode="auto"):
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch"):
         super().__init__(monitor, mode)
         self.filepath = os.fspath(filepath)
+        self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
+                                     or save_freq < 1):
+            raise ValueError(f"save_freq must be 'epoch' or a positive number of optimizer steps, "
+                             f"got {save_freq!r}")
+        self.save_freq = save_freq
+        self.epoch = 0
+        self.next_step = None
+
+    def on_train_begin(self, logs=None):
+        if self.save_freq != "epoch":
+            self.next_step = (self.model.step // self.save_freq + 1) * self.save_freq
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, step, logs=None):
+        if self.next_step is not None and step >= self.next_step:
+            self._save(self.epoch, step, logs)
+            self.next_step = (step // self.save_freq + 1) * self.save_freq
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save(epoch, self.model.step, logs)
+
+    def _save(self, epoch, step, logs):
+        logs = logs or {}
+        path = self.filepath.format(epoch=epoch + 1, step=step, **logs)
         if self.save_best_only:
             value = self.current(logs)
-            if not self.improved(value):
+            if value is None:
                 return
+            if not self.improved(value):
+                if self.verbose > 0:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from "
+                          f"{self.shown(self.best):.5f}")
+                return
+            if self.verbose > 0:
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from "
+                      f"{self.shown(self.best):.5f} to {self.shown(value):.5f}, saving model to "
+                      f"{path}")
             self.best = value
-        path = self.filepath.format(epoch=epoch + 1, **(logs or {}))
+        elif self.verbose > 0:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
         if self.save_weights_only:
             self.model.save_weights(path)
         else:
             self.model.save(path)
-
-
 
 
 class PeriodicCheckpoint(Callback):

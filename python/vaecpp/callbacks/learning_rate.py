@@ -46,6 +46,8 @@ class ReduceLROnPlateau(Monitor):
 
     def on_epoch_end(self, epoch, logs=None):
         value = self.current(logs)
+        if value is None:  # warned: the metric was not logged
+            return
         opt = self.model.optimizer
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
