@@ -105,9 +105,10 @@ def test_train_image_folder(tmp_path, env):
     assert_png(out / "manifold.png")
 
 
-def train_on_shared_data(tmp_path, env, dataset, *options):
-    """A one-epoch run on 300 samples of a data set in ../shared/data; returns (result, out)."""
-    env["VAECPP_DATA"] = str(SHARED_DATA)
+def train_on_shared_data(tmp_path, env, dataset, *options, data=SHARED_DATA):
+    """A one-epoch run on 300 samples of a data set in ``data`` (default ../shared/data);
+    returns (result, out)."""
+    env["VAECPP_DATA"] = str(data)
     out = tmp_path / "run"
     result = run(["train", "--dataset", dataset, "--limit", "300", "--epochs", "1", "--hidden", "64",
                   "--quiet", "--out", str(out), *options], env)
@@ -124,14 +125,32 @@ def test_train_frey(tmp_path, env):
     assert vaecpp.load_model(out / "model.vae").likelihood == "gaussian"
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(),
-                    reason=f"MNIST test set not found in {SHARED_DATA / 'mnist'}")
+MNIST_DIR = SHARED_DATA / "mnist"
+MNIST_TEST = sorted(MNIST_DIR.glob("t10k-*"))
+MNIST_TRAIN = sorted(MNIST_DIR.glob("train-*"))
+
+
+@pytest.mark.skipif(len(MNIST_TEST) < 2, reason=f"MNIST test set (t10k-*) not found in {MNIST_DIR}")
 def test_train_mnist_falls_back_with_one_warning(tmp_path, env):
-    result, out = train_on_shared_data(tmp_path, env, "mnist", "--no-download")
+    # A data directory holding only the test set, whatever ../shared/data/mnist holds.
+    data = tmp_path / "data"
+    (data / "mnist").mkdir(parents=True)
+    for path in MNIST_TEST:
+        (data / "mnist" / path.name).symlink_to(path)
+    result, out = train_on_shared_data(tmp_path, env, "mnist", "--no-download", data=data)
     warning = [line for line in result.stderr.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "MNIST test set" in warning[0], result.stderr
     assert "MNIST test set (training set unavailable): 300 training and 1000 validation" in (
         result.stdout)
+    assert_png(out / "latent.png")
+
+
+@pytest.mark.skipif(len(MNIST_TRAIN) < 2 or len(MNIST_TEST) < 2,
+                    reason=f"full MNIST (train-* and t10k-*) not found in {MNIST_DIR}")
+def test_train_mnist_uses_the_full_training_set_when_present(tmp_path, env):
+    result, out = train_on_shared_data(tmp_path, env, "mnist", "--no-download")
+    assert "warning:" not in result.stderr, result.stderr
+    assert "MNIST: 300 training and 10000 validation samples of shape (28, 28)" in result.stdout
     assert_png(out / "latent.png")
 
 
