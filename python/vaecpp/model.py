@@ -67,7 +67,8 @@ class VAE:
     laplace_scale : float or None
         Fixed Laplace scale; None learns a per-pixel log-scale.
     reduction : "sum" or "mean"
-        mse only: sum or mean of the squared errors over data dimensions.
+        Sum (default) or mean over data dimensions of the built-in likelihood's NLL, as Keras 1's
+        losses (e.g. ``binary_crossentropy``) took it; the KL stays a sum over latent dimensions.
     encoder, decoder : list of vaecpp.layers.Layer or None
         Explicit layer stacks (e.g. convolutions; ``vaecpp.architectures`` has reference ones).
         The encoder ends before the z heads; the decoder must end with the likelihood's outputs,
@@ -136,8 +137,9 @@ class VAE:
         if objective == "iwae" and (callable(beta) or beta != 1.0):
             raise ValueError("objective='iwae' trains the importance-weighted bound, which has "
                              "no beta: leave beta=1")
-        if reduction == "mean" and likelihood != "mse":
-            raise ValueError("reduction='mean' is only defined for the mse likelihood")
+        if reduction == "mean" and self.custom_likelihood is not None:
+            raise ValueError("reduction='mean' is for the built-in likelihoods; a custom "
+                             "Likelihood returns its own NLL")
         if laplace_scale is not None:
             laplace_scale = _checks.number(laplace_scale, "laplace_scale", 0.0, open_minimum=True)
         self._beta_schedule = beta if callable(beta) else None
