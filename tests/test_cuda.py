@@ -135,6 +135,8 @@ LIKELIHOOD_CASES = [
     dict(likelihood="gaussian"),
     dict(likelihood="mse", output_activation="tanh"),
     dict(likelihood="mse", reduction="mean"),
+    dict(likelihood="bernoulli", reduction="mean"),
+    dict(likelihood="gaussian", reduction="mean"),
     dict(likelihood="laplace"),
     dict(likelihood="laplace", laplace_scale=0.3, activation="elu"),
     dict(likelihood="bernoulli", activation="softplus", prior_std=0.7, beta=0.5),

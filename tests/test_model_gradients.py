@@ -17,6 +17,11 @@ CASES = [
     dict(likelihood="bernoulli", activation="tanh", hidden=(), epsilon_std=0.1),
     dict(likelihood="bernoulli", activation="tanh", hidden=(5, 4), decoder_hidden=(3,),
          dropout=0.3, beta=0.0),
+    # reduction="mean" through the engine, including the fused Bernoulli kernel
+    dict(likelihood="bernoulli", activation="relu", reduction="mean"),
+    dict(likelihood="gaussian", activation="tanh", reduction="mean"),
+    dict(likelihood="continuous_bernoulli", activation="elu", reduction="mean"),
+    dict(likelihood="laplace", activation="tanh", reduction="mean", laplace_scale=0.5),
 ]
 
 
@@ -65,6 +70,44 @@ def test_loss_terms_follow_the_convention():
     np.testing.assert_allclose(losses["kl_loss"], kl.mean(), rtol=1e-10)
     np.testing.assert_allclose(losses["loss"], (nll + 0.7 * kl).mean(), rtol=1e-10)
     np.testing.assert_allclose(losses["elbo"], -(nll + kl).mean(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mean_reduction_is_keras_binary_crossentropy_plus_summed_kl(dtype):
+    """reduction="mean": the NLL is the mean over pixels (Keras 1's binary_crossentropy), the KL
+    stays summed over latents: the weighting of the original Frey-faces notebook."""
+    from scipy import special
+    vae = vaecpp.VAE(input_shape=6, latent_dim=2, hidden=(5,), activation="tanh", seed=3,
+                     dtype=dtype, likelihood="bernoulli", reduction="mean")
+    rng = np.random.default_rng(1)
+    x, eps = rng.random((5, 6)), rng.normal(size=(5, 2))
+    losses, _ = vae.gradients(x, eps)
+    mu, lv = (a.astype(np.float64) for a in vae.posterior(x))
+    z = mu + np.exp(lv / 2) * eps
+    W = [w.astype(np.float64) for w in vae.get_weights()]
+    q = special.expit(np.tanh(z @ W[6] + W[7]) @ W[8] + W[9])
+    bce = -np.mean(x * np.log(q) + (1 - x) * np.log1p(-q), axis=1)
+    kl = 0.5 * np.sum(mu ** 2 + np.exp(lv) - 1 - lv, axis=1)
+    rtol = 1e-10 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(losses["reconstruction_loss"], bce.mean(), rtol=rtol)
+    np.testing.assert_allclose(losses["loss"], (bce + kl).mean(), rtol=rtol)
+
+
+def test_mean_reduction_is_refused_for_a_custom_likelihood():
+    class Half(vaecpp.Likelihood):
+        params_per_dim = 1
+
+        def nll(self, x, params):
+            return 0.5 * np.sum((x - params) ** 2, axis=1)
+
+        def grad(self, x, params):
+            return params - x
+
+        def mean(self, params):
+            return params
+
+    with pytest.raises(ValueError, match="built-in likelihoods"):
+        make(likelihood=Half(), reduction="mean")
 
 
 def test_evaluate_noise_matches_gradients_default_noise():

@@ -22,8 +22,24 @@ def test_one_slider_per_dimension_with_names_and_ranges():
     assert [s.description for s in ui.sliders] == ["humour", "pose"]
     assert [(s.min, s.max, s.step) for s in ui.sliders] == [(-1, 1, 0.1), (0.5, 4, 0.1)]
     assert ui.values == [0.0, 0.5]  # zero, moved into the range where needed
-    assert isinstance(ui.widget, ipywidgets.VBox)
-    assert list(ui.widget.children) == [*ui.sliders, ui.image]
+    assert isinstance(ui.widget, ipywidgets.HBox)  # the image beside the sliders
+    sliders, image = ui.widget.children
+    assert list(sliders.children) == ui.sliders and image is ui.image
+
+
+@pytest.mark.parametrize("layout, box", [("beside", "HBox"), ("below", "VBox")])
+def test_the_image_is_shown_at_its_own_size_not_stretched(layout, box):
+    vae = StubVAE()  # decodes 6 x 5 images
+    ui = widgets.latent_sliders(vae, zoom=4, layout=layout)
+    assert isinstance(ui.widget, getattr(ipywidgets, box))
+    assert ui.widget.layout.align_items == "flex-start"  # the box does not stretch its children
+    assert ui.display_size == (20, 24) == png_pixels(ui.image.value).shape[::-1]
+    assert (ui.image.layout.width, ui.image.layout.height) == ("20px", "24px")
+    assert ui.image.layout.flex == "none"
+    ui = widgets.latent_sliders(vae, zoom=4, size=(100, 120))  # a size the caller chooses
+    assert ui.display_size == (100, 120)
+    assert (ui.image.layout.width, ui.image.layout.height) == ("100px", "120px")
+    assert png_pixels(ui.image.value).shape == (24, 20)  # the PNG itself stays sharp and small
 
 
 def test_update_draws_the_decoded_point():
@@ -70,6 +86,11 @@ def test_bad_arguments():
         widgets.latent_sliders(stub_vae, ranges=[(-1, 1)] * 3)
     with pytest.raises(ValueError, match="high > low"):
         widgets.latent_sliders(stub_vae, ranges=(1, -1))
+    for size in [(0, 10), (10,), (10.5, 3), (-1, 4)]:
+        with pytest.raises(ValueError, match="size"):
+            widgets.latent_sliders(stub_vae, size=size)
+    with pytest.raises(ValueError, match="layout"):
+        widgets.latent_sliders(stub_vae, layout="above")
     ui = widgets.latent_sliders(stub_vae)
     with pytest.raises(ValueError, match="expected 2 values"):
         ui.update(1.0)

@@ -20,7 +20,7 @@ struct LikSpec {
     Act loc_act = Act::linear;   // applied to the location block (gaussian, mse, laplace)
     double log_var_clip = 5.0;   // gaussian log-variance / laplace log-scale clip
     double laplace_scale = 0.0;  // > 0: fixed Laplace scale (P = 1); 0: learned log-scale (P = 2)
-    bool mean_reduction = false; // mse only: mean over dimensions instead of the sum
+    bool mean_reduction = false; // reduction="mean": mean over dimensions instead of the sum
 
     VAECPP_HD int params_per_dim() const {
         if (kind == Lik::gaussian) return 2;
@@ -100,7 +100,7 @@ VAECPP_HD inline double lik_nll_dim(const LikSpec& s, int P, T x, T l, T l2) {
 //   bernoulli: sigmoid(l) - x;  continuous Bernoulli: sigmoid(l) - x - dlogC(l);
 //   gaussian:  dmu = (mu - x) / e^lv * f'(.),  dlv = (1 - (x - mu)^2 / e^lv) / 2 inside the clip, else 0;
 //   mse: 2 (y - x) f'(.);  laplace: sign(mu - x) / b * f'(.),  dls = 1 - |x - mu| / b inside the clip.
-// w already includes mse's 1/D for reduction="mean".
+// w already includes the 1/D of reduction="mean".
 template <typename T>
 VAECPP_HD inline void lik_grad_dim(T& g, T& g2, const LikSpec& s, int P, T x, T l, T l2, T w) {
     const T clip = T(s.log_var_clip);
@@ -161,7 +161,7 @@ void lik_nll(T* nll, const T* x, const T* p, int B, int D, const LikSpec& s) {
         const T* pb = p + long(b) * P * D;
         double acc = 0;
         for (int d = 0; d < D; ++d) acc += lik_nll_dim(s, P, xb[d], pb[d], P == 2 ? pb[D + d] : T(0));
-        if (s.kind == Lik::mse && s.mean_reduction) acc /= D;
+        if (s.mean_reduction) acc /= D;  // Keras 1's losses: the mean over dimensions
         nll[b] = T(acc);
     }
 }
@@ -170,7 +170,7 @@ void lik_nll(T* nll, const T* x, const T* p, int B, int D, const LikSpec& s) {
 template <typename T>
 void lik_grad(T* dp, const T* x, const T* p, int B, int D, const LikSpec& s, T w) {
     const int P = s.params_per_dim();
-    if (s.kind == Lik::mse && s.mean_reduction) w /= D;
+    if (s.mean_reduction) w /= D;
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
     for (int b = 0; b < B; ++b) {
         const T* xb = x + long(b) * D;

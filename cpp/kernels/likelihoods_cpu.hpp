@@ -17,8 +17,9 @@ namespace vaecpp {
 // Other likelihoods use the reference kernels.
 
 // x is (B,D), l is (B,D) logits; nll is (B,); dp (may be null) = w * (sigmoid(l) - x).
+// mean: nll is the mean over the D dimensions (the caller puts the 1/D into w).
 template <typename T>
-void bernoulli_nll_grad(T* nll, T* dp, const T* x, const T* l, int B, int D, T w) {
+void bernoulli_nll_grad(T* nll, T* dp, const T* x, const T* l, int B, int D, T w, bool mean = false) {
     constexpr long kChunk = 256;
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
     for (int b = 0; b < B; ++b) {
@@ -39,14 +40,15 @@ void bernoulli_nll_grad(T* nll, T* dp, const T* x, const T* l, int B, int D, T w
                     g[d] = w * ((lp[d] >= 0 ? T(1) : ebuf[d]) / (T(1) + ebuf[d]) - xp[d]);
             }
         }
-        nll[b] = T(acc);
+        nll[b] = T(mean ? acc / D : acc);
     }
 }
 
 // nll (and dp when not null) as lik_nll / lik_grad, fast where a fused kernel exists.
 template <typename T>
 void lik_nll_grad(T* nll, T* dp, const T* x, const T* p, int B, int D, const LikSpec& s, T w) {
-    if (s.kind == Lik::bernoulli) return bernoulli_nll_grad(nll, dp, x, p, B, D, w);
+    if (s.kind == Lik::bernoulli)
+        return bernoulli_nll_grad(nll, dp, x, p, B, D, s.mean_reduction ? w / T(D) : w, s.mean_reduction);
     lik_nll(nll, x, p, B, D, s);
     if (dp) lik_grad(dp, x, p, B, D, s, w);
 }

@@ -92,8 +92,9 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
     if objective == "iwae" and (callable(beta) or beta != 1.0):
         raise ValueError("objective='iwae' trains the importance-weighted bound, which has "
                          "no beta: leave beta=1")
-    if reduction == "mean" and likelihood != "mse":
-        raise ValueError("reduction='mean' is only defined for the mse likelihood")
+    if reduction == "mean" and custom is not None:
+        raise ValueError("reduction='mean' is for the built-in likelihoods; a custom "
+                         "Likelihood returns its own NLL")
     if laplace_scale is not None:
         laplace_scale = _checks.number(laplace_scale, "laplace_scale", 0.0, open_minimum=True)
     beta_schedule = beta if callable(beta) else None

@@ -112,7 +112,8 @@ class VAE:
     laplace_scale : float or None
         Fixed Laplace scale; None learns a per-pixel log-scale.
     reduction : "sum" or "mean"
-        mse only: sum or mean of the squared errors over data dimensions.
+        Sum (default) or mean over data dimensions of the built-in likelihood's NLL, as Keras 1's
+        losses (e.g. ``binary_crossentropy``) took it; the KL stays a sum over latent dimensions.
     encoder, decoder : list of vaecpp.layers.Layer or None
         Explicit layer stacks (e.g. convolutions; ``vaecpp.architectures`` has reference ones).
         The encoder ends before the z heads; the decoder must end with the likelihood's outputs,

@@ -33,16 +33,23 @@ class LatentSliders:
     """One slider per latent dimension and the image they decode to.
 
     Built by :func:`latent_sliders`.  Displaying the object in Jupyter
-    shows the sliders above the image; moving a slider redraws it.
+    shows the image beside (or below) the sliders, at a fixed size in pixels
+    rather than stretched to the output's width, so both stay on one screen;
+    moving a slider redraws it.
 
     Attributes
     ----------
     sliders : list of ipywidgets.FloatSlider
         One per latent dimension, in order.
     image : ipywidgets.Image
-        The decoded image as PNG.
-    widget : ipywidgets.VBox
-        Sliders and image together (what is displayed).
+        The decoded image as PNG, shown at ``display_size``.
+    display_size : (int, int)
+        The image's width and height on screen, in CSS pixels.
+    widget : ipywidgets.HBox or ipywidgets.VBox
+        What is displayed: the sliders (in a VBox of their own) and the image,
+        side by side (``layout="beside"``, an HBox) or stacked
+        (``layout="below"``, a VBox); the box aligns its children to the start
+        instead of stretching them.
     current_image : numpy.ndarray
         The image last drawn, ``(h, w)`` or ``(h, w, 3)`` in [0, 1] (before
         enlargement).
@@ -51,7 +58,7 @@ class LatentSliders:
     """
 
     def __init__(self, vae, ranges, step, names, scale, image_shape, value_range, zoom,
-                 continuous_update):
+                 continuous_update, size=None, layout="beside"):
         import ipywidgets
 
         self.vae = vae
@@ -71,8 +78,19 @@ class LatentSliders:
             slider.observe(self._on_change, names="value")
             self.sliders.append(slider)
         self.image = ipywidgets.Image(format="png")
-        self.widget = ipywidgets.VBox([*self.sliders, self.image])
         self.update()
+        if size is None:  # the picture's own size: the decoded image enlarged zoom times
+            h, w = self.current_image.shape[:2]
+            size = (w * self.zoom, h * self.zoom)
+        self.display_size = (int(size[0]), int(size[1]))
+        width, height = (f"{v}px" for v in self.display_size)
+        # Explicit sizes, and flex "none": a flex box may neither stretch nor shrink the picture.
+        self.image.width, self.image.height = self.display_size
+        self.image.layout = ipywidgets.Layout(width=width, height=height, min_width=width,
+                                              min_height=height, flex="none")
+        box = ipywidgets.HBox if layout == "beside" else ipywidgets.VBox
+        self.widget = box([ipywidgets.VBox(self.sliders), self.image],
+                          layout=ipywidgets.Layout(align_items="flex-start"))
 
     def _on_change(self, change):
         if not self._syncing:
@@ -121,7 +139,8 @@ class LatentSliders:
 
 
 def latent_sliders(vae, ranges=(-3.0, 3.0), step=0.05, names=None, scale=1.0,
-                   image_shape=None, value_range=(0.0, 1.0), zoom=6, continuous_update=True):
+                   image_shape=None, value_range=(0.0, 1.0), zoom=6, continuous_update=True,
+                   size=None, layout="beside"):
     """Sliders for each latent dimension and the live decoded image.
 
     Parameters
@@ -146,6 +165,11 @@ def latent_sliders(vae, ranges=(-3.0, 3.0), step=0.05, names=None, scale=1.0,
         sharp).
     continuous_update : bool
         Redraw while a slider is dragged (True) or only on release.
+    size : (int, int), optional
+        Width and height of the image on screen, in CSS pixels; default the
+        picture's own size (the decoded image's times ``zoom``).
+    layout : "beside" or "below"
+        The image to the right of the sliders or under them.
 
     Returns
     -------
@@ -171,5 +195,10 @@ def latent_sliders(vae, ranges=(-3.0, 3.0), step=0.05, names=None, scale=1.0,
         raise ValueError(f"{len(names)} names for {latent_dim} latent dimensions")
     if step <= 0 or zoom < 1:
         raise ValueError("step must be positive and zoom at least 1")
+    if size is not None:
+        if np.shape(size) != (2,) or not all(float(v).is_integer() and v > 0 for v in size):
+            raise ValueError(f"size must be (width, height) in whole pixels > 0, got {size!r}")
+    if layout not in ("beside", "below"):
+        raise ValueError(f"layout must be 'beside' or 'below', got {layout!r}")
     return LatentSliders(vae, [tuple(r) for r in ranges], step, names, scale, image_shape,
-                         value_range, zoom, continuous_update)
+                         value_range, zoom, continuous_update, size, layout)

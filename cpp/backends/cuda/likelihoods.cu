@@ -15,7 +15,7 @@ __global__ void lik_nll_kernel(float* nll, const float* x, const float* p, int D
         acc += lik_nll_dim(s, P, xb[d], pb[d], P == 2 ? pb[D + d] : 0.f);
     acc = block_sum(acc, part);
     if (threadIdx.x == 0) {
-        if (s.kind == Lik::mse && s.mean_reduction) acc /= D;
+        if (s.mean_reduction) acc /= D;
         nll[blockIdx.x] = float(acc);
     }
 }
@@ -42,7 +42,7 @@ __global__ void lik_grad_kernel(float* dp, const float* x, const float* p, long 
 void lik_grad(float* dp, const float* x, const float* p, int B, int D, const LikSpec& s, float w) {
     const long n = long(B) * D;
     if (n == 0) return;
-    if (s.kind == Lik::mse && s.mean_reduction) w /= D;
+    if (s.mean_reduction) w /= D;
     lik_grad_kernel<<<blocks_for(n), kThreads>>>(dp, x, p, n, D, s, w);
     VAECPP_CUDA_CHECK_LAUNCH();
 }
