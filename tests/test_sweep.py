@@ -148,6 +148,11 @@ def test_pruning_callback_stops_fit_after_the_epoch_and_raises(tmp_path):
     assert seen == [0] and cbs[1].pruned_epoch == 0
     assert len(vae.history.history["val_loss"]) == 1
     assert np.isfinite(vae.evaluate(x_val)["loss"])  # the model stays usable
+    # Told fit's epochs, it reports the last epoch but does not prune a finished trial.
+    trial = study.ask()
+    vae.fit(x, epochs=2, batch_size=20, validation_data=x_val, verbose=0,
+            callbacks=[PruningCallback(trial, every=2, epochs=2)])
+    assert study.trials[-1].intermediate_values.keys() == {1}
     with pytest.raises(ValueError, match="monitors 'val_loss'.*needs validation_data"):
         vae.fit(x, epochs=1, batch_size=20, verbose=0, callbacks=[PruningCallback(study.ask())])
 

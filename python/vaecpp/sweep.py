@@ -102,14 +102,16 @@ class PruningCallback(Callback):
     and the callback then raises ``optuna.TrialPruned`` from ``on_train_end``, which Optuna records
     as a pruned trial. Put it last in the callback list, so that every other callback has finished
     when it raises. ``pruned_epoch`` is the (0-based) epoch after which it stopped, or None.
+    Given ``epochs`` (fit's), the report after the last epoch prunes nothing: the trial is done.
     """
 
-    def __init__(self, trial, monitor="val_loss", every=1):
+    def __init__(self, trial, monitor="val_loss", every=1, epochs=None):
         self._optuna = _optuna()
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a metric name, got {type(monitor).__name__}")
         self.trial, self.monitor = trial, monitor
         self.every = _checks.positive_int(every, "every")
+        self.epochs = None if epochs is None else _checks.positive_int(epochs, "epochs")
         self.pruned_epoch = None
 
     def on_train_begin(self, logs=None):
@@ -124,7 +126,7 @@ class PruningCallback(Callback):
                              f"logged metrics {sorted(logs)} (val_loss needs validation_data)")
         self.value = float(logs[self.monitor])
         self.trial.report(self.value, step=epoch)
-        if self.trial.should_prune():
+        if epoch + 1 != self.epochs and self.trial.should_prune():
             self.pruned_epoch = epoch
             self.model.stop_training = True
 
@@ -274,7 +276,7 @@ def sweep(space, x, validation_data, *, n_trials, directory, storage=None, study
         if not isinstance(vae, VAE):
             raise TypeError(f"build(params) must return a vaecpp.VAE, got {type(vae).__name__}")
         vae.threads = threads
-        pruning = PruningCallback(trial, every=report_every)
+        pruning = PruningCallback(trial, every=report_every, epochs=run["epochs"])
         try:
             history = vae.fit(rows, epochs=run["epochs"], batch_size=run["batch_size"],
                               validation_data=val, verbose=verbose, callbacks=callbacks + [pruning])
