@@ -109,6 +109,15 @@ def test_a_finished_study_runs_no_more_trials(tmp_path):
     assert [t.number for t in more.get_trials()] == [0, 1, 2]
 
 
+def test_storage_object_and_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    study = run_sweep(tmp_path, {"hidden": (8,)}, n_trials=1,
+                      storage=optuna.storages.RDBStorage(url), study_name="mine")
+    assert study.study_name == "mine"
+    assert len(optuna.load_study(study_name="mine", storage=url).trials) == 1
+    assert sorted(os.listdir(tmp_path / "sweep")) == ["trial-00000.vae"]  # no default study.db
+
+
 def test_pruning_stops_a_trial_with_a_huge_learning_rate(tmp_path):
     x, x_val = data()
     untrained = vaecpp.VAE(16, latent_dim=2, hidden=(16,), seed=0).evaluate(x_val)["loss"]

@@ -19,8 +19,8 @@ terminals of one machine (SQLite) or on several hosts (a PostgreSQL or MySQL URL
 ``postgresql://user:password@dbhost/sweeps``, which needs the database's Python driver, e.g.
 ``psycopg2``) spreads the trials over them; ``n_trials`` is the total over all of them. SQLite
 suits the processes of one machine, not a network file system. ``storage`` may also be an
-``optuna.storages.RDBStorage`` (e.g. with ``heartbeat_interval=60``, so that the trials of a
-killed worker are marked failed instead of running forever).
+``optuna.storages.RDBStorage`` (e.g. with ``heartbeat_interval=60``, experimental in Optuna, so
+that the trials of a killed worker are marked failed instead of running forever).
 
 **Threads per trial.** Unless ``threads`` is given, each trial's model gets
 ``max(1, cores // (n_jobs * workers_per_host))`` OpenMP threads (:func:`trial_threads`), where
