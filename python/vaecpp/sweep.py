@@ -186,7 +186,8 @@ def sweep(space, x, validation_data, *, n_trials, directory, storage=None, study
     epochs, batch_size : int
         Training of each trial (unless the trial's params say otherwise).
     callbacks : list or None
-        Extra callbacks for each trial's ``fit`` (they run before the pruning callback).
+        Extra callbacks for each trial's ``fit`` (they run before the pruning callback). The same
+        objects serve every trial: with ``n_jobs > 1`` they must not keep per-run state.
     report_every : int
         Epochs between the validation losses reported to the pruner (:class:`PruningCallback`).
     pruner, sampler
@@ -254,32 +255,51 @@ def sweep(space, x, validation_data, *, n_trials, directory, storage=None, study
     study = optuna.create_study(storage=_storage(optuna, storage, directory), sampler=sampler,
                                 pruner=pruner, study_name=study_name, direction="minimize",
                                 load_if_exists=True)
-    State = optuna.trial.TrialState
-
-    def enough():
-        """Whether the study holds n_trials that count: finished, pruned, diverged or running."""
-        trials = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED,
-                                                          State.FAIL, State.RUNNING))
-        return sum(t.state != State.FAIL or "diverged" in t.user_attrs for t in trials) >= n_trials
+    objective = _Objective(space, build, rows, val, training, callbacks, report_every, threads,
+                           directory, verbose)
 
     def stop_when_enough(study, _trial):
-        if enough():
+        if _enough(study, n_trials):
             study.stop()
 
-    def objective(trial):
-        params = _suggest(trial, space)
+    if not _enough(study, n_trials):
+        study.optimize(objective, n_jobs=n_jobs, timeout=timeout, catch=(FloatingPointError,),
+                       callbacks=[stop_when_enough])
+    return study
+
+
+def _enough(study, n_trials):
+    """Whether the study holds n_trials that count: finished, pruned, diverged or running."""
+    from optuna.trial import TrialState as S
+    trials = study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL, S.RUNNING))
+    return sum(t.state != S.FAIL or "diverged" in t.user_attrs for t in trials) >= n_trials
+
+
+class _Objective:
+    """One trial: hyper-parameters -> VAE -> fit (pruned or not) -> file -> validation loss."""
+
+    def __init__(self, space, build, x, val, training, callbacks, report_every, threads,
+                 directory, verbose):
+        self.space, self.build, self.x, self.val = space, build, x, val
+        self.training, self.callbacks, self.report_every = training, callbacks, report_every
+        self.threads, self.directory, self.verbose = threads, directory, verbose
+
+    def __call__(self, trial):
+        import optuna
+        params = _suggest(trial, self.space)
         trial.set_user_attr("params", _json_safe(params))
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("threads", threads)
-        run = {k: params.pop(k) if k in params else v for k, v in training.items()}
-        vae = build(params)
+        trial.set_user_attr("threads", self.threads)
+        run = {k: params.pop(k) if k in params else v for k, v in self.training.items()}
+        vae = self.build(params)
         if not isinstance(vae, VAE):
             raise TypeError(f"build(params) must return a vaecpp.VAE, got {type(vae).__name__}")
-        vae.threads = threads
-        pruning = PruningCallback(trial, every=report_every, epochs=run["epochs"])
+        vae.threads = self.threads
+        pruning = PruningCallback(trial, every=self.report_every, epochs=run["epochs"])
         try:
-            history = vae.fit(rows, epochs=run["epochs"], batch_size=run["batch_size"],
-                              validation_data=val, verbose=verbose, callbacks=callbacks + [pruning])
+            history = vae.fit(self.x, epochs=run["epochs"], batch_size=run["batch_size"],
+                              validation_data=self.val, verbose=self.verbose,
+                              callbacks=self.callbacks + [pruning])
         except optuna.TrialPruned:
             trial.set_user_attr("pruned_epoch", pruning.pruned_epoch)
             trial.set_user_attr("epochs_run", pruning.pruned_epoch + 1)
@@ -288,15 +308,10 @@ def sweep(space, x, validation_data, *, n_trials, directory, storage=None, study
             trial.set_user_attr("diverged", str(e))
             raise
         trial.set_user_attr("epochs_run", len(history.epoch))
-        path = os.path.join(directory, f"trial-{trial.number:05d}.vae")
+        path = os.path.join(self.directory, f"trial-{trial.number:05d}.vae")
         vae.save(path)
         trial.set_user_attr("model_path", path)
-        return vae.evaluate(val, batch_size=run["batch_size"])["loss"]
-
-    if not enough():
-        study.optimize(objective, n_jobs=n_jobs, timeout=timeout, catch=(FloatingPointError,),
-                       callbacks=[stop_when_enough])
-    return study
+        return vae.evaluate(self.val, batch_size=run["batch_size"])["loss"]
 
 
 def _check_data(x, name):
