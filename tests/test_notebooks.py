@@ -7,6 +7,7 @@ offline: downloads go to a closed local port and fail at once, so the MNIST load
 the test set in ``../shared/data`` as it would on a machine without network.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -32,13 +33,14 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 KERNEL = "vaecpp-test-python"
 CELL_TIMEOUT = 300  # seconds per cell; a smoke run takes a few seconds per notebook
 
-# What each notebook reads besides what it generates itself.
+# What each notebook reads besides what it generates itself (and the optional packages it needs).
 NEEDS = {
     "01_frey_faces": ("frey",),
     "02_flexible_vae": ("mnist", "frey"),
     "03_make_vae_experiments": ("mnist",),
     "04_conv_vae_faces": (),
     "05_vae_intuition": ("mnist",),
+    "06_sweep": ("optuna",),
 }
 
 
@@ -78,6 +80,10 @@ def notebook_env(monkeypatch, tmp_path):
 def _missing(needs):
     """Why the data a notebook needs cannot be loaded, or None."""
     for name in needs:
+        if name == "optuna":
+            if importlib.util.find_spec("optuna") is None:
+                return 'optuna is not installed (pip install "vaecpp[sweep]")'
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -13,12 +13,13 @@ from .likelihoods import Likelihood
 from .model import VAE, load_model
 from . import architectures
 from .architectures import celeba_conv_vae, keras_mnist_conv_vae
+from .sweep import sweep  # Optuna is imported when sweep() runs (optional: vaecpp[sweep])
 
 __version__ = "0.1.0"
 
 __all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", "optimizers", "build_info",
            "cuda_available", "__version__", "architectures", "celeba_conv_vae", "keras_mnist_conv_vae",
-           "sources"]
+           "sources", "sweep"]
 
 
 def build_info():
