@@ -1,57 +1,34 @@
 """Data-parallel training over MPI: N ranks against one process, agreement on errors and stops.
 
-Each test launches ``mpiexec -n N python tests/mpi_worker.py SCENARIO`` under a timeout (no rank
-may be left hanging in a collective) and compares what the ranks wrote. Skips, saying why, where
-mpi4py or mpiexec is missing (``pip install 'vaecpp[mpi]'`` brings both).
+Each test launches tests/mpi_worker.py's SCENARIO on N ranks through tests/mpi_launch.py (under a
+timeout that kills the whole job: no rank may be left hanging in a collective) and compares what
+the ranks wrote. Skips, saying why, where mpi4py or mpiexec is missing (``pip install
+'vaecpp[mpi]'`` brings both).
 """
 
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
-import sysconfig
 
 import numpy as np
 import pytest
 
 import vaecpp
+from mpi_launch import run_mpi, skip_reason
 
 WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
 
-
-def find_mpiexec():
-    for d in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
-        p = os.path.join(d, "mpiexec")
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return p
-    return shutil.which("mpiexec")
-
-
-MPIEXEC = find_mpiexec()
-try:
-    import mpi4py  # noqa: F401
-    HAVE_MPI4PY = True
-except ImportError:
-    HAVE_MPI4PY = False
-
-pytestmark = [
-    pytest.mark.skipif(not HAVE_MPI4PY, reason="mpi4py is not installed (pip install 'vaecpp[mpi]')"),
-    pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found (pip install 'vaecpp[mpi]')"),
-]
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
 
 def launch(tmp_path, scenario, ranks, dtype="float32", timeout=180):
+    """Runs the worker's scenario on `ranks` ranks; what each rank wrote."""
     out = tmp_path / scenario
     out.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), scenario, str(out),
-                        dtype], capture_output=True, text=True, timeout=timeout, env=env)
+    r = run_mpi(ranks, WORKER.read_text(), scenario, out, dtype, timeout=timeout)
     errors = [p.read_text() for p in sorted(out.glob("rank*.txt"))]
-    assert r.returncode == 0 and not errors, (r.stdout, r.stderr, errors)
-    results = [dict(np.load(out / f"rank{i}.npz")) for i in range(ranks)]
-    assert len(results) == ranks
-    return results
+    assert r.returncode == 0 and not errors, (r.stdout, errors)
+    return [dict(np.load(out / f"rank{i}.npz")) for i in range(ranks)]
 
 
 def data(n, d=24, seed=0, dtype="float32"):

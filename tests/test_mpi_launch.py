@@ -17,7 +17,10 @@ from mpi4py import MPI
 comm = MPI.COMM_WORLD
 total = np.empty(3)
 comm.Allreduce(np.full(3, comm.rank + 1.0), total, op=MPI.SUM)
-print(f"rank {comm.rank} of {comm.size}: {total.tolist()} {sys.argv[1]}", flush=True)
+# rank 0 prints every rank's line: the ranks' own prints may interleave in mpiexec's output
+lines = comm.gather(f"rank {comm.rank} of {comm.size}: {total.tolist()} {sys.argv[1]}", root=0)
+if comm.rank == 0:
+    print(*lines, sep=chr(10), flush=True)
 """
 
 
