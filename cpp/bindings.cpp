@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "fp_mode_testing.hpp"
 #include "vae.hpp"
 #ifdef VAECPP_CUDA
 #include "cuda/vae_cuda.hpp"
@@ -101,6 +102,7 @@ Progress progress_hook(py::object cb) {
         if (done < total && now - *last < std::chrono::milliseconds(100)) return true;
         *last = now;
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;  // the user's callbacks run in their own floating-point mode
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         if (!cb.is_none()) {
             double n = double(std::max(s.n, 1L));
@@ -160,15 +162,18 @@ CustomLik<T> custom_likelihood(py::object obj, long D, long P) {
     CustomLik<T> c;
     c.nll = [=](const T* x, const T* p, long R, T* out) {
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;
         fetch(obj.attr("nll")(view(x, R, D), view(p, R, P * D)), out, {R}, "nll(x, params)");
     };
     c.grad = [=](const T* x, const T* p, long R, T* out) {
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;
         fetch(obj.attr("grad")(view(x, R, D), view(p, R, P * D)), out, {R, P * D},
               "grad(x, params)");
     };
     c.mean = [=](const T* p, long R, T* out) {
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;
         fetch(obj.attr("mean")(view(p, R, P * D)), out, {R, D}, "mean(params)");
     };
     return c;
@@ -699,6 +704,14 @@ PYBIND11_MODULE(_core, m) {
         }
         return 2.0 * double(n) * n * n / best * 1e-9;
     }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1, py::arg("kernel") = "engine");
+    // Denormals flushed to zero in the engine's threads during each call (fp_mode.hpp).
+    m.def("set_flush_denormal", &set_flush_denormal, py::arg("flag"));
+    m.def("flush_denormal", &flush_denormal);
+    m.def("flush_denormal_supported", &flush_denormal_supported);
+    m.def("_test_fp_bits", &fp_mode::get, "test hook: this thread's MXCSR (x86-64)");
+    m.def("_test_set_fp_bits", [](uint64_t b) { fp_mode::set(fp_mode::Bits(b)); }, "test hook");
+    m.def("_test_team_fp_bits", &team_fp_bits, "test hook: each OpenMP team thread's MXCSR",
+          py::arg("threads"), py::arg("scoped"), py::arg("grow"));
     m.def("build_info", []() {
         py::dict d;
         d["openmp"] = have_openmp();

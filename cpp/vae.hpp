@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "fp_mode.hpp"
 #include "iwae.hpp"
 #include "kl.hpp"
 #include "likelihood_kernels.hpp"
@@ -264,6 +265,7 @@ class Vae {
     LossSums train_epoch(const T* X, long N, int batch_size, bool shuffle, long epoch,
                          const Progress& progress) {
         use_threads(cfg.threads);
+        DenormalScope fp_scope;  // flush denormals in every thread of this call (fp_mode.hpp)
         const std::vector<long> perm = epoch_order(rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
         reserve(int(std::min<long>(batch_size, N)), K());
@@ -287,6 +289,7 @@ class Vae {
     // names the batch in a NonFiniteLoss message.
     LossSums train_batch(const T* X, int B, long batch) {
         use_threads(cfg.threads);
+        DenormalScope fp_scope;  // flush denormals in every thread of this call (fp_mode.hpp)
         reserve(B, K());
         return step(stage(xbatch_, X, long(B) * D), B, batch, 0);
     }
@@ -295,6 +298,7 @@ class Vae {
     // X's rows are samples first, first + 1, ... of the data (first > 0 for streamed batches).
     LossSums evaluate(const T* X, long N, int batch_size, long first = 0) {
         use_threads(cfg.threads);
+        DenormalScope fp_scope;  // flush denormals in every thread of this call (fp_mode.hpp)
         LossSums tot;
         for (long start = 0; start < N; start += batch_size) {
             const int B = int(std::min<long>(batch_size, N - start));
@@ -312,6 +316,7 @@ class Vae {
     // eps (N*K, L) is used as given when not null, else drawn as in evaluate().
     LossSums gradients(const T* X, long N, const T* eps, T* grad_out) {
         use_threads(cfg.threads);
+        DenormalScope fp_scope;  // flush denormals in every thread of this call (fp_mode.hpp)
         reserve(int(N), K());
         if (eps)
             std::copy(eps, eps + N * K() * L, eps_.data());
@@ -327,6 +332,7 @@ class Vae {
     // mu, lv are (N, L): the posterior's parameters.
     void encode(const T* X, long N, T* mu, T* lv) {
         use_threads(cfg.threads);
+        DenormalScope fp_scope;  // flush denormals in every thread of this call (fp_mode.hpp)
         Ctx ctx = context(false);
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
@@ -340,6 +346,7 @@ class Vae {
     // out is (N, P*D): the decoder's outputs (the likelihood's parameters) themselves.
     void decode(const T* Z, long N, T* out, bool raw = false) {
         use_threads(cfg.threads);
+        DenormalScope fp_scope;  // flush denormals in every thread of this call (fp_mode.hpp)
         Ctx ctx = context(false);
         const long width = raw ? long(P) * D : D;
         for (long start = 0; start < N; start += kChunk) {
@@ -357,6 +364,7 @@ class Vae {
     // bound), accumulated with a running log-sum-exp in double precision.
     void log_likelihood(const T* X, long N, long k, T* out) {
         use_threads(cfg.threads);
+        DenormalScope fp_scope;  // flush denormals in every thread of this call (fp_mode.hpp)
         Ctx ctx = context(false);
         const long kc = std::min<long>(k, kChunk * 4);     // draws per decoder pass
         const int bs = int(std::max<long>(1, kChunk * 4 / kc));  // samples per pass
