@@ -9,6 +9,7 @@
 #include "backends/cpu_executor.hpp"
 #include "model/collective.hpp"
 #include "bindings/convert.hpp"
+#include "core/fp_mode.hpp"
 #include "model/engine.hpp"
 #ifdef VAECPP_CUDA
 #include "backends/cuda/cuda_executor.hpp"
@@ -100,6 +101,7 @@ Progress progress_hook(py::object cb, CallState& st, bool shared,
         if (done < total && now - *last < std::chrono::milliseconds(100)) return Next::go_on;
         *last = now;
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;  // the user's callbacks run in their own floating-point mode
         try {
             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
             if (!cb.is_none()) {
@@ -130,6 +132,7 @@ std::function<void()> interrupt_check() {
         if (now - *last < std::chrono::milliseconds(100)) return;
         *last = now;
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;  // Python signal handlers run in the caller's mode
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     };
 }
@@ -147,6 +150,7 @@ Collective<T> collective(const py::tuple& dist) {
     py::object fn = dist[2];
     c.sum = [fn](T* buf, long n) {
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;
         py::array_t<T> view({n}, {long(sizeof(T))}, buf, py::none());  // no copy: the engine's buffer
         fn(view);
     };
@@ -176,15 +180,18 @@ CustomLik<T> custom_likelihood(py::object obj, long D, long P) {
     CustomLik<T> c;
     c.nll = [=](const T* x, const T* p, long R, T* out) {
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;
         fetch(obj.attr("nll")(copy(x, R, D), copy(p, R, P * D)), out, {R}, "nll(x, params)");
     };
     c.grad = [=](const T* x, const T* p, long R, T* out) {
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;
         fetch(obj.attr("grad")(copy(x, R, D), copy(p, R, P * D)), out, {R, P * D},
               "grad(x, params)");
     };
     c.mean = [=](const T* p, long R, T* out) {
         py::gil_scoped_acquire gil;
+        CallerFpMode caller_mode;
         fetch(obj.attr("mean")(copy(p, R, P * D)), out, {R, D}, "mean(params)");
     };
     return c;
@@ -409,6 +416,10 @@ PYBIND11_MODULE(_core, m) {
           "Number of CUDA devices the driver reports (0 without a driver or device).");
 #endif
     m.def("max_threads", &max_threads);
+    // Denormals flushed to zero in the engine's threads during each call (core/fp_mode.hpp).
+    m.def("set_flush_denormal", &set_flush_denormal, py::arg("flag"));
+    m.def("flush_denormal", &flush_denormal);
+    m.def("flush_denormal_supported", &flush_denormal_supported);
     // The engine's vocabularies, so that Python checks and documents names from one list.
     m.attr("ACTIVATIONS") = names(kActNames, kNumActs);
     m.attr("LIKELIHOODS") = names(kLikNames, kNumLiks);

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "bindings/convert.hpp"
+#include "bindings/fp_mode_testing.hpp"
 #include "kernels/kl.hpp"
 
 namespace py = pybind11;
@@ -264,6 +265,11 @@ PYBIND11_MODULE(_testing, m) {
     m.doc() = "vaecpp's engine pieces for tests and benchmarks (private)";
     bind_harness(m);
     bind_kernels(m);
+    // The floating-point mode register (x86-64: MXCSR) of this thread, and of an OpenMP team's.
+    m.def("fp_bits", &fp_mode::get, "this thread's floating-point mode register");
+    m.def("set_fp_bits", [](uint64_t b) { fp_mode::set(fp_mode::Bits(b)); });
+    m.def("team_fp_bits", &team_fp_bits, "each OpenMP team thread's mode register",
+          py::arg("threads"), py::arg("scoped"), py::arg("grow"));
     // GFLOP/s of the best of `reps` (n,n) @ (n,n) float32 products with `threads` threads: the
     // machine's large-GEMM rate the benchmarks compare against. kernel="engine": the product the
     // dense layers use (gemm.hpp, columns split between threads as they do); "eigen": Eigen's

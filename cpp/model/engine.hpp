@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/fp_mode.hpp"
 #include "kernels/iwae.hpp"
 #include "kernels/kl.hpp"
 #include "model/collective.hpp"
@@ -46,6 +47,7 @@ class Engine {
     LossSums train_epoch(const T* X, long N, int batch_size, bool shuffle, long epoch,
                          const Progress& progress, const Collective<T>* coll = nullptr) {
         use_threads(model.cfg.threads);
+        DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
         const std::vector<long> order = epoch_order(model.rng, N, shuffle, epoch);
         const long nb = (N + batch_size - 1) / batch_size;
         const int ranks = coll ? coll->size : 1, rank = coll ? coll->rank : 0;
@@ -76,6 +78,7 @@ class Engine {
     // names the batch in a NonFiniteLoss message.
     LossSums train_batch(const T* X, int B, long batch) {
         use_threads(model.cfg.threads);
+        DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
         exec_->reserve(B, model.K());
         exec_->load(X, B);
         Next next = Next::go_on;
@@ -88,6 +91,7 @@ class Engine {
     // X's rows are samples first, first + 1, ... of the data (first > 0 for streamed batches).
     LossSums evaluate(const T* X, long N, int batch_size, long first = 0) {
         use_threads(model.cfg.threads);
+        DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
         const int K = model.K();
         LossSums tot;
         for (long start = 0; start < N; start += batch_size) {
@@ -105,6 +109,7 @@ class Engine {
     // eps (N*K, L) is used as given when not null, else drawn as in evaluate().
     LossSums gradients(const T* X, long N, const T* eps, T* grad_out) {
         use_threads(model.cfg.threads);
+        DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
         const long R = N * model.K();
         exec_->reserve(int(N), model.K());
         if (eps)
@@ -121,6 +126,7 @@ class Engine {
     // mu, lv are (N, L): the posterior's parameters.
     void encode(const T* X, long N, T* mu, T* lv) {
         use_threads(model.cfg.threads);
+        DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
         const long D = model.D, L = model.L;
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
@@ -133,6 +139,7 @@ class Engine {
     // out is (N, P*D): the decoder's outputs (the likelihood's parameters) themselves.
     void decode(const T* Z, long N, T* out, bool raw = false) {
         use_threads(model.cfg.threads);
+        DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
         const long L = model.L, width = raw ? long(model.P) * model.D : model.D;
         for (long start = 0; start < N; start += kChunk) {
             const int B = int(std::min<long>(kChunk, N - start));
@@ -146,6 +153,7 @@ class Engine {
     // and decodes; the draws, the likelihood and the weights are computed here on the host.
     void log_likelihood(const T* X, long N, long k, T* out) {
         use_threads(model.cfg.threads);
+        DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
         const int L = model.L, D = model.D, P = model.P;
         const long kc = std::min<long>(k, kChunk * 4);           // draws per decoder pass
         const int bs = int(std::max<long>(1, kChunk * 4 / kc));  // samples per pass

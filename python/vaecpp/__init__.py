@@ -8,6 +8,7 @@
 
 from . import callbacks, layers, likelihoods, optimizers, sources
 from ._core import build_info as _build_info
+from ._fpmode import flush_denormal, set_flush_denormal
 from .callbacks import History
 from .likelihoods import Likelihood
 from .model import VAE, load_model
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", "optimizers", "build_info",
            "cuda_available", "__version__", "architectures", "celeba_conv_vae", "keras_mnist_conv_vae",
-           "sources", "sweep"]
+           "sources", "sweep", "set_flush_denormal", "flush_denormal"]
 
 
 def build_info():
