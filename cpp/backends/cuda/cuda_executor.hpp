@@ -433,8 +433,9 @@ class CudaExecutor final : public Executor<float> {
         return out;
     }
 
-    // As Optimizer::update: clipvalue, clipnorm per weight array, then the rule; step on the m.
-    void update() {
+    // As Optimizer::update: clipvalue, clipnorm per weight array, then the rule; the step count
+    // lives on the host.
+    void update_pass() {
         const OptSpec& s = m.opt.spec;
         const long n = long(m.params.size());
         if (s.clipvalue > 0) clip_values(grads_.data(), n, float(s.clipvalue));
