@@ -55,8 +55,8 @@ NETWORKS = [
 MACHINES = (1, 2, 4, 8, 16, 32)
 
 # Options left unset: (value with --quick, value otherwise).
-DEFAULTS = {"epochs": (2, 4), "subset": (3000, None), "reps": (5, 30),
-            "max_bytes": (1 << 20, 16 << 20), "compute_steps": (10, 100)}
+DEFAULTS = {"epochs": (2, 3), "subset": (3000, None), "reps": (5, 30),
+            "max_bytes": (1 << 20, 16 << 20), "compute_steps": (10, 50)}
 
 
 def arch(cfg):
@@ -284,7 +284,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 3000 rows, 1 warm-up + 1 timed epoch, buffers up to 1 MB")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per training run including the warm-up epoch (default 4; --quick 2)")
+                   help="epochs per training run including the warm-up epoch (default 3; --quick 2)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
     p.add_argument("--subset", type=int, default=None, help="use only the first N training rows")
     p.add_argument("--synthetic", action="store_true",
@@ -294,7 +294,7 @@ def main(argv=None):
                    help="largest Allreduce buffer (default 16 MB; --quick 1 MB)")
     p.add_argument("--compute-steps", type=int, default=None,
                    help="steps per timed epoch for each batch size of the projection "
-                        "(default 100; --quick 10)")
+                        "(default 50; --quick 10)")
     p.add_argument("--mpiexec", default=None, help="the mpiexec to launch ranks with")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per worker")
     p.add_argument("--output", default=os.path.join(HERE, "RESULTS_distributed.md"),
@@ -385,10 +385,10 @@ def report(info, args, configs, rows, link, compute, n_train, n_full):
     out.append(f"Same data, model seed and global batch both ways (the 2 ranks compute the updates "
                f"of the single process, to float rounding). Seconds per epoch: the fastest of "
                f"{timed_epochs} epoch(s) after a warm-up epoch (on a shared machine the slower "
-               f"ones were disturbed); the all-reduce figures are from that same epoch. All-reduce: the engine's one call "
-               f"per step (the gradients, loss sums and flag word in one float32 buffer), timed by "
-               f"wrapping `Distributed.allreduce` in the benchmark; it includes the wait for the "
-               f"slower rank, so the 'alone' column gives `comm.Allreduce` of the same buffer with "
+               f"ones were disturbed); the all-reduce figures are from that same epoch. "
+               f"All-reduce: the engine's one call per step (the gradients, loss sums and flag "
+               f"word in one float32 buffer), timed by wrapping `Distributed.allreduce` in the "
+               f"benchmark; it includes the wait for the slower rank, so the 'alone' column gives `comm.Allreduce` of the same buffer with "
                f"the ranks aligned by a barrier. Share: all-reduce time over the 2-rank step time "
                f"(both ranks shown).")
     out.append("")
