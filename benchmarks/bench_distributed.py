@@ -389,8 +389,8 @@ def report(info, args, configs, rows, link, compute, n_train, n_full):
                f"All-reduce: the engine's one call per step (the gradients, loss sums and flag "
                f"word in one float32 buffer), timed by wrapping `Distributed.allreduce` in the "
                f"benchmark; it includes the wait for the slower rank, so the 'alone' column "
-               f"gives `comm.Allreduce` of the same buffer with the ranks aligned by a barrier. Share: all-reduce time over the 2-rank step time "
-               f"(both ranks shown).")
+               f"gives `comm.Allreduce` of the same buffer with the ranks aligned by a barrier. "
+               f"Share: all-reduce time over the 2-rank step time (both ranks shown).")
     out.append("")
     out.append("| model, batch | gradient floats (bytes) | 1x2 s/epoch | 2x1 s/epoch | 2x1 / 1x2 | "
                "2x1 ms/step | all-reduce ms/step, rank 0 / 1 | share of step | "
