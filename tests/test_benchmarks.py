@@ -1,5 +1,6 @@
-"""The benchmark script runs end to end (a smoke test on a tiny subset; no timing is checked)."""
+"""The benchmark scripts run end to end (smoke tests on tiny subsets; no timing is checked)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -26,3 +27,32 @@ def test_bench_train_quick_runs(tmp_path):
         assert heading in text
     assert "| seed-flexible 784-200-2 | 100 | 1 |" in text
     assert "| seed-flexible 784-200-2 | 1 |" in text
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_bench_distributed_quick_runs(tmp_path):
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'vaecpp[mpi]')")
+    bench = load_benchmark("bench_distributed")
+    mpiexec = bench.find_mpiexec()
+    if mpiexec is None:
+        pytest.skip("no mpiexec found (pip install 'vaecpp[mpi]')")
+    out = tmp_path / "RESULTS_distributed.md"
+    cmd = [sys.executable, bench.__file__, "--quick", "--configs", "seed-flexible", "--subset",
+           "400", "--compute-steps", "2", "--max-bytes", "65536", "--mpiexec", mpiexec,
+           "--output", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    for heading in ("## 1 process x 2 threads vs 2 ranks x 1 thread",
+                    "## All-reduce between 2 ranks on this machine", "## Projection to N machines"):
+        assert heading in text
+    assert "| 784-200-2, 100 | 315,988 (1.26 MB) |" in text
+    assert "| 64 KB |" in text and "**Measured: latency" in text
+    assert "| 784-200-2, 100 | 10 GbE (TCP) | " in text
