@@ -1,4 +1,4 @@
-"""The TensorBoard callback (vaecpp._tensorboard): the event files parse back, record by record,
+"""The TensorBoard callback (vaecpp.callbacks.TensorBoard): the event files parse back, record by record,
 with the tags, steps and values written."""
 
 import collections
@@ -13,7 +13,7 @@ pytest.importorskip("tensorboardX", reason="the TensorBoard callback's optional 
 from tensorboardX.proto import event_pb2  # noqa: E402
 
 import vaecpp  # noqa: E402
-from vaecpp._tensorboard import TensorBoard  # noqa: E402
+from vaecpp.callbacks import TensorBoard  # noqa: E402
 
 
 def read_events(log_dir):

@@ -22,6 +22,7 @@ so count steps from the ``step`` argument rather than from calls. Setting
 ``terminate_on_nan``   TerminateOnNaN
 ``learning_rate``      LearningRateScheduler, ReduceLROnPlateau
 ``images``             ImageSnapshots
+``tensorboard``        TensorBoard (needs the optional tensorboardX: ``vaecpp[tensorboard]``)
 =====================  ======================================================================
 """
 
@@ -34,10 +35,11 @@ from .images import ImageSnapshots
 from .lambda_callback import LambdaCallback
 from .learning_rate import LearningRateScheduler, ReduceLROnPlateau
 from .progress import ProgressBar, format_logs
+from .tensorboard import TensorBoard
 from .terminate_on_nan import TerminateOnNaN
 
 __all__ = [
     "Callback", "History", "ProgressBar", "EarlyStopping", "ModelCheckpoint", "LambdaCallback",
     "CSVLogger", "TerminateOnNaN", "LearningRateScheduler", "ReduceLROnPlateau",
-    "PeriodicCheckpoint", "ImageSnapshots",
+    "PeriodicCheckpoint", "ImageSnapshots", "TensorBoard",
 ]

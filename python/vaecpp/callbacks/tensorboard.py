@@ -1,9 +1,8 @@
 """``TensorBoard``: Keras's callback of that name, writing event files with tensorboardX.
 
 Needs the optional ``tensorboardX`` package (its own event-file writer; TensorFlow is not
-needed), imported when the callback is created. To be exported as ``vaecpp.callbacks.TensorBoard``
-(``from ._tensorboard import TensorBoard`` in callbacks.py and its ``__all__``), with an extra
-``tensorboard = ["tensorboardX"]`` in pyproject.toml.
+needed), imported when the callback is created: ``vaecpp.callbacks.TensorBoard``
+(``pip install "vaecpp[tensorboard]"``).
 
 What it writes, under ``log_dir`` (view with ``tensorboard --logdir LOG_DIR``):
 
@@ -28,7 +27,7 @@ import os
 
 import numpy as np
 
-from .callbacks import Callback
+from .base import Callback
 
 __all__ = ["TensorBoard"]
 
@@ -56,6 +55,7 @@ class TensorBoard(Callback):
     seed : int
         Seed of the prior draws shown.
     """
+    rank_zero_only = True  # in distributed training only rank 0 writes files
 
     def __init__(self, log_dir="logs", histogram_freq=0, write_images=False, update_freq="epoch",
                  x=None, n_images=8, value_range=(0.0, 1.0), seed=0):
@@ -126,7 +126,7 @@ class TensorBoard(Callback):
 
     # ---- images ----------------------------------------------------------------------------
     def _write_images(self, epoch):
-        from ._imageutil import image_shape_of, to_display
+        from .._imageutil import image_shape_of, to_display
 
         vae = self.model
         shape = image_shape_of(vae)
