@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "fp_mode_testing.hpp"
+#include "step_profile.hpp"
 #include "vae.hpp"
 #ifdef VAECPP_CUDA
 #include "cuda/vae_cuda.hpp"
@@ -704,6 +705,13 @@ PYBIND11_MODULE(_core, m) {
         }
         return 2.0 * double(n) * n * n / best * 1e-9;
     }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1, py::arg("kernel") = "engine");
+    // Seconds per step of each kind of work of an MLP VAE's training step (step_profile.hpp).
+    m.def("step_profile", [](int B, int D, const std::vector<int>& hidden, int latent, int threads,
+                             int steps) {
+        py::gil_scoped_release nogil;
+        return profile_mlp_step(B, D, hidden, latent, threads, steps);
+    }, py::arg("batch"), py::arg("input_dim"), py::arg("hidden"), py::arg("latent"),
+       py::arg("threads") = 1, py::arg("steps") = 20);
     // Denormals flushed to zero in the engine's threads during each call (fp_mode.hpp).
     m.def("set_flush_denormal", &set_flush_denormal, py::arg("flag"));
     m.def("flush_denormal", &flush_denormal);
