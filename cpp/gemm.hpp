@@ -8,17 +8,25 @@
 // vector extensions, so one source serves AVX-512 and AVX2 (other targets use Eigen).
 // gemm_ref() is the readable Eigen version it is tested against.
 //
-// Summation order: k runs in order within blocks of kc (a function of K only), and the blocks are
-// added to C in order. No part of it depends on M, N or how the columns were split, so splitting C
-// between threads changes no result.
+// Cache blocking comes from the CPU it runs on (cpu_caches.hpp: L1d and L2 per core, read once)
+// and the kernel's tile: blocks of kc values of k keep the packed A tile in L1, blocks of nc
+// columns keep the packed B block in L2 (see blocking() below).
+//
+// Summation order: k runs in order within blocks of kc (a function of K and of the machine's L1d
+// only), and the blocks are added to C in order. No part of it depends on M, N or how the columns
+// were split, so splitting C between threads changes no result, and a machine always gives the
+// same one.
 #pragma once
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "common.hpp"
+#include "cpu_caches.hpp"
 
 namespace vaecpp {
 
@@ -265,16 +273,36 @@ void tile_strips(long R, long kb, const T* Ap, const T* P, const Strip* st, long
     }
 }
 
-// Shared-dimension block size: K cut into equal blocks of at most kKcMax (a function of K only).
-constexpr long kKcMax = 256;
-inline long kc_for(long K) {
-    const long nk = (K + kKcMax - 1) / kKcMax;
-    return (K + nk - 1) / nk;
+// The cache blocks for T on this CPU, computed once from its L1d and L2 (BLIS's rules, for this
+// kernel's loop order, in which a packed kMR-row tile of A is reused across every strip of B):
+// - kc_max: the A tile (kMR x kc) fills at most a quarter of L1d, leaving the rest to the B strips
+//   that stream through it from L2; a multiple of 32 in [64, 1024]. (A 32 KiB L1d and the 8-row
+//   AVX-512 float tile give 256, the value once tuned by hand on such a machine.)
+// - nc_max: the packed B block (kc_max x nc) fills at most 3/8 of L2 (the rest holds A tiles,
+//   C and the other operand's lines); a multiple of the strip width NR, at least one strip and at
+//   most 4096 columns.
+struct Blocking {
+    long kc_max, nc_max;
+};
+
+inline Blocking blocking_for(const CacheSizes& c, long mr, long nr, long elem) {
+    const long kc = std::min(1024L, std::max(64L, c.l1d / 4 / (mr * elem) / 32 * 32));
+    const long nc = std::min(4096L / nr * nr, std::max(nr, c.l2 * 3 / 8 / (kc * elem) / nr * nr));
+    return {kc, nc};
 }
-// Columns of B per block: a packed (kc, nc) block of about 384 KiB stays in the L2 cache.
+
 template <typename T>
-constexpr long nc_max() {
-    return (384 * 1024 / (kKcMax * long(sizeof(T)))) / (kNV * Simd<T>::n) * (kNV * Simd<T>::n);
+inline const Blocking& blocking() {
+    static const Blocking b = blocking_for(cpu_caches(), kMR, kNV * Simd<T>::n, long(sizeof(T)));
+    return b;
+}
+
+// Shared-dimension block size: K cut into equal blocks of at most kc_max (a function of K only,
+// on a given machine).
+template <typename T>
+inline long kc_for(long K) {
+    const long kmax = blocking<T>().kc_max, nk = (K + kmax - 1) / kmax;
+    return (K + nk - 1) / nk;
 }
 
 }  // namespace gemm_detail
@@ -294,10 +322,12 @@ void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, lo
             for (long i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
         return;
     }
-    const long kc = kc_for(K), ncm = nc_max<T>();
+    const long kc = kc_for<T>(K), ncm = blocking<T>().nc_max;
     T* P = scratch<T>(0, size_t(kc) * (ncm + VL));
     T* Ap = scratch<T>(1, size_t(kc) * kMR);
-    Strip st[ncm / VL + 2];
+    static thread_local std::vector<Strip> strips;
+    strips.resize(size_t(ncm / VL + 2));
+    Strip* st = strips.data();
     // Rows in tiles of kMR; a short remainder is merged with the last full tile and the two split
     // evenly (50 rows: 5 x 8 + 5 + 5, not 6 x 8 + 2): one- or two-row tiles have too few
     // accumulators to keep the FMA units busy.
@@ -339,6 +369,21 @@ inline bool have_fast_gemm() {
 #else
     return false;
 #endif
+}
+
+// The register tile and cache blocks of the fast product for float32 and float64 on this CPU
+// (build_info() and the tests read them); empty without it.
+inline std::map<std::string, std::map<std::string, long>> gemm_blocking_info() {
+    std::map<std::string, std::map<std::string, long>> out;
+#ifdef VAECPP_FAST_GEMM
+    auto one = [](const gemm_detail::Blocking& b, long vl) {
+        return std::map<std::string, long>{{"mr", gemm_detail::kMR}, {"nr", gemm_detail::kNV * vl},
+                                           {"kc_max", b.kc_max}, {"nc_max", b.nc_max}};
+    };
+    out["float32"] = one(gemm_detail::blocking<float>(), gemm_detail::Simd<float>::n);
+    out["float64"] = one(gemm_detail::blocking<double>(), gemm_detail::Simd<double>::n);
+#endif
+    return out;
 }
 
 }  // namespace vaecpp
