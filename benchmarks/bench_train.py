@@ -413,6 +413,7 @@ def machine_info():
         "compiler": f"GCC {info['compiler']}" if info["compiler"][:1].isdigit() else info["compiler"],
         "eigen": info["eigen"],
         "simd": ", ".join(info["simd"]),
+        "gemm_kernels": info.get("gemm_kernels", "?"),
     }
 
 
@@ -525,7 +526,8 @@ def main(argv=None):
 
     info = machine_info()
     print(f"CPU: {info['cpu']}, {info['cores']} cores; SIMD flags: {info['cpu_flags']}; "
-          f"caches: {info['caches'] or 'unknown'}", flush=True)
+          f"caches: {info['caches'] or 'unknown'}; vaecpp's product kernels: {info['gemm_kernels']}",
+          flush=True)
     info["load_before"] = os.getloadavg()
     n_train = len(load_data(args.subset, args.synthetic)[0])
     def measure_gemm():
@@ -615,7 +617,7 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
                f"{info['caches'] or 'unknown'}.")
     out.append("")
     out.append(f"vaecpp {info['vaecpp']} ({info['compiler']}, Eigen {info['eigen']}, "
-               f"SIMD: {info['simd']}), PyTorch {info['torch']}, NumPy {info['numpy']}, "
+               f"SIMD: {info['simd']}; product kernels: {info['gemm_kernels']}), PyTorch {info['torch']}, NumPy {info['numpy']}, "
                f"Python {info['python']}.")
     out.append("")
     out.append(f"Data: Fashion-MNIST{' (synthetic stand-in)' if args.synthetic else ''}, "

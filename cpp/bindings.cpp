@@ -730,6 +730,7 @@ PYBIND11_MODULE(_core, m) {
         d["cuda"] = false;
 #endif
         d["fast_gemm"] = have_fast_gemm();
+        d["gemm_kernels"] = gemm_kernels_name();  // the set picked for this CPU (gemm.hpp)
         d["gemm_blocking"] = gemm_blocking_info();  // register tile and cache blocks (gemm.hpp)
         d["cpu_caches"] = std::map<std::string, long>{{"l1d", cpu_caches().l1d}, {"l2", cpu_caches().l2}};
         d["cpu_caches_source"] = std::string(cpu_caches().source);
