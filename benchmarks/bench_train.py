@@ -6,7 +6,10 @@ inference speed of the same Bernoulli VAE on Fashion-MNIST.
     python benchmarks/bench_train.py --threads 2 --configs wide-deep --epochs 5
 
 Each (framework, configuration, thread count) trains in its own subprocess so that the peak
-resident memory of one framework is not mixed with the other's. Both sides see the same data,
+resident memory of one framework is not mixed with the other's. PyTorch runs twice: as users run it
+(IEEE denormals) and with `torch.set_flush_denormal(True)`, which is what vaecpp does inside its
+calls. A breakdown of vaecpp's training step (products, activations, likelihood, optimizer, other)
+comes from timing the engine's own kernels on the step's shapes (`_testing.step_profile`). Both sides see the same data,
 model, initialisation scheme (Glorot uniform, zero biases), batch size, Adam(1e-3), loss (BCE with
 logits summed over pixels + analytic KL, mean over samples) and thread count. PyTorch is only a
 benchmark dependency here, never one of vaecpp.
@@ -170,6 +173,7 @@ def timed_median(fn, reps):
 
 def run_vaecpp(args, x, x_test):
     import vaecpp
+    import vaecpp._testing  # the step profile (a test and benchmark entry point)
 
     hidden, latent, batch = CONFIGS[args.config]
     vae = vaecpp.VAE(D, latent_dim=latent, hidden=hidden, likelihood="bernoulli", seed=0,
@@ -188,8 +192,10 @@ def run_vaecpp(args, x, x_test):
                 callbacks=[Timer()])
     train_loss = h.history["loss"][-1]
     test_loss = vae.evaluate(x_test, batch_size=1000)
+    profile = vaecpp._testing.step_profile(batch, D, list(hidden), latent, args.threads,
+                                           args.profile_steps)
     return inference(args, vae, x_test, dict(epoch_times=times, train_loss=train_loss,
-                                             test_loss=test_loss))
+                                             test_loss=test_loss, profile=profile))
 
 
 def inference(args, vae, x_test, result):
@@ -209,6 +215,9 @@ def run_torch(args, x, x_test):
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.worker == "torch-ftz":  # FTZ/DAZ on this (the only compute) thread and torch's pool
+        if not torch.set_flush_denormal(True):
+            raise RuntimeError("torch.set_flush_denormal(True) is not supported on this CPU")
     torch.manual_seed(0)
     hidden, latent, batch = CONFIGS[args.config]
     model = torch_model(hidden, latent)
@@ -335,7 +344,7 @@ def spawn_checked(framework, config, threads, args):
     best = None
     for attempt in range(1 + args.retries):
         idle = wait_quiet(args.max_wait) if args.max_wait > 0 else 1.0
-        print(f"  {framework:7s} {config:16s} {threads} thread(s) (idle before: {100 * idle:.0f}%"
+        print(f"  {framework:9s} {config:16s} {threads} thread(s) (idle before: {100 * idle:.0f}%"
               f"{', retry ' + str(attempt) if attempt else ''}) ...", file=sys.stderr, flush=True)
         b0, c0, t0 = busy_cpu_seconds(), children_cpu_seconds(), time.time()
         r = spawn(framework, config, threads, args)
@@ -352,7 +361,8 @@ def spawn_checked(framework, config, threads, args):
 def spawn(framework, config, threads, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--config", config,
            "--threads", str(threads), "--epochs", str(args.epochs),
-           "--inference-reps", str(args.inference_reps), "--latency-calls", str(args.latency_calls)]
+           "--inference-reps", str(args.inference_reps), "--latency-calls", str(args.latency_calls),
+           "--profile-steps", str(args.profile_steps)]
     if args.subset:
         cmd += ["--subset", str(args.subset)]
     if args.synthetic:
@@ -389,18 +399,13 @@ def machine_info():
     import vaecpp
     from vaecpp import _core
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        if names:
-            cpu = names[0]
-    except OSError:
-        pass
+    cpu, flags = cpu_model_and_flags()
     info = _core.build_info()
     return {
         "date": datetime.date.today().isoformat(),
         "cpu": cpu,
+        "cpu_flags": ", ".join(flags) or "unknown",
+        "caches": cache_sizes(),
         "cores": os.cpu_count(),
         "vaecpp": getattr(vaecpp, "__version__", "?"),
         "torch": torch.__version__,
@@ -409,7 +414,54 @@ def machine_info():
         "compiler": f"GCC {info['compiler']}" if info["compiler"][:1].isdigit() else info["compiler"],
         "eigen": info["eigen"],
         "simd": ", ".join(info["simd"]),
+        "gemm_kernels": info.get("gemm_kernels", "?"),
     }
+
+
+# The CPU flags that say which vector instructions a kernel can use (Linux names).
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl",
+              "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+              "asimd", "sve", "sve2")
+
+
+def cpu_model_and_flags():
+    """The CPU's model name and its SIMD flags from /proc/cpuinfo (Linux; elsewhere the platform's
+    processor name and no flags)."""
+    cpu, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                key, _, value = ln.partition(":")
+                key = key.strip()
+                if key == "model name" and cpu == (platform.processor() or "unknown CPU"):
+                    cpu = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return cpu, [f for f in SIMD_FLAGS if f in flags]
+
+
+def cache_sizes():
+    """'L1d 48K, L2 2048K, L3 ...' of cpu0 from sysfs, or '' where it cannot be read."""
+    out = []
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            try:
+                with open(os.path.join(base, idx, "level")) as f:
+                    level = f.read().strip()
+                with open(os.path.join(base, idx, "type")) as f:
+                    kind = f.read().strip()
+                with open(os.path.join(base, idx, "size")) as f:
+                    size = f.read().strip()
+            except OSError:
+                continue
+            if kind != "Instruction":
+                out.append(f"L{level}{'d' if kind == 'Data' else ''} {size}")
+    except OSError:
+        pass
+    return ", ".join(out)
 
 
 def machine_rate(g):
@@ -422,7 +474,8 @@ def fmt_time(s):
 
 # Options left unset: (value with --quick, value otherwise).
 DEFAULTS = {"epochs": (2, 4), "rounds": (1, 3), "max_wait": (0.0, 180.0), "retries": (0, 2),
-            "inference_reps": (3, 7), "latency_calls": (100, 1000)}
+            "inference_reps": (3, 7), "latency_calls": (100, 1000), "profile_steps": (5, 50)}
+FRAMEWORKS = ("vaecpp", "torch", "torch-ftz")  # torch-ftz: PyTorch with torch.set_flush_denormal(True)
 
 
 def main(argv=None):
@@ -448,7 +501,10 @@ def main(argv=None):
                         "(default 180; --quick 0)")
     p.add_argument("--inference-reps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--latency-calls", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker", choices=("vaecpp", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--profile-steps", type=int, default=None,
+                   help="training steps timed for the breakdown of a vaecpp step (default 50; "
+                        "--quick 5)")
+    p.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -470,6 +526,9 @@ def main(argv=None):
     gemm_n = args.gemm_n or (512 if args.quick else 2048)
 
     info = machine_info()
+    print(f"CPU: {info['cpu']}, {info['cores']} cores; SIMD flags: {info['cpu_flags']}; "
+          f"caches: {info['caches'] or 'unknown'}; vaecpp's product kernels: {info['gemm_kernels']}",
+          flush=True)
     info["load_before"] = os.getloadavg()
     n_train = len(load_data(args.subset, args.synthetic)[0])
     def measure_gemm():
@@ -485,7 +544,7 @@ def main(argv=None):
             print(f"round {rnd + 1} of {args.rounds}", file=sys.stderr, flush=True)
         for cfg in configs:
             for t in threads:
-                for fw in ("vaecpp", "torch"):
+                for fw in FRAMEWORKS:
                     r = spawn_checked(fw, cfg, t, args)
                     rows[cfg, t, fw] = r if rnd == 0 else best_of(rows[cfg, t, fw], r)
 
@@ -499,6 +558,44 @@ def main(argv=None):
         with open(args.output, "w") as f:
             f.write(text)
         print(f"wrote {args.output}", file=sys.stderr)
+
+
+BREAKDOWN = ("products", "activations", "likelihood", "optimizer")
+
+
+def breakdown_table(args, threads, configs, rows, n_train):
+    """Where a vaecpp training step goes: the measured step time (epoch / batches) split by
+    _testing.step_profile's timings of the engine's kernels on the same shapes; 'other' is the rest."""
+    out = ["## Where a vaecpp training step goes", ""]
+    out.append(
+        "Measured, not modelled: `vaecpp._testing.step_profile` (cpp/bindings/step_profile.hpp) runs the "
+        "engine's own kernels on the shapes of one training step of the configuration, with the "
+        f"same thread count, and times each kind of work separately over {args.profile_steps} "
+        "steps after a warm-up: products (every Dense layer's forward, dW and dX products, bias "
+        "and db sums included), activations (the ReLU forward and backward passes, run here as "
+        "separate passes where the engine fuses them into the products' output: an upper bound), "
+        "likelihood (the fused Bernoulli loss and gradient) and optimizer (the Adam update of all "
+        "parameters). 'step' is the measured training time per batch (seconds per epoch / "
+        "batches per epoch); 'other' is step minus those four: batch gathering, noise, "
+        "reparameterisation, KL, the denormal scope, callbacks. The profile runs on random data, "
+        "so where the real run's Adam moments decay into denormals (IEEE mode only) it does not "
+        "show that cost.")
+    out.append("")
+    out.append("| config | threads | step ms | " + " | ".join(BREAKDOWN) + " | other |")
+    out.append("|---|---:|---:|" + "---:|" * (len(BREAKDOWN) + 1))
+    for cfg in configs:
+        hidden, latent, batch = CONFIGS[cfg]
+        arch = "-".join(map(str, (D, *hidden, latent)))
+        steps = -(-n_train // batch)
+        for t in threads:
+            v = rows[cfg, t, "vaecpp"]
+            step = epoch_time(v) / steps
+            prof = v["profile"]
+            parts = [prof[k] for k in BREAKDOWN] + [step - sum(prof[k] for k in BREAKDOWN)]
+            cells = " | ".join(f"{1e3 * p:.3f} ({100 * p / step:.0f}%)" for p in parts)
+            out.append(f"| {cfg} {arch} | {t} | {1e3 * step:.3f} | {cells} |")
+    out.append("")
+    return out
 
 
 def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
@@ -517,8 +614,11 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
                f"that never happened, and its timings are pessimistic. The machine's GEMM rate is "
                f"the better of a measurement before and one after the runs.")
     out.append("")
+    out.append(f"CPU SIMD flags: {info['cpu_flags']}. Caches (per core unless shared): "
+               f"{info['caches'] or 'unknown'}.")
+    out.append("")
     out.append(f"vaecpp {info['vaecpp']} ({info['compiler']}, Eigen {info['eigen']}, "
-               f"SIMD: {info['simd']}), PyTorch {info['torch']}, NumPy {info['numpy']}, "
+               f"SIMD: {info['simd']}; product kernels: {info['gemm_kernels']}), PyTorch {info['torch']}, NumPy {info['numpy']}, "
                f"Python {info['python']}.")
     out.append("")
     out.append(f"Data: Fashion-MNIST{' (synthetic stand-in)' if args.synthetic else ''}, "
@@ -529,7 +629,10 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
                f"same batch size and thread count, each in its own process. vaecpp through its "
                f"public API (`VAE.fit`, one call for all epochs, timed per epoch by a callback); "
                f"PyTorch in eager mode with `Adam(fused=True)` and minibatches gathered by "
-               f"`X[randperm(n)[k:k+B]]` (no DataLoader overhead).")
+               f"`X[randperm(n)[k:k+B]]` (no DataLoader overhead). PyTorch runs twice: as users run "
+               f"it (IEEE denormals, the default) and, as 'PyTorch FTZ', after "
+               f"`torch.set_flush_denormal(True)`; vaecpp flushes denormals inside its calls by "
+               f"default (`vaecpp.set_flush_denormal`).")
     out.append("")
     out.append(f"## Machine GEMM rate (float32, {gemm_n}^3)")
     out.append("")
@@ -557,24 +660,28 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
                f"epochs (train: mean over the last epoch; test: evaluated once).")
     out.append("")
     out.append("| config | batch | threads | vaecpp s/epoch | PyTorch s/epoch | speed-up | "
+               "PyTorch FTZ s/epoch | speed-up vs FTZ | "
                "vaecpp GFLOP/s | % GEMM | PyTorch GFLOP/s | peak RSS MiB vaecpp / PyTorch | "
-               "train loss vaecpp / PyTorch | test loss vaecpp / PyTorch |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "train loss vaecpp / PyTorch / FTZ | test loss vaecpp / PyTorch / FTZ |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cfg in configs:
         hidden, latent, batch = CONFIGS[cfg]
         arch = "-".join(map(str, (D, *hidden, latent)))
         flops = train_flops_per_sample(hidden, latent) * n_train
         for t in threads:
-            v, r = rows[cfg, t, "vaecpp"], rows[cfg, t, "torch"]
-            tv, tr = epoch_time(v), epoch_time(r)
+            v, r, f = rows[cfg, t, "vaecpp"], rows[cfg, t, "torch"], rows[cfg, t, "torch-ftz"]
+            tv, tr, tf = epoch_time(v), epoch_time(r), epoch_time(f)
             gv, gr = flops / tv * 1e-9, flops / tr * 1e-9
-            busy = "" if max(v["foreign"], r["foreign"]) <= 0.1 else " (busy)"
+            busy = "" if max(v["foreign"], r["foreign"], f["foreign"]) <= 0.1 else " (busy)"
             out.append(
                 f"| {cfg} {arch} | {batch} | {t}{busy} | {tv:.3f} | {tr:.3f} | **{tr / tv:.2f}x** | "
+                f"{tf:.3f} | **{tf / tv:.2f}x** | "
                 f"{gv:.1f} | {100 * gv / machine_rate(gemm[t]):.0f}% | {gr:.1f} | "
                 f"{v['peak_rss_mib']:.0f} / {r['peak_rss_mib']:.0f} | "
-                f"{v['train_loss']:.2f} / {r['train_loss']:.2f} | "
-                f"{v['test_loss']:.2f} / {r['test_loss']:.2f} |")
+                f"{v['train_loss']:.2f} / {r['train_loss']:.2f} / {f['train_loss']:.2f} | "
+                f"{v['test_loss']:.2f} / {r['test_loss']:.2f} / {f['test_loss']:.2f} |")
+    out.append("")
+    out += breakdown_table(args, threads, configs, rows, n_train)
     out.append("")
     out.append("## Inference")
     out.append("")

@@ -1,25 +1,34 @@
 // The engine's matrix product: C (M,N) = or += A (M,K) @ B (K,N), row-major, single-threaded (the
 // dense kernels split the columns of C between threads themselves).
 //
-// gemm() is a register-blocked kernel in the style of BLIS/GotoBLAS: an MR x NR tile of C lives in
-// vector registers while k runs over a block of the shared dimension; A is read in place (one
-// broadcast per row and k) and B a row of NR values at a time, straight from memory when its rows
-// are contiguous and from a packed copy when it is a transposed view (B = W^T). Written with GCC
-// vector extensions, so one source serves AVX-512 and AVX2 (other targets use Eigen).
-// gemm_ref() is the readable Eigen version it is tested against.
+// gemm() runs a register-blocked kernel in the style of BLIS/GotoBLAS (gemm_kernels.hpp: an MR x NR
+// tile of C in vector registers while k runs over a block of the shared dimension, A and B packed
+// into panels), from the kernel set that suits the CPU it runs on: x86-64-v4 (AVX-512) or
+// x86-64-v3 (AVX2 + FMA), both compiled into every GCC x86-64 build and picked at run time from
+// cpuid (gemm_kernels()); other targets use Eigen. gemm_ref() is the readable Eigen version it is
+// tested against.
 //
-// Summation order: k runs in order within blocks of kc (a function of K only), and the blocks are
-// added to C in order. No part of it depends on M, N or how the columns were split, so splitting C
-// between threads changes no result.
+// Cache blocking comes from the CPU it runs on (cpu_caches.hpp: L1d and L2 per core, read once)
+// and the kernel's tile: blocks of kc values of k keep the packed A tile in L1, blocks of nc
+// columns keep the packed B block in L2 (see blocking() below).
+//
+// Summation order: k runs in order within blocks of kc (a function of K and of the machine's L1d
+// only), and the blocks are added to C in order. No part of it depends on M, N or how the columns
+// were split, so splitting C between threads changes no result, and a machine always gives the
+// same one.
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "core/buffers.hpp"
 #include "core/threads.hpp"
+#include "core/cpu_caches.hpp"
 
 namespace vaecpp {
 
@@ -69,277 +78,159 @@ void gemm_ref(long M, long N, long K, const T* A, long sai, long sak, const T* B
     }
 }
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
-#define VAECPP_FAST_GEMM 1
-
 namespace gemm_detail {
 
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-constexpr int kMR = 8, kNV = 3;  // 8 x 3 vectors: 24 accumulators of the 32 registers
-#else
-constexpr int kVecBytes = 32;
-constexpr int kMR = 6, kNV = 2;  // 6 x 2 vectors: 12 accumulators of the 16 registers
-#endif
-
-template <typename T>
-struct Simd {
-    typedef T type __attribute__((vector_size(kVecBytes)));
-    typedef T unaligned __attribute__((vector_size(kVecBytes), aligned(alignof(T))));
-    static constexpr int n = kVecBytes / int(sizeof(T));
+// The cache blocks for T on this CPU, computed once from its L1d and L2 (BLIS's rules, for this
+// kernel's loop order, in which a packed kMR-row tile of A is reused across every strip of B):
+// - kc_max: the A tile (kMR x kc) fills at most a quarter of L1d, leaving the rest to the B strips
+//   that stream through it from L2; a multiple of 32 in [64, 1024]. (A 32 KiB L1d and the 8-row
+//   AVX-512 float tile give 256, the value once tuned by hand on such a machine.)
+// - nc_max: the packed B block (kc_max x nc) fills at most 3/8 of L2 (the rest holds A tiles,
+//   C and the other operand's lines); a multiple of the strip width NR, at least one strip and at
+//   most 4096 columns.
+struct Blocking {
+    long kc_max, nc_max;
 };
 
-template <typename T>
-inline typename Simd<T>::type load(const T* p) {
-    return *reinterpret_cast<const typename Simd<T>::unaligned*>(p);
-}
-template <typename T>
-inline void store(T* p, typename Simd<T>::type v) {
-    *reinterpret_cast<typename Simd<T>::unaligned*>(p) = v;
+inline Blocking blocking_for(const CacheSizes& c, long mr, long nr, long elem) {
+    const long kc = std::min(1024L, std::max(64L, c.l1d / 4 / (mr * elem) / 32 * 32));
+    const long nc = std::min(4096L / nr * nr, std::max(nr, c.l2 * 3 / 8 / (kc * elem) / nr * nr));
+    return {kc, nc};
 }
 
-// The micro-kernel: C[0:R, 0:NV*VL] (+)= A @ B over K, from packed panels: Ap holds A's R rows
-// interleaved (Ap[k * R + i]) and Bp a strip of B (Bp[k * NV*VL + j]), so both are read as two
-// sequential streams. The R x NV accumulators stay in registers for the whole of K.
-template <typename T, int R, int NV>
-inline void tile(long K, const T* __restrict Ap, const T* __restrict Bp, T* C, long ldc,
-                 bool accumulate) {
-    using V = typename Simd<T>::type;
-    constexpr int VL = Simd<T>::n;
-    V acc[R][NV];
-    for (int i = 0; i < R; ++i)
-        for (int v = 0; v < NV; ++v) acc[i][v] = V{};
-    for (long k = 0; k < K; ++k, Ap += R, Bp += NV * VL) {
-        V b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load(Bp + v * VL);
-        for (int i = 0; i < R; ++i) {
-            const V ai = V{} + Ap[i];  // broadcast
-            for (int v = 0; v < NV; ++v) acc[i][v] += ai * b[v];
-        }
-    }
-    for (int i = 0; i < R; ++i)
-        for (int v = 0; v < NV; ++v) {
-            T* c = C + i * ldc + v * VL;
-            store(c, accumulate ? load(c) + acc[i][v] : acc[i][v]);
-        }
-}
-
-// tile() for a run-time row count r <= kMR.
-template <typename T, int NV>
-inline void tile_rows(long r, long K, const T* Ap, const T* Bp, T* C, long ldc, bool accumulate) {
-    static_assert(kMR <= 8, "tile_rows dispatches up to 8 rows");
-    switch (r) {
-        case 1: tile<T, 1, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 2: tile<T, 2, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 3: tile<T, 3, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 4: tile<T, 4, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 5: tile<T, 5, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 6: tile<T, 6, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 7: tile<T, 7, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 8: tile<T, 8, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        default: break;
-    }
-}
-
-// Transposes a VL x VL tile held in VL registers: log2(VL) butterfly stages, each swapping one bit
-// of the row index with the same bit of the column index by two-register shuffles.
-template <typename T, int Bit>
-inline void transpose_stage(typename Simd<T>::type* r) {
-    using V = typename Simd<T>::type;
-    using I = typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type;
-    typedef I M __attribute__((vector_size(kVecBytes)));
-    constexpr int VL = Simd<T>::n;
-    M lo, hi;  // new[r] and new[r | Bit] as shuffles of (old[r], old[r | Bit])
-    for (int j = 0; j < VL; ++j) {
-        lo[j] = (j & Bit) ? VL + (j ^ Bit) : j;
-        hi[j] = (j & Bit) ? VL + j : (j ^ Bit);
-    }
-    for (int i = 0; i < VL; ++i)
-        if (!(i & Bit)) {
-            V a = r[i], b = r[i | Bit];
-            r[i] = __builtin_shuffle(a, b, lo);
-            r[i | Bit] = __builtin_shuffle(a, b, hi);
-        }
-}
-
-template <typename T>
-inline void transpose_tile(typename Simd<T>::type* r) {
-    constexpr int VL = Simd<T>::n;
-    transpose_stage<T, 1>(r);
-    transpose_stage<T, 2>(r);
-    transpose_stage<T, 4>(r);
-    if (VL > 8) transpose_stage<T, (VL > 8 ? 8 : 1)>(r);
-    static_assert(VL == 4 || VL == 8 || VL == 16, "tile transpose for 4, 8 or 16 lanes");
-}
-
-// Per-thread scratch for the packed panels; grows once, never shrinks (no allocation per call).
-template <typename T>
-inline T* scratch(int which, size_t n) {
-    static thread_local Buffer<T> buf[2];
-    if (buf[which].size() < n) buf[which].resize(n);
-    return buf[which].data();
-}
-
-// A block of nc columns is packed as column strips: full strips of NR = kNV*VL columns, then
-// strips of VL, then one strip of VL holding the last n < VL columns, zero-padded.
-struct Strip {
-    long j, w, n;  // first column in the block, packed width, valid columns
-};
-
-template <typename T>
-inline long make_strips(long nc, Strip* out) {
-    constexpr long VL = Simd<T>::n, NR = kNV * VL;
-    long ns = 0, j = 0;
-    for (; j + NR <= nc; j += NR) out[ns++] = {j, NR, NR};
-    for (; j + VL <= nc; j += VL) out[ns++] = {j, VL, VL};
-    if (j < nc) out[ns++] = {j, VL, nc - j};
-    return ns;
-}
-
-// Packs rows [0, kb) of B (B[k * ldb + j], or B[j * ldb + k] when b_trans) into its strips:
-// strip q occupies P[kb * q.j ...] as a (kb, q.w) row-major panel.
-template <typename T>
-void pack_b(T* P, const T* B, long ldb, bool b_trans, long kb, const Strip* st, long ns) {
-    using V = typename Simd<T>::type;
-    constexpr long VL = Simd<T>::n;
-    for (long s = 0; s < ns; ++s) {
-        const Strip& q = st[s];
-        T* Ps = P + kb * q.j;
-        if (q.n < q.w) {  // the ragged last strip, zero-padded
-            for (long k = 0; k < kb; ++k)
-                for (long j = 0; j < q.w; ++j)
-                    Ps[k * q.w + j] = j >= q.n ? T(0) : b_trans ? B[(q.j + j) * ldb + k]
-                                                                : B[k * ldb + q.j + j];
-        } else if (!b_trans) {
-            for (long k = 0; k < kb; ++k)
-                for (long v = 0; v < q.w; v += VL) store(Ps + k * q.w + v, load(B + k * ldb + q.j + v));
-        } else {  // transposed source: VL x VL tiles through registers
-            const long kf = kb / VL * VL;
-            for (long v = 0; v < q.w; v += VL) {
-                const T* S = B + (q.j + v) * ldb;  // the VL stored rows that are these columns
-                for (long k = 0; k < kf; k += VL) {
-                    V r[VL];
-                    for (long i = 0; i < VL; ++i) r[i] = load(S + i * ldb + k);
-                    transpose_tile<T>(r);
-                    for (long i = 0; i < VL; ++i) store(Ps + (k + i) * q.w + v, r[i]);
-                }
-                for (long k = kf; k < kb; ++k)
-                    for (long i = 0; i < VL; ++i) Ps[k * q.w + v + i] = S[i * ldb + k];
-            }
-        }
-    }
-}
-
-// Ap[k * R + i] = A[i * sai + k * sak]: an R-row tile of A over kb values of k, interleaved.
-template <typename T>
-inline void pack_a(T* __restrict Ap, const T* A, long sai, long sak, long R, long kb) {
-    if (sai == 1) {
-        for (long k = 0; k < kb; ++k)
-            for (long i = 0; i < R; ++i) Ap[k * R + i] = A[k * sak + i];
-    } else {
-        for (long i = 0; i < R; ++i)
-            for (long k = 0; k < kb; ++k) Ap[k * R + i] = A[i * sai + k * sak];
-    }
-}
-
-// One R-row tile of C against every strip of a packed block.
-template <typename T>
-void tile_strips(long R, long kb, const T* Ap, const T* P, const Strip* st, long ns, T* C, long ldc,
-                 bool accumulate) {
-    constexpr long VL = Simd<T>::n;
-    for (long s = 0; s < ns; ++s) {
-        const Strip& q = st[s];
-        const T* Bs = P + kb * q.j;
-        if (q.w == kNV * VL) {
-            tile_rows<T, kNV>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
-        } else if (q.n == q.w) {
-            tile_rows<T, 1>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
-        } else {  // ragged columns: through an (R, VL) copy of C
-            T tmp[kMR * VL];
-            for (long i = 0; i < R; ++i)
-                for (long j = 0; j < VL; ++j)
-                    tmp[i * VL + j] = accumulate && j < q.n ? C[i * ldc + q.j + j] : T(0);
-            tile_rows<T, 1>(R, kb, Ap, Bs, tmp, VL, accumulate);
-            for (long i = 0; i < R; ++i)
-                for (long j = 0; j < q.n; ++j) C[i * ldc + q.j + j] = tmp[i * VL + j];
-        }
-    }
-}
-
-// Shared-dimension block size: K cut into equal blocks of at most kKcMax (a function of K only).
-constexpr long kKcMax = 256;
-inline long kc_for(long K) {
-    const long nk = (K + kKcMax - 1) / kKcMax;
-    return (K + nk - 1) / nk;
-}
-// Columns of B per block: a packed (kc, nc) block of about 384 KiB stays in the L2 cache.
-template <typename T>
-constexpr long nc_max() {
-    return (384 * 1024 / (kKcMax * long(sizeof(T)))) / (kNV * Simd<T>::n) * (kNV * Simd<T>::n);
-}
 
 }  // namespace gemm_detail
 
-template <typename T>
-void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
-          bool b_trans, T* C, long ldc, bool accumulate) {
-    using namespace gemm_detail;
-    constexpr long VL = Simd<T>::n;
-    if (M <= 0 || N <= 0) return;
-    // Narrower than one register (e.g. the latent heads), or too few rows to repay packing B (a
-    // one-point decode is a matrix-vector product that reads each weight once): Eigen does better.
-    if (N < VL || M < kMR / 2)
-        return gemm_ref(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
-    if (K <= 0) {
-        if (!accumulate)
-            for (long i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
-        return;
-    }
-    const long kc = kc_for(K), ncm = nc_max<T>();
-    T* P = scratch<T>(0, size_t(kc) * (ncm + VL));
-    T* Ap = scratch<T>(1, size_t(kc) * kMR);
-    Strip st[ncm / VL + 2];
-    // Rows in tiles of kMR; a short remainder is merged with the last full tile and the two split
-    // evenly (50 rows: 5 x 8 + 5 + 5, not 6 x 8 + 2): one- or two-row tiles have too few
-    // accumulators to keep the FMA units busy.
-    long full = M / kMR, rem = M % kMR;
-    if (full > 0 && rem > 0 && rem < kMR / 2) --full, rem += kMR;
-    const long r1 = rem > kMR ? rem - rem / 2 : rem, r2 = rem > kMR ? rem / 2 : 0;
-    for (long j0 = 0; j0 < N; j0 += ncm) {
-        const long nc = std::min(ncm, N - j0);
-        const long ns = make_strips<T>(nc, st);
-        for (long k0 = 0; k0 < K; k0 += kc) {
-            const long kb = std::min(kc, K - k0);
-            const bool acc = accumulate || k0 > 0;
-            pack_b(P, b_trans ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, b_trans, kb, st, ns);
-            auto rows = [&](long i0, long R) {
-                pack_a(Ap, A + i0 * sai + k0 * sak, sai, sak, R, kb);
-                tile_strips(R, kb, Ap, P, st, ns, C + i0 * ldc + j0, ldc, acc);
-            };
-            long i0 = 0;
-            for (long t = 0; t < full; ++t, i0 += kMR) rows(i0, kMR);
-            if (r1) rows(i0, r1);
-            if (r2) rows(i0 + r1, r2);
-        }
-    }
-}
+}  // namespace vaecpp
 
-#else  // no vector extensions or no AVX2/AVX-512: Eigen's product
+// ---- the register-blocked kernels, one set per instruction set (gemm_kernels.hpp) ---------------
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// GCC on x86-64: the x86-64-v3 (AVX2 + FMA) and x86-64-v4 (AVX-512) sets are both compiled, with
+// `#pragma GCC target` whatever the build's -march, and the CPU picks one at run time: a portable
+// build (VAECPP_NATIVE=OFF, e.g. a wheel) has the same kernels as a native one.
+#define VAECPP_FAST_GEMM 1
+#define VAECPP_GEMM_DISPATCH 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace vaecpp::gemm_v3 {
+constexpr int kVecBytes = 32;
+constexpr int kMR = 6, kNV = 2;  // 6 x 2 vectors: 12 accumulators of the 16 registers
+#include "kernels/gemm_kernels.hpp"
+}  // namespace vaecpp::gemm_v3
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+namespace vaecpp::gemm_v4 {
+constexpr int kVecBytes = 64;
+constexpr int kMR = 8, kNV = 3;  // 8 x 3 vectors: 24 accumulators of the 32 registers
+#include "kernels/gemm_kernels.hpp"
+}  // namespace vaecpp::gemm_v4
+#pragma GCC pop_options
 
-template <typename T>
-void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
-          bool b_trans, T* C, long ldc, bool accumulate) {
-    gemm_ref(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
-}
-
-#endif
-
-inline bool have_fast_gemm() {
-#ifdef VAECPP_FAST_GEMM
-    return true;
+#elif (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
+// Other compilers: the one set that the build's own flags (-march=native) allow.
+#define VAECPP_FAST_GEMM 1
+namespace vaecpp::gemm_native {
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kMR = 8, kNV = 3;
 #else
-    return false;
+constexpr int kVecBytes = 32;
+constexpr int kMR = 6, kNV = 2;
 #endif
+#include "kernels/gemm_kernels.hpp"
+}  // namespace vaecpp::gemm_native
+#endif
+
+namespace vaecpp {
+
+// The kernel set the product uses, chosen once: the best one this CPU runs, or the one named by
+// VAECPP_GEMM_KERNELS (for tests and comparisons): "v3" the AVX2 + FMA set even on an AVX-512
+// CPU, "eigen" Eigen's product; "v4" or "auto" (or unset) the best. A set the CPU cannot run is
+// never chosen.
+enum class GemmKernels { eigen, v3, v4, native };
+
+namespace gemm_detail {
+inline GemmKernels pick_kernels() {
+    const char* e = std::getenv("VAECPP_GEMM_KERNELS");
+    const std::string want = e ? e : "auto";
+    if (want == "eigen") return GemmKernels::eigen;
+#if defined(VAECPP_GEMM_DISPATCH)
+    __builtin_cpu_init();
+    const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    if (v4 && want != "v3") return GemmKernels::v4;
+    return v3 ? GemmKernels::v3 : GemmKernels::eigen;
+#elif defined(VAECPP_FAST_GEMM)
+    return GemmKernels::native;
+#else
+    return GemmKernels::eigen;
+#endif
+}
+}  // namespace gemm_detail
+
+inline GemmKernels gemm_kernels() {
+    static const GemmKernels k = gemm_detail::pick_kernels();
+    return k;
+}
+
+// The name build_info() and `vaecpp info` give the set in use.
+inline std::string gemm_kernels_name() {
+    switch (gemm_kernels()) {
+        case GemmKernels::v4: return "x86-64-v4 (AVX-512)";
+        case GemmKernels::v3: return "x86-64-v3 (AVX2+FMA)";
+#if defined(__AVX512F__)
+        case GemmKernels::native: return "native (AVX-512)";
+#else
+        case GemmKernels::native: return "native (AVX2+FMA)";
+#endif
+        default: return "eigen";
+    }
+}
+
+template <typename T>
+void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
+          bool b_trans, T* C, long ldc, bool accumulate) {
+    switch (gemm_kernels()) {
+#if defined(VAECPP_GEMM_DISPATCH)
+        case GemmKernels::v4:
+            return gemm_v4::gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
+        case GemmKernels::v3:
+            return gemm_v3::gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
+#elif defined(VAECPP_FAST_GEMM)
+        case GemmKernels::native:
+            return gemm_native::gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
+#endif
+        default:
+            return gemm_ref<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
+    }
+}
+
+inline bool have_fast_gemm() { return gemm_kernels() != GemmKernels::eigen; }
+
+// The register tile and cache blocks of the set in use for float32 and float64 on this CPU
+// (build_info() and the tests read them); empty with Eigen's product.
+inline std::map<std::string, std::map<std::string, long>> gemm_blocking_info() {
+    std::map<std::string, std::map<std::string, long>> out;
+    auto add = [&](const char* dtype, long mr, long nr, const gemm_detail::Blocking& b) {
+        out[dtype] = {{"mr", mr}, {"nr", nr}, {"kc_max", b.kc_max}, {"nc_max", b.nc_max}};
+    };
+#define VAECPP_GEMM_INFO(set)                                                                   \
+    add("float32", set::kMR, set::kNV * set::Simd<float>::n, set::blocking<float>());           \
+    add("float64", set::kMR, set::kNV * set::Simd<double>::n, set::blocking<double>())
+    switch (gemm_kernels()) {
+#if defined(VAECPP_GEMM_DISPATCH)
+        case GemmKernels::v4: VAECPP_GEMM_INFO(gemm_v4); break;
+        case GemmKernels::v3: VAECPP_GEMM_INFO(gemm_v3); break;
+#elif defined(VAECPP_FAST_GEMM)
+        case GemmKernels::native: VAECPP_GEMM_INFO(gemm_native); break;
+#endif
+        default: break;
+    }
+#undef VAECPP_GEMM_INFO
+    return out;
 }
 
 }  // namespace vaecpp

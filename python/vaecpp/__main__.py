@@ -185,6 +185,7 @@ def cmd_info(out=None):
     print(f"CUDA: {'yes' if info.get('cuda') else 'no'}", file=out)
     print(f"native build (-march=native): {'yes' if info.get('native') else 'no'}", file=out)
     print(f"CPU features used by this build: {' '.join(info.get('simd') or []) or 'none detected'}", file=out)
+    print(f"matrix product kernels: {info.get('gemm_kernels', '?')}", file=out)
     print(f"Eigen: {info.get('eigen', '?')}, compiler: {info.get('compiler', '?')}", file=out)
     return 0
 
