@@ -46,6 +46,10 @@ def _canonical(name):
 def _core_closure():
     """The distributions ``pip install .`` installs: vaecpp, its requirements outside any extra
     and, recursively, theirs (environment markers evaluated here)."""
+    try:
+        metadata.distribution("vaecpp")
+    except metadata.PackageNotFoundError:
+        pytest.skip("vaecpp is importable but not installed with pip: no requirements to read")
     closure, todo = set(), ["vaecpp"]
     while todo:
         name = _canonical(todo.pop())
