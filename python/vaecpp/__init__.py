@@ -26,8 +26,10 @@ __all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", 
 def build_info():
     """How the engine was built: OpenMP, CUDA (and, in CUDA builds, ``cuda_devices``: how many
     devices the driver reports now, and ``cuda_gemm``: cuBLAS or the built-in kernel), SIMD
-    features, Eigen version, compiler (e.g. "GCC 12.2.0")."""
+    features, Eigen version and ``eigen_from`` ("system", or "cmeel-eigen": the pip package the
+    build falls back to), compiler (e.g. "GCC 12.2.0")."""
     info = dict(_build_info())
+    info.update(_build_config())
     info["compiler"] = _compiler_name(info["compiler"])
     from ._core import max_threads
     info["max_threads"] = max_threads()
@@ -35,6 +37,18 @@ def build_info():
         info["cuda_devices"] = _cuda_device_count()
     info["version"] = __version__
     return info
+
+
+def _build_config():
+    """What CMake wrote next to the engine at build time (``_build_config.json``); {} if absent."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "_build_config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def _compiler_name(version):

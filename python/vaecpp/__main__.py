@@ -186,7 +186,8 @@ def cmd_info(out=None):
     print(f"native build (-march=native): {'yes' if info.get('native') else 'no'}", file=out)
     print(f"CPU features used by this build: {' '.join(info.get('simd') or []) or 'none detected'}", file=out)
     print(f"matrix product kernels: {info.get('gemm_kernels', '?')}", file=out)
-    print(f"Eigen: {info.get('eigen', '?')}, compiler: {info.get('compiler', '?')}", file=out)
+    eigen = info.get("eigen", "?") + (f" ({info['eigen_from']})" if "eigen_from" in info else "")
+    print(f"Eigen: {eigen}, compiler: {info.get('compiler', '?')}", file=out)
     return 0
 
 
@@ -202,8 +203,8 @@ def cmd_train(args, out=None, err=None):
 
         matplotlib.use("Agg")  # files only; works without a display
     except ImportError:
-        raise UsageError("vaecpp train: error: the figures need matplotlib: "
-                         "pip install 'vaecpp[notebook]'") from None
+        raise UsageError("vaecpp train: error: the figures need matplotlib, a dependency of "
+                         "vaecpp that is missing here: pip install matplotlib") from None
     import vaecpp
     from vaecpp import datasets, plot
 

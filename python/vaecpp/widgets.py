@@ -59,7 +59,11 @@ class LatentSliders:
 
     def __init__(self, vae, ranges, step, names, scale, image_shape, value_range, zoom,
                  continuous_update, size=None, layout="beside"):
-        import ipywidgets
+        try:
+            import ipywidgets
+        except ImportError:
+            raise ImportError("the latent sliders need ipywidgets: "
+                              "pip install 'vaecpp[notebook]'") from None
 
         self.vae = vae
         self.scale = float(scale)
