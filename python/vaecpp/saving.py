@@ -14,6 +14,7 @@ import tempfile
 
 import numpy as np
 
+from . import _file_checks
 from . import layers as L
 from .callbacks import History
 
@@ -21,13 +22,16 @@ FORMAT = "vaecpp.model"
 WEIGHTS_FORMAT = "vaecpp.weights"
 VERSION = 1
 HEADER = "__vaecpp__"
+_WEIGHT_ARRAYS = ("params", "state")
+_MODEL_ARRAYS = _WEIGHT_ARRAYS + ("opt_m", "opt_v")
 
 
 def _write(path, header, arrays):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=".vaecpp-", suffix=".tmp", dir=directory)
+    _file_checks.remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_file_checks.temp_prefix(path), suffix=".tmp", dir=directory)
     try:
         umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
         os.umask(umask)
@@ -43,47 +47,24 @@ def _write(path, header, arrays):
         raise
 
 
-def _read(path, expected_format):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path!r}")
-    try:
-        with open(path, "rb") as f:
-            z = np.load(f, allow_pickle=False)
-            if not hasattr(z, "files") or HEADER not in z.files:
-                raise ValueError("no vaecpp header")
-            with z:
-                header = json.loads(bytes(z[HEADER]).decode("utf-8"))
-                arrays = {k: z[k] for k in z.files if k != HEADER}
-    except Exception as e:  # truncated zip, bad CRC, pickle, garbage, bad JSON ...
-        raise ValueError(f"{path!r} is not an intact vaecpp file: {e}") from None
-    if not isinstance(header, dict) or header.get("format") != expected_format:
-        raise ValueError(f"{path!r} is not a {expected_format} file "
-                         f"(format {header.get('format') if isinstance(header, dict) else None!r})")
-    if header.get("version") != VERSION:
-        raise ValueError(f"{path!r} has format version {header.get('version')!r}; "
-                         f"this vaecpp reads version {VERSION}")
-    return header, arrays
+def _read(path, expected_format, names):
+    """The open file (an ``_file_checks.Archive``): header parsed, array sizes known, nothing
+    else read yet. ``names`` are the arrays the format holds; any other member is rejected."""
+    return _file_checks.Archive(path, expected_format, VERSION, HEADER, names)
 
 
-def _put(setter, arrays, key, size, dtype, path):
-    a = arrays.get(key)
-    if a is None or a.ndim != 1 or a.size != size:
-        got = None if a is None else a.shape
-        raise ValueError(f"{path!r}: array {key!r} should hold {size} values, got {got}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{path!r}: array {key!r} contains NaN or inf")
-    setter(np.ascontiguousarray(a, dtype=dtype))
+def _put(setter, archive, key, size, dtype, minimum=None):
+    setter(archive.read(key, size, dtype, minimum))
 
 
 def _weights_arrays(model):
     return {"params": model._core.get_params(), "state": model._core.get_state()}
 
 
-def _set_weights_arrays(model, arrays, path):
+def _set_weights_arrays(model, archive):
     core = model._core
-    _put(core.set_params, arrays, "params", core.num_params, model.dtype, path)
-    _put(core.set_state, arrays, "state", core.num_state, model.dtype, path)
+    _put(core.set_params, archive, "params", core.num_params, model.dtype)
+    _put(core.set_state, archive, "state", core.num_state, model.dtype)
 
 
 def save_model(model, path):
@@ -106,9 +87,15 @@ def load_model(path, custom_objects=None, backend=None, device=None):
     A model with a user-defined likelihood needs ``custom_objects={"ClassName": Class}``.
     ``backend`` / ``device`` override the saved ones: a model trained on the GPU loads on the CPU
     with ``backend="cpu"`` and the other way round (the weight layout is the same)."""
+    with _read(path, FORMAT, _MODEL_ARRAYS) as archive:
+        return _load_model(archive, custom_objects, backend, device)
+
+
+def _load_model(archive, custom_objects, backend, device):
     from .model import VAE
 
-    header, arrays = _read(path, FORMAT)
+    path, header = archive.path, archive.header
+    _file_checks.check_model_header(header, path)
     try:
         cfg = dict(header["config"])
         if backend is not None:
@@ -120,23 +107,30 @@ def load_model(path, custom_objects=None, backend=None, device=None):
             if name not in (custom_objects or {}):
                 raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
                                  f"custom_objects={{{name!r}: {name}}}")
-            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"]["args"])
+            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"].get("args", {}))
+        # sizes from the configuration, checked against the arrays before anything is built
+        _file_checks.check_arrays_fit(archive, *_file_checks.architecture_sizes(cfg))
         cfg["encoder"] = [L.from_config(c) for c in cfg["encoder"]]
         cfg["decoder"] = [L.from_config(c) for c in cfg["decoder"]]
         model = VAE(**cfg)
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{os.fspath(path)!r}: invalid model configuration: {e}") from None
-    _set_weights_arrays(model, arrays, path)
+        message = str(e).removeprefix(f"{path!r}: ")
+        raise ValueError(f"{path!r}: invalid model configuration: {message}") from None
+    _set_weights_arrays(model, archive)
     if header.get("optimizer") is not None:
-        model.compile(header["optimizer"])
+        try:
+            model.compile(header["optimizer"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path!r}: invalid optimizer configuration: {e}") from None
         core = model._core
-        m = np.ascontiguousarray(arrays.get("opt_m", np.zeros(0)), dtype=model.dtype)
-        v = np.ascontiguousarray(arrays.get("opt_v", np.zeros(0)), dtype=model.dtype)
+        n = core.num_params
+        m = archive.read("opt_m", archive.size("opt_m", n), model.dtype)
+        v = archive.read("opt_v", archive.size("opt_v", n), model.dtype, minimum=0)
         try:
             core.set_optimizer_slots(m, v)
         except ValueError as e:
-            raise ValueError(f"{os.fspath(path)!r}: optimizer state does not fit: {e}") from None
-        core.step = int(header.get("step", 0))
+            raise ValueError(f"{path!r}: optimizer state does not fit: {e}") from None
+        core.step = header.get("step", 0)
     hist = header.get("history") or {}
     model.history = History()
     model.history.epoch = list(hist.get("epoch", []))
@@ -155,7 +149,7 @@ def save_weights(model, path):
 
 
 def load_weights(model, path):
-    header, arrays = _read(path, WEIGHTS_FORMAT)
-    if header.get("weights") != _layout(model):
-        raise ValueError(f"{os.fspath(path)!r} holds weights of a different architecture")
-    _set_weights_arrays(model, arrays, path)
+    with _read(path, WEIGHTS_FORMAT, _WEIGHT_ARRAYS) as archive:
+        if archive.header.get("weights") != _layout(model):
+            raise ValueError(f"{os.fspath(path)!r} holds weights of a different architecture")
+        _set_weights_arrays(model, archive)
