@@ -39,7 +39,7 @@ AREAS = ("model", "idx", "mat", "image")
 CASE_TIMEOUT = 20  # seconds
 SLACK_KB = 48 * 1024  # interpreter, allocator and library overhead allowed beyond 2x the data
 PYBIND_TEXTS = ("Unable to cast", "incompatible function arguments", "vector::_M",
-                "std::bad_alloc", "2147483648")
+                "std::bad_alloc", "-2147483648")
 
 
 # ---- helpers shared with the tests --------------------------------------------------------------
@@ -278,6 +278,8 @@ class ModelArea:
                 return "negative optimizer step"
         vae.threads = 1
         x = np.random.default_rng(0).random((4, *vae.input_shape))
+        if max(np.abs(w).max(initial=0) for w in vae.get_weights()) > 1e30:
+            return None  # valid but extreme weights (1e38 fits a float32): outputs may overflow
         if not np.isfinite(vae.encode(x)).all():
             return "encode gives NaN"
         if vae.optimizer is not None:

@@ -418,3 +418,12 @@ def test_download_has_a_size_cap(slow_server, tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="deadline"):
         fetch(slow_server + "/endless", "0" * 64, tmp_path, deadline=0, quiet=True)
+
+
+def test_negative_moving_variance_is_rejected(tmp_path):
+    vae = vaecpp.VAE((4, 4, 1), latent_dim=2, seed=0, encoder=[vaecpp.layers.BatchNorm(),
+                                                              vaecpp.layers.Flatten()])
+    vae.save(tmp_path / "bn.vae")
+    bad = rewrite_model(tmp_path / "bn.vae", arrays=lambda a: a["state"].__setitem__(-1, -0.5))
+    with pytest.raises(ValueError, match="moving_variance holds negative values"):
+        vaecpp.load_model(bad)

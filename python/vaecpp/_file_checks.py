@@ -261,6 +261,18 @@ def check_arrays_fit(archive, params, state):
         archive.size(name, params)
 
 
+def check_state(path, state, infos):
+    """Non-trainable arrays that must not be negative (BatchNorm's moving variance: its square
+    root divides) are not; ``infos`` is the engine's ``state_info()``."""
+    offset = 0
+    for _, layer, name, shape in infos:
+        size = math.prod(shape)
+        part = state[offset:offset + size]
+        if name == "moving_variance" and part.size and part.min() < 0:
+            raise _fail(path, f"{layer}/{name} holds negative values (min {part.min()})")
+        offset += size
+
+
 # ---- the JSON header ----------------------------------------------------------------------------
 def _is_number(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool)

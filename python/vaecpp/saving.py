@@ -64,7 +64,9 @@ def _weights_arrays(model):
 def _set_weights_arrays(model, archive):
     core = model._core
     _put(core.set_params, archive, "params", core.num_params, model.dtype)
-    _put(core.set_state, archive, "state", core.num_state, model.dtype)
+    state = archive.read("state", core.num_state, model.dtype)
+    _file_checks.check_state(archive.path, state, core.state_info())
+    core.set_state(state)
 
 
 def save_model(model, path):
