@@ -152,6 +152,9 @@ MALFORMED_HEADERS = {
     "optimizer-unknown": lambda h: h.update(optimizer={"name": "nope"}),
     "optimizer-option": lambda h: h.update(optimizer={"name": "adam", "beta_1": [1]}),
     "optimizer-lr-nan": lambda h: h.update(optimizer={"name": "adam", "learning_rate": float("nan")}),
+    "optimizer-lr-inf-as-float32": lambda h: h.update(optimizer={"name": "adam",
+                                                                 "learning_rate": 1e300}),
+    "beta-inf-as-float32": _set_config("beta", 1e300),
     "format-missing": lambda h: h.pop("format"),
     "version-str": lambda h: h.update(version="1"),
 }

@@ -278,6 +278,15 @@ def _is_number(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def _finite_as(value, dtype):
+    """Whether the number ``value`` stays finite in the model's ``dtype`` (1e300 does not in
+    float32); a dtype the model will reject anyway counts as float64."""
+    if not math.isfinite(value):
+        return False
+    limit = float(np.finfo(np.float32 if dtype == "float32" else np.float64).max)
+    return abs(value) <= limit
+
+
 def _check_int(cfg, key, path, minimum, maximum, optional=False):
     if key not in cfg and optional:
         return
@@ -346,10 +355,11 @@ def check_model_config(cfg, path):
     _check_int(cfg, "seed", path, 0, _limits.SEED_MAX, optional=True)
     _check_int(cfg, "threads", path, 1, _limits.MAX_THREADS, optional=True)
     _check_int(cfg, "device", path, 0, _limits.INT_MAX, optional=True)
+    dtype = cfg.get("dtype", "float32")
     for key in _NUMBERS:
-        if key in cfg and not (_is_number(cfg[key]) and math.isfinite(cfg[key])):
-            raise _fail(path, f"invalid model configuration: {key} must be a finite number, "
-                              f"got {cfg[key]!r:.60}")
+        if key in cfg and not (_is_number(cfg[key]) and _finite_as(cfg[key], dtype)):
+            raise _fail(path, f"invalid model configuration: {key} must be a finite number "
+                              f"(as {dtype}), got {cfg[key]!r:.60}")
     laplace = cfg.get("laplace_scale")
     if laplace is not None and not (_is_number(laplace) and math.isfinite(laplace)):
         raise _fail(path, f"invalid model configuration: laplace_scale must be None or a "
@@ -377,11 +387,13 @@ def check_model_header(header, path):
     opt = header.get("optimizer")
     if opt is not None and not (isinstance(opt, dict) and isinstance(opt.get("name"), str)):
         raise _fail(path, f"invalid optimizer configuration {opt!r:.80}")
+    dtype = header["config"].get("dtype", "float32")
     if opt is not None:
         for key, value in opt.items():
             if key != "name" and not (isinstance(value, bool) or value is None or (
-                    _is_number(value) and math.isfinite(value))):
-                raise _fail(path, f"invalid optimizer configuration: {key} = {value!r:.60}")
+                    _is_number(value) and _finite_as(value, dtype))):
+                raise _fail(path, f"invalid optimizer configuration: {key} = {value!r:.60}"
+                                  f" (not a finite {dtype})")
     step = header.get("step", 0)
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= _limits.STEP_MAX:
         raise _fail(path, f"the optimizer step must be an integer >= 0, got {step!r:.60}")
