@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _checks, _config, layers as L, optimizers, saving, training
+from . import _checks, _config, _file_checks, layers as L, optimizers, saving, training
 from .callbacks import Callback, History
 from .likelihoods import Likelihood, sample_builtin
 
@@ -559,13 +559,18 @@ class VAE:
             tensors = saving.read_safetensors(path, self._weights_layout())
             self.set_weights([tensors[name] for name in self.weight_names()])
             return
-        arrays = saving.read_weights(path, self._weights_layout())
-        self._set_flat_weights(arrays, path)
+        with saving.read_weights(path, self._weights_layout()) as f:
+            self._set_flat_weights(f)
 
-    def _set_flat_weights(self, arrays, path):
+    def _set_flat_weights(self, f):
+        """Parameters and state from an open file (``saving.read_weights`` / ``read_model``),
+        checked: the sizes this model has, finite as its dtype, BatchNorm variances >= 0."""
         engine = self._engine
-        engine.set_params(saving.flat_array(arrays, "params", engine.num_params, self.dtype, path))
-        engine.set_state(saving.flat_array(arrays, "state", engine.num_state, self.dtype, path))
+        params = f.read("params", engine.num_params, self.dtype)
+        state = f.read("state", engine.num_state, self.dtype)
+        _file_checks.check_state(f.path, state, engine.state_info())
+        engine.set_params(params)
+        engine.set_state(state)
 
     def __repr__(self):
         return (f"VAE(input_shape={self.input_shape}, latent_dim={self.latent_dim}, "
@@ -585,8 +590,13 @@ def load_model(path: Union[str, os.PathLike], custom_objects: Optional[Dict[str,
     the saved ones: a model trained on the GPU loads on the CPU with ``backend="cpu"`` and the
     other way round (the weight layout is the same). ``compile=False`` leaves the optimizer
     and its state out (``vae.optimizer`` is None until ``compile``), as in Keras."""
-    saved = saving.read_model(path)
-    where = os.fspath(path)
+    with saving.read_model(path) as saved:
+        return _rebuild(saved, custom_objects, backend, device, compile)
+
+
+def _rebuild(saved, custom_objects, backend, device, compile):
+    """The model of an open, checked model file (``saving.read_model``)."""
+    where = saved.path
     try:
         cfg = dict(saved.config)
         if backend is not None:
@@ -598,18 +608,21 @@ def load_model(path: Union[str, os.PathLike], custom_objects: Optional[Dict[str,
             if name not in (custom_objects or {}):
                 raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
                                  f"custom_objects={{{name!r}: {name}}}")
-            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"]["args"])
+            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"].get("args", {}))
         cfg["encoder"] = [L.from_config(c) for c in cfg["encoder"]]
         cfg["decoder"] = [L.from_config(c) for c in cfg["decoder"]]
         model = VAE(**cfg)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{where!r}: invalid model configuration: {e}") from None
-    model._set_flat_weights(saved.arrays, path)
+    model._set_flat_weights(saved)
     if compile and saved.optimizer is not None:
-        model.compile(saved.optimizer)
         try:
-            model.set_optimizer_state({"step": saved.step, "m": saved.arrays.get("opt_m", np.zeros(0)),
-                                       "v": saved.arrays.get("opt_v", np.zeros(0))})
+            model.compile(saved.optimizer)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where!r}: invalid optimizer configuration: {e}") from None
+        m, v = saved.optimizer_slots(model.count_params(), model.dtype)
+        try:
+            model.set_optimizer_state({"step": saved.step, "m": m, "v": v})
         except ValueError as e:
             raise ValueError(f"{where!r}: optimizer state does not fit: {e}") from None
     model.history = History()
