@@ -4,7 +4,10 @@ The C++ engine stores layer widths, shape entries, ``k`` and ``threads`` in 32-b
 seed in an unsigned 64-bit integer; a Python integer beyond those would reach pybind11 as a cast
 error or wrap around. These checks turn such values into a ``ValueError`` (too large) or a
 ``TypeError`` (not an integer) that names the argument. Model files are checked with them before
-anything is built (``_file_checks``); ``VAE`` may call them on its own arguments too.
+anything is built (``_file_checks``), and so are the model's own arguments: the constructor's
+(``_config``), the ``threads`` setter, ``fit`` / ``evaluate``'s batch sizes and step counts,
+``log_likelihood``'s ``k``, ``sample``'s ``n`` and the layers' sizes (``_checks.positive_int``
+bounds them by :data:`INT_MAX` unless told otherwise).
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ MAX_THREADS = 1024       # more OpenMP threads than this is never useful and can
 
 
 def integer(value, name, minimum=1, maximum=INT_MAX):
-    """``value`` as an ``int`` in ``[minimum, maximum]``; TypeError for a non-integer (bools
-    included), ValueError naming ``name`` and the bound otherwise."""
+    """``value`` as an ``int`` in ``[minimum, maximum]`` (``maximum`` None: no upper bound);
+    TypeError for a non-integer (bools included), ValueError naming ``name`` and the bound
+    otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > maximum:
+    if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
