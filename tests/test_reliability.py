@@ -431,3 +431,119 @@ def test_negative_moving_variance_is_rejected(tmp_path):
     bad = rewrite_model(tmp_path / "bn.vae", arrays=lambda a: a["state"].__setitem__(-1, -0.5))
     with pytest.raises(ValueError, match="moving_variance holds negative values"):
         vaecpp.load_model(bad)
+
+
+# ---- the model's own arguments: _limits before the engine -----------------------------------------
+INT_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"latent_dim": 2**31}, ValueError, f"latent_dim must be <= {INT_MAX}"),
+    ({"k": 2**40}, ValueError, f"k must be <= {INT_MAX}"),
+    ({"hidden": (2**31,)}, ValueError, f"hidden width must be <= {INT_MAX}"),
+    ({"decoder_hidden": (2**64,)}, ValueError, f"decoder_hidden width must be <= {INT_MAX}"),
+    ({"input_shape": (2**31, 2)}, ValueError, f"input_shape dimension must be <= {INT_MAX}"),
+    ({"input_shape": (2**16, 2**16)}, ValueError, "has 4294967296 values"),
+    ({"threads": 2**40}, ValueError, "threads must be <= 1024"),
+    ({"threads": 1025}, ValueError, "threads must be <= 1024"),
+    ({"seed": 2**64}, ValueError, f"seed must be <= {2**64 - 1}"),
+    ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"threads": 2.0}, TypeError, "threads must be an integer"),
+    ({"beta": lambda epoch: float("nan")}, ValueError, r"beta\(0\) must be finite"),
+    ({"prior_std": 1e300}, ValueError, "prior_std must be finite as float32"),
+], ids=lambda v: None if isinstance(v, (dict, type)) else str(v)[:20])
+def test_constructor_integers_beyond_the_engine_are_value_errors(kwargs, error, message):
+    args = {"input_shape": 20, "hidden": (4,), "seed": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        vaecpp.VAE(args.pop("input_shape"), **args)
+
+
+def test_layer_sizes_beyond_the_engine_are_value_errors():
+    with pytest.raises(ValueError, match=f"Dense units must be <= {INT_MAX}"):
+        vaecpp.layers.Dense(2**31)
+    with pytest.raises(ValueError, match=f"Conv2D filters must be <= {INT_MAX}"):
+        vaecpp.layers.Conv2D(2**40, 3)
+
+
+def test_huge_model_is_refused_before_allocation():
+    # about 10**11 parameters: the engine's memory check answers before anything is allocated
+    with pytest.raises(ValueError, match="parameters"):
+        vaecpp.VAE(20, hidden=(2**30,), seed=0, threads=1)
+
+
+@pytest.fixture
+def small(blobs):
+    return vaecpp.VAE(20, hidden=(8,), latent_dim=2, seed=0, threads=1), blobs[:16]
+
+
+def test_method_integers_beyond_the_engine_are_value_errors(small):
+    vae, x = small
+    for call in (lambda: vae.fit(x, batch_size=2**31, verbose=0),
+                 lambda: vae.evaluate(x, batch_size=2**40, verbose=0),
+                 lambda: vae.encode(x, batch_size=2**63),
+                 lambda: vae.log_likelihood(x, k=2**31),
+                 lambda: vae.sample(2**40),
+                 lambda: vae.fit(x, epochs=2**40, verbose=0)):
+        with pytest.raises(ValueError, match=f"must be <= {INT_MAX}"):
+            call()
+    with pytest.raises(ValueError, match="threads must be <= 1024"):
+        vae.threads = 10**6
+    assert vae.threads == 1
+    vae.step = 2**40  # the optimizer's step is a 64-bit counter
+    assert vae.step == 2**40
+    with pytest.raises(ValueError, match="step must be <="):
+        vae.step = 2**63
+
+
+def test_compile_and_callbacks_speak_the_vocabulary(small):
+    vae, x = small
+    with pytest.raises(ValueError, match="needs 'name'"):
+        vae.compile({})
+    with pytest.raises(ValueError, match="needs 'name'"):
+        vae.compile({"name": "nope"})
+    with pytest.raises(TypeError, match="unknown option"):
+        vae.compile({"name": "adam", "colour": 1})
+    with pytest.raises(TypeError, match="Callback objects, got int"):
+        vae.fit(x, epochs=1, verbose=0, callbacks=[5])
+    with pytest.raises(TypeError, match="a list of vaecpp.callbacks.Callback"):
+        vae.fit(x, epochs=1, verbose=0, callbacks=vaecpp.callbacks.History())
+    assert vae.history.epoch == []
+
+
+def test_learning_rate_must_be_finite_in_the_model_dtype(small):
+    vae, x = small
+    with pytest.raises(ValueError, match="learning_rate must be finite as float32"):
+        vae.compile(vaecpp.optimizers.Adam(learning_rate=1e300))
+    assert vae.optimizer is None
+    vaecpp.VAE(20, hidden=(8,), seed=0, dtype="float64").compile(
+        vaecpp.optimizers.Adam(learning_rate=1e300))  # finite as float64: the caller's choice
+    vae.compile("adam")
+
+    class Explode(vaecpp.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.optimizer.learning_rate = float("nan")
+    vae.fit(x, epochs=1, verbose=0, callbacks=[Explode()])
+    before = vae.get_weights()
+    with pytest.raises(ValueError, match="learning_rate must be finite"):
+        vae.fit(x, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, vae.get_weights()))
+
+
+def test_values_are_finite_after_the_cast(small):
+    vae, x = small
+    with pytest.raises(ValueError, match="NaN or inf"):  # no RuntimeWarning from the cast
+        vae.encode(np.full((1, 20), 1e300))
+    w = vae.get_weights()
+    with pytest.raises(ValueError, match="must be finite numbers \\(as float32\\)"):
+        vae.set_weights([np.full(a.shape, 1e300) for a in w])
+    with pytest.raises(TypeError, match="must hold real numbers"):
+        vae.set_weights([a.astype(np.complex64) for a in w])
+    assert all(np.array_equal(a, b) for a, b in zip(w, vae.get_weights()))
+    vae.compile("adam")
+    state = vae.get_optimizer_state()
+    with pytest.raises(ValueError, match="'v' must be >= 0"):
+        vae.set_optimizer_state({**state, "v": -np.ones_like(state["v"])})
+    with pytest.raises(ValueError, match="'m' must be finite"):
+        vae.set_optimizer_state({**state, "m": np.full_like(state["m"], np.nan)})
+    with pytest.raises(ValueError, match="optimizer step must be >= 0"):
+        vae.set_optimizer_state({**state, "step": -1})
