@@ -6,7 +6,7 @@ runs it. ``config()`` returns the plain dict the engine reads: ``kind`` plus num
 
 from __future__ import annotations
 
-from . import _core
+from . import _core, _limits
 
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "Dropout", "Flatten", "Reshape", "Conv2D",

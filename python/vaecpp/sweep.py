@@ -53,7 +53,7 @@ import numpy as np
 from . import _checks, _limits, optimizers
 from .callbacks import Callback
 from .model import VAE
-from .saving import load_model
+from .model import load_model
 
 __all__ = ["sweep", "PruningCallback", "trial_threads", "load_best", "MODEL_KEYS", "TRAINING_KEYS"]
 
