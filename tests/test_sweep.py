@@ -89,13 +89,13 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
                                                 hidden=tuple(params["hidden"])).count_params()
         assert len(vae.history.history["val_loss"]) == 2
         # The reported value is the saved model's validation loss.
-        assert vae.evaluate(x_val, batch_size=20)["loss"] == pytest.approx(t.value, rel=1e-6)
+        assert vae.evaluate(x_val, batch_size=20) == pytest.approx(t.value, rel=1e-6)
     best = min(trials, key=lambda t: t.value)
     assert study.best_trial.number == best.number
     assert set(study.best_params) == {"hidden", "latent_dim", "learning_rate"}
     assert study.best_params["hidden"] in ("(8,)", "(16, 8)")  # non-scalar choices by repr
     assert tuple(best.user_attrs["params"]["hidden"]) in ((8,), (16, 8))
-    assert load_best(study).evaluate(x_val, batch_size=20)["loss"] == pytest.approx(best.value, rel=1e-6)
+    assert load_best(study).evaluate(x_val, batch_size=20) == pytest.approx(best.value, rel=1e-6)
     assert sorted(os.listdir(directory)) == sorted(
         ["study.db"] + [f"trial-{t.number:05d}.vae" for t in trials])
 
@@ -120,7 +120,7 @@ def test_storage_object_and_url(tmp_path):
 
 def test_pruning_stops_a_trial_with_a_huge_learning_rate(tmp_path):
     x, x_val = data()
-    untrained = vaecpp.VAE(16, latent_dim=2, hidden=(16,), seed=0).evaluate(x_val)["loss"]
+    untrained = vaecpp.VAE(16, latent_dim=2, hidden=(16,), seed=0).evaluate(x_val)
     # Prunes any trial whose validation loss after an epoch is worse than an untrained model's.
     pruner = optuna.pruners.ThresholdPruner(upper=untrained)
     # Adam at 3.0 stays finite here but ends its first epoch near 100 nats (untrained: about 15).
@@ -156,7 +156,7 @@ def test_pruning_callback_stops_fit_after_the_epoch_and_raises(tmp_path):
         vae.fit(x, epochs=5, batch_size=20, validation_data=x_val, verbose=0, callbacks=cbs)
     assert seen == [0] and cbs[1].pruned_epoch == 0
     assert len(vae.history.history["val_loss"]) == 1
-    assert np.isfinite(vae.evaluate(x_val)["loss"])  # the model stays usable
+    assert np.isfinite(vae.evaluate(x_val))  # the model stays usable
     # Told fit's epochs, it reports the last epoch but does not prune a finished trial.
     trial = study.ask()
     vae.fit(x, epochs=2, batch_size=20, validation_data=x_val, verbose=0,

@@ -311,7 +311,7 @@ class _Objective:
         path = os.path.join(self.directory, f"trial-{trial.number:05d}.vae")
         vae.save(path)
         trial.set_user_attr("model_path", path)
-        return vae.evaluate(self.val, batch_size=run["batch_size"])["loss"]
+        return vae.evaluate(self.val, batch_size=run["batch_size"], verbose=0)
 
 
 def _check_data(x, name):
