@@ -29,3 +29,9 @@ def blobs():
     idx = rng.integers(0, 4, 400)
     x = np.where(rng.random((400, 20)) < 0.9, protos[idx], ~protos[idx]).astype(np.float64)
     return x
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-cases", type=int, default=None,
+                     help="cases per area for the mutation fuzzing of test_fuzz.py (default: the "
+                          "CI budget of about a minute); e.g. --fuzz-cases 1500 for a long run")

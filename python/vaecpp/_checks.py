@@ -7,39 +7,31 @@ import numbers
 
 import numpy as np
 
+from . import _limits
+
 # Likelihoods whose data must lie in [0, 1].
 UNIT_INTERVAL = ("bernoulli", "continuous_bernoulli")
 
 
-def positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+def positive_int(value, name, minimum=1, maximum=_limits.INT_MAX):
+    """An integer in ``[minimum, maximum]``; the default bound is the engine's ``int``, so that
+    a size or count that reaches C++ cannot wrap around (``maximum=None``: unbounded)."""
+    return _limits.integer(value, name, minimum, maximum)
 
 
-def number(value, name, minimum=None, open_minimum=False):
+def number(value, name, minimum=None, open_minimum=False, dtype=None):
+    """A finite real number, ``>= minimum`` (``> minimum`` with ``open_minimum``); with
+    ``dtype``, finite in that dtype too (1e300 is inf as float32, where the engine uses it)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    if dtype is not None and abs(value) > float(np.finfo(dtype).max):
+        raise ValueError(f"{name} must be finite as {np.dtype(dtype).name}, got {value:g}")
     if minimum is not None and (value < minimum or (open_minimum and value == minimum)):
         raise ValueError(f"{name} must be {'>' if open_minimum else '>='} {minimum}, got {value}")
     return value
-
-
-def shape_tuple(shape, name="input_shape"):
-    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {shape!r}") from None
-    if not shape:
-        raise ValueError(f"{name} must not be empty")
-    return tuple(positive_int(d, f"{name} dimension") for d in shape)
 
 
 def as_rows(x, shape, dtype, name="x"):
@@ -63,7 +55,8 @@ def as_rows(x, shape, dtype, name="x"):
         raise ValueError(f"{name} must have shape {want}, got {x.shape}")
     if rows.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    out = np.ascontiguousarray(rows, dtype=dtype)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, rejected below
+        out = np.ascontiguousarray(rows, dtype=dtype)
     if not np.isfinite(out).all():
         raise ValueError(f"{name} contains NaN or inf values")
     return out, x

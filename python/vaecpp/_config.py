@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from . import _core, _checks, layers as L
+from . import _core, _checks, _limits, layers as L
 from .likelihoods import Likelihood
 
 __all__ = ["BACKENDS", "ModelSpec", "resolve", "make_engine"]
@@ -59,12 +59,17 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
             reduction="sum", encoder=None, decoder=None, objective="elbo", k=1, seed=None,
             dtype="float32", threads=None, backend="cpu", device=0):
     """Checks the arguments of ``VAE(...)`` and returns the resolved :class:`ModelSpec`."""
-    input_shape = _checks.shape_tuple(input_shape)
+    input_shape = _limits.shape(input_shape)
     input_dim = int(np.prod(input_shape))
-    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
+    latent_dim = _limits.integer(latent_dim, "latent_dim")
     if dtype not in ("float32", "float64", np.float32, np.float64):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     dtype = np.dtype(dtype)
+
+    def number(value, name, minimum=0.0, open_minimum=True):
+        """A finite number, also as the model's dtype (where the engine uses it)."""
+        return _checks.number(value, name, minimum, open_minimum, dtype=dtype)
+
     device = check_backend(backend, device, dtype)
 
     custom = likelihood if isinstance(likelihood, Likelihood) else None
@@ -88,7 +93,7 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     if objective not in ("elbo", "iwae"):
         raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-    k = _checks.positive_int(k, "k")
+    k = _limits.integer(k, "k")
     if objective == "iwae" and (callable(beta) or beta != 1.0):
         raise ValueError("objective='iwae' trains the importance-weighted bound, which has "
                          "no beta: leave beta=1")
@@ -96,15 +101,16 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
         raise ValueError("reduction='mean' is for the built-in likelihoods; a custom "
                          "Likelihood returns its own NLL")
     if laplace_scale is not None:
-        laplace_scale = _checks.number(laplace_scale, "laplace_scale", 0.0, open_minimum=True)
+        laplace_scale = number(laplace_scale, "laplace_scale")
     beta_schedule = beta if callable(beta) else None
-    beta0 = float(beta(0)) if callable(beta) else _checks.number(beta, "beta", 0.0)
+    beta0 = (number(beta(0), "beta(0)", open_minimum=False) if callable(beta)
+             else number(beta, "beta", open_minimum=False))
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
-    seed = _checks.positive_int(seed, "seed", minimum=0)
+    seed = _limits.seed(seed)
     if threads is None:
         threads = default_threads()
-    threads = _checks.positive_int(threads, "threads")
+    threads = _limits.threads(threads)
     dropout = _checks.number(dropout, "dropout", 0.0)
     if dropout >= 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -113,11 +119,11 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
     if custom is None:
         params_per_dim = int(_core.likelihood_params_per_dim(likelihood, laplace_scale or 0.0))
     if encoder is None:
-        hidden = tuple(_checks.positive_int(h, "hidden width") for h in hidden)
+        hidden = tuple(_limits.integer(h, "hidden width") for h in hidden)
         encoder = _mlp(hidden, activation, dropout)
     if decoder is None:
         dec_hidden = tuple(reversed(hidden)) if decoder_hidden is None else tuple(
-            _checks.positive_int(h, "decoder_hidden width") for h in decoder_hidden)
+            _limits.integer(h, "decoder_hidden width") for h in decoder_hidden)
         decoder = _mlp(dec_hidden, activation, dropout) + [
             L.Dense(params_per_dim * input_dim, name="decoder_output")]
     for stack, what in ((encoder, "encoder"), (decoder, "decoder")):
@@ -129,9 +135,8 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
         input_shape=list(input_shape), latent_dim=latent_dim,
         likelihood=likelihood, output_activation=output_activation,
         beta=beta0 if beta_schedule is None else 1.0,
-        epsilon_std=_checks.number(epsilon_std, "epsilon_std", 0.0, open_minimum=True),
-        prior_std=_checks.number(prior_std, "prior_std", 0.0, open_minimum=True),
-        log_var_clip=_checks.number(log_var_clip, "log_var_clip", 0.0, open_minimum=True),
+        epsilon_std=number(epsilon_std, "epsilon_std"), prior_std=number(prior_std, "prior_std"),
+        log_var_clip=number(log_var_clip, "log_var_clip"),
         laplace_scale=laplace_scale, reduction=reduction, objective=objective, k=k, seed=seed,
         dtype=dtype.name, threads=threads, backend=backend, device=device,
         encoder=[layer.get_config() for layer in encoder],
@@ -211,12 +216,12 @@ def engine_stacks(encoder, decoder):
 
 
 def default_threads():
-    """``$VAECPP_THREADS`` (a positive integer) if set, else the number of cores. On a busy
-    machine fewer threads than cores can be much faster: OpenMP threads wait for each other at
-    every layer."""
+    """``$VAECPP_THREADS`` (a positive integer) if set, else the number of cores (at most
+    ``_limits.MAX_THREADS``). On a busy machine fewer threads than cores can be much faster:
+    OpenMP threads wait for each other at every layer."""
     value = os.environ.get("VAECPP_THREADS", "").strip()
     if not value:
-        return _core.max_threads()
+        return min(_core.max_threads(), _limits.MAX_THREADS)
     try:
         n = int(value)
     except ValueError:

@@ -12,6 +12,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -41,25 +42,46 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def _download_to(url, out, timeout):
-    """Streams ``url`` into the open binary file ``out``; returns (sha256, size)."""
+DEFAULT_DEADLINE = 600.0
+"""Seconds one download may take in all (``fetch``'s ``deadline``)."""
+DEFAULT_MAX_BYTES = 1 << 30
+"""The most bytes ``fetch`` accepts from a URL when the caller gives no ``max_bytes``."""
+
+
+def _download_to(url, out, timeout, deadline, max_bytes):
+    """Streams ``url`` into the open binary file ``out``; returns (sha256, size).
+
+    Gives up with DownloadError when the server announces or sends more than ``max_bytes``, or
+    when the download has taken ``deadline`` seconds (checked after every read; each read waits
+    at most ``timeout`` seconds for the server)."""
     digest = hashlib.sha256()
     size = 0
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    start = time.monotonic()
+    with urllib.request.urlopen(url, timeout=min(timeout, deadline)) as response:
         length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            raise DownloadError(f"the server announces {length} bytes, more than the "
+                                f"{max_bytes} expected")
         while True:
-            chunk = response.read(_CHUNK)
+            # read1: whatever has arrived (read(n) would wait for all n bytes, past the deadline)
+            chunk = response.read1(_CHUNK)
             if not chunk:
                 break
             digest.update(chunk)
             out.write(chunk)
             size += len(chunk)
+            if size > max_bytes:
+                raise DownloadError(f"the server sent more than the {max_bytes} bytes expected")
+            if time.monotonic() - start > deadline:
+                raise DownloadError(f"the download took more than {deadline:g} s "
+                                    f"({size} bytes received); giving up")
     if length is not None and length.isdigit() and size != int(length):
         raise DownloadError(f"connection closed after {size} of {length} bytes")
     return digest.hexdigest(), size
 
 
-def fetch(urls, sha256, cache_dir=None, filename=None, timeout=30.0, quiet=False):
+def fetch(urls, sha256, cache_dir=None, filename=None, timeout=30.0, quiet=False,
+          max_bytes=None, deadline=DEFAULT_DEADLINE):
     """Returns the path of a cached copy of a file, downloading it if needed.
 
     Parameters
@@ -76,9 +98,15 @@ def fetch(urls, sha256, cache_dir=None, filename=None, timeout=30.0, quiet=False
         The file's name in ``cache_dir``; default the last component of the
         first URL.
     timeout : float
-        Seconds to wait for the server before giving up on a URL.
+        Seconds to wait for the server (to connect, and for each read) before giving up on a URL.
     quiet : bool
         If False, prints one line to stderr for each download attempted.
+    max_bytes : int, optional
+        The file's size, or a bound on it: a URL that announces or sends more is abandoned
+        (default :data:`DEFAULT_MAX_BYTES`, 1 GiB).
+    deadline : float
+        Seconds a download from one URL may take in all (default 600), however slowly the server
+        sends; then the next URL is tried.
 
     Returns
     -------
@@ -97,6 +125,11 @@ def fetch(urls, sha256, cache_dir=None, filename=None, timeout=30.0, quiet=False
     if not urls:
         raise ValueError("fetch needs at least one URL")
     sha256 = sha256.lower()
+    max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+    timeout, deadline = float(timeout), float(deadline)
+    if max_bytes < 0 or not timeout > 0 or not deadline > 0:
+        raise ValueError(f"max_bytes must be >= 0 and timeout, deadline > 0, got {max_bytes}, "
+                         f"{timeout}, {deadline}")
     cache_dir = pathlib.Path(default_cache_dir() if cache_dir is None else cache_dir)
     if filename is None:
         filename = pathlib.PurePosixPath(urllib.parse.urlsplit(urls[0]).path).name
@@ -114,7 +147,7 @@ def fetch(urls, sha256, cache_dir=None, filename=None, timeout=30.0, quiet=False
         fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{filename}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out:
-                got, size = _download_to(url, out, timeout)
+                got, size = _download_to(url, out, timeout, deadline, max_bytes)
             if got != sha256:
                 raise DownloadError(
                     f"SHA-256 mismatch: got {got} ({size} bytes), expected {sha256}"

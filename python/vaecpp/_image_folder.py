@@ -38,6 +38,24 @@ def _crop_box(width, height, size, crop):
     return (left, top, left + w, top + h)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def _bomb_message(limit, size=None):
+    got = "" if size is None else f"{size[0]} x {size[1]} = {size[0] * size[1]} pixels, "
+    return (f"image too large ({got}more than PIL.Image.MAX_IMAGE_PIXELS = {limit}, Pillow's "
+            f"guard against decompression bombs); to read it, raise that limit or set it to "
+            f"None: PIL.Image.MAX_IMAGE_PIXELS = None")
+
+
+def _check_pixels(img, limit):
+    """Pillow only warns between MAX_IMAGE_PIXELS and twice that; an error here, before the
+    pixels are decoded (``Image.open`` reads only the header)."""
+    if limit is not None and img.width * img.height > limit:
+        raise _TooLarge(_bomb_message(limit, img.size))
+
+
 def load_image(file, size=(64, 64), crop="center", background=(255, 255, 255)):
     """Decodes one image to an RGB ``float32`` array ``(h, w, 3)`` in [0, 1].
 
@@ -47,6 +65,7 @@ def load_image(file, size=(64, 64), crop="center", background=(255, 255, 255)):
     Image, ImageOps = _pil()
     try:
         with Image.open(file) as img:
+            _check_pixels(img, Image.MAX_IMAGE_PIXELS)
             img = ImageOps.exif_transpose(img)
             box = _crop_box(img.width, img.height, size, crop)
             resample = Image.Resampling.BILINEAR
@@ -63,8 +82,37 @@ def load_image(file, size=(64, 64), crop="center", background=(255, 255, 255)):
                 img = img.convert("RGB")
             img = img.crop(box).resize((size[1], size[0]), resample)
             return np.asarray(img, dtype=np.float32) / np.float32(255)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own check, before ours (a warning when warnings are errors)
+        raise ValueError(f"{os.fspath(file)}: {_bomb_message(Image.MAX_IMAGE_PIXELS)}") from None
+    except _TooLarge as e:
+        raise ValueError(f"{os.fspath(file)}: {e}") from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as e:
         raise ValueError(f"{os.fspath(file)}: cannot read image ({e})") from None
+
+
+def _walk(root, recursive):
+    """The files under ``root`` (paths), walked with an explicit stack: no recursion limit on
+    deeply nested folders, symbolic links to folders not followed (no cycles), unreadable
+    subfolders skipped."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            if folder is root:
+                raise
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        stack.append(pathlib.Path(entry.path))
+                elif entry.is_file():
+                    yield pathlib.Path(entry.path)
+            except OSError:
+                continue
 
 
 def list_images(path, recursive=True, extensions=EXTENSIONS):
@@ -72,9 +120,8 @@ def list_images(path, recursive=True, extensions=EXTENSIONS):
     root = pathlib.Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a directory")
-    pattern = root.rglob("*") if recursive else root.glob("*")
     files = sorted(
-        (p for p in pattern if p.suffix.lower() in extensions and p.is_file()),
+        (p for p in _walk(root, recursive) if p.suffix.lower() in extensions),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not files:
@@ -253,7 +300,10 @@ def image_folder(path, size=(64, 64), crop="center", stream=False, recursive=Tru
         If ``path`` is not a directory.
     ValueError
         If no image files are found, or (``on_error="raise"``) one cannot be
-        decoded.
+        decoded.  An image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels
+        (about 89 million, Pillow's guard against decompression bombs) is such
+        a file, found from its header before any pixel is decoded; set
+        ``PIL.Image.MAX_IMAGE_PIXELS = None`` (or a larger number) to read it.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")

@@ -108,7 +108,26 @@ _FREY = {
     "filename": "frey_rawface.mat",
     "mirrors": ("https://cs.nyu.edu/~roweis/data/",),
     "sha256": "fb157ca5b704a636022d4b8b51799b01107bf65310f1a81242fac7f8da892158",
+    "size": 1100584,  # bytes of that copy
 }
+
+
+MAX_IMAGES = 1_000_000
+"""The most images (and labels) an MNIST-style IDX file may declare; the real ones hold 60,000
+and 10,000.  The images file may declare no more images than its labels file."""
+MAX_FREY_FRAMES = 100_000
+"""The most frames a Frey faces file may declare (the real one holds 1965)."""
+
+
+def _idx_size(stem, n):
+    """Bytes of the uncompressed IDX file ``stem`` holding ``n`` items (28 x 28 images or labels)."""
+    return 16 + 784 * n if "images" in stem else 8 + n
+
+
+def _gz_bound(size):
+    """A bound on the gzip file of ``size`` bytes of data: deflate's stored blocks add 5 bytes per
+    64 KiB, the gzip header and trailer a few dozen."""
+    return size + size // 1000 + 1024
 
 
 class DatasetFallbackWarning(UserWarning):
@@ -178,13 +197,13 @@ def _load_idx_split(spec, split, path, normalize, download, mirror, cache_dir):
         target = pathlib.Path(default_cache_dir() if cache_dir is None else cache_dir)
         target = target / spec["subdir"]
         files = [
-            fetch(_mirror_urls(spec, s + ".gz", mirror), spec["sha256"][s + ".gz"], target)
+            fetch(_mirror_urls(spec, s + ".gz", mirror), spec["sha256"][s + ".gz"], target,
+                  max_bytes=_gz_bound(_idx_size(s, _SPLIT_SIZES[split])))
             for s in stems
         ]
-    images = _idx.read_idx(files[0], _idx.IMAGES_MAGIC)
-    labels = _idx.read_idx(files[1], _idx.LABELS_MAGIC)
-    if images.shape[1:] != (28, 28):
-        raise ValueError(f"{files[0]}: images are {images.shape[1:]}, expected 28 x 28")
+    labels = _idx.read_idx(files[1], _idx.LABELS_MAGIC, max_bytes=MAX_IMAGES)
+    images = _idx.read_idx(files[0], _idx.IMAGES_MAGIC, item_shape=(28, 28),
+                           max_bytes=28 * 28 * max(len(labels), 1))
     if len(images) != len(labels):
         raise ValueError(
             f"{files[0]} holds {len(images)} images but {files[1]} holds {len(labels)} labels"
@@ -397,7 +416,8 @@ def frey_faces(path=None, download=True, mirror=None, cache_dir=None):
                 where = "\n".join(f"  {d}" for d in dirs)
                 raise FileNotFoundError(f"{name} not found in:\n{where}")
             target = pathlib.Path(default_cache_dir() if cache_dir is None else cache_dir)
-            file = fetch(_mirror_urls(_FREY, name, mirror), _FREY["sha256"], target / "frey")
+            file = fetch(_mirror_urls(_FREY, name, mirror), _FREY["sha256"], target / "frey",
+                         max_bytes=_FREY["size"])
     return _read_frey(file)
 
 
@@ -405,15 +425,28 @@ def _read_frey(file):
     import scipy.io
 
     try:
-        contents = scipy.io.loadmat(file)
+        # the variables' headers only: shapes and classes are checked before any data is read
+        found = {name: (shape, kind) for name, shape, kind in scipy.io.whosmat(file)}
     except Exception as e:  # scipy raises many types for a malformed file
         raise ValueError(f"{file}: not a readable MATLAB file ({type(e).__name__}: {e})") from None
-    ff = contents.get("ff")
-    if not isinstance(ff, np.ndarray) or ff.ndim != 2 or ff.shape[0] != 28 * 20:
-        shape = getattr(ff, "shape", None)
+    shape, kind = found.get("ff", (None, None))
+    if shape is None or len(shape) != 2 or shape[0] != 28 * 20:
         raise ValueError(f"{file}: expected a variable 'ff' of 560 x n pixels, found {shape}")
-    if ff.dtype != np.uint8:
-        raise ValueError(f"{file}: expected uint8 pixels in 'ff', found {ff.dtype}")
+    if kind != "uint8":
+        raise ValueError(f"{file}: expected uint8 pixels in 'ff', found {kind}")
+    if not 0 < shape[1] <= MAX_FREY_FRAMES:
+        raise ValueError(f"{file}: 'ff' declares {shape[1]} frames; expected 1 to "
+                         f"{MAX_FREY_FRAMES} (datasets.MAX_FREY_FRAMES)")
+    try:
+        ff = scipy.io.loadmat(file, variable_names=["ff"]).get("ff")
+    except MemoryError:  # a data element that declares far more bytes than the shape needs
+        raise ValueError(f"{file}: corrupt MATLAB file (a data element larger than 'ff' "
+                         f"{shape} needs)") from None
+    except Exception as e:
+        raise ValueError(f"{file}: not a readable MATLAB file ({type(e).__name__}: {e})") from None
+    if not isinstance(ff, np.ndarray) or ff.shape != tuple(shape) or ff.dtype != np.uint8:
+        got = (getattr(ff, "shape", None), getattr(ff, "dtype", None))
+        raise ValueError(f"{file}: 'ff' holds {got}, not the uint8 {shape} its header declares")
     return (ff.T.reshape(-1, 28, 20) / np.float32(255)).astype(np.float32)
 
 

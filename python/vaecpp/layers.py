@@ -6,7 +6,7 @@ runs it. ``config()`` returns the plain dict the engine reads: ``kind`` plus num
 
 from __future__ import annotations
 
-from . import _core
+from . import _core, _limits
 
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "Dropout", "Flatten", "Reshape", "Conv2D",
@@ -45,12 +45,8 @@ def _initializer(value, allowed, what, layer):
 
 
 def _positive_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not hasattr(value, "__index__"):
-        raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}")
-    return value
+    """An integer in ``[1, _limits.INT_MAX]``: the engine stores layer sizes in a C++ int."""
+    return _limits.integer(value, what)
 
 
 def _positive_pair(value, what):

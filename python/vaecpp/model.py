@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _checks, _config, layers as L, optimizers, saving, training
+from . import _checks, _config, _file_checks, _limits, layers as L, optimizers, saving, training
 from .callbacks import Callback, History
 from .likelihoods import Likelihood, sample_builtin
 
@@ -192,7 +192,7 @@ class VAE:
             self._beta_schedule = value
         else:
             self._beta_schedule = None
-            self._engine.beta = _checks.number(value, "beta", 0.0)
+            self._engine.beta = _checks.number(value, "beta", 0.0, dtype=self.dtype)
             self._config["beta"] = self._engine.beta
 
     @property
@@ -201,7 +201,7 @@ class VAE:
 
     @threads.setter
     def threads(self, n):
-        self._engine.threads = _checks.positive_int(n, "threads")
+        self._engine.threads = _limits.threads(n)
         self._config["threads"] = self._engine.threads
 
     @property
@@ -228,7 +228,11 @@ class VAE:
             raise ValueError(f"compile(metrics={metrics!r}): a VAE always reports loss, "
                              f"reconstruction_loss and kl_loss (and val_... with validation "
                              f"data); other metrics are not supported")
-        self.optimizer = optimizers.get(optimizer)
+        optimizer = optimizers.get(optimizer)
+        for key, value in optimizer.get_config().items():  # 1e300 is inf in a float32 engine
+            if isinstance(value, float):
+                _checks.number(value, f"optimizer {key}", dtype=self.dtype)
+        self.optimizer = optimizer
         self._engine.set_optimizer(self.optimizer.get_config())
         self.optimizer._model = weakref.ref(self)  # optimizer.iterations reads self.step
         return self
@@ -242,7 +246,7 @@ class VAE:
 
     @step.setter
     def step(self, value):
-        self._engine.step = _checks.positive_int(value, "step", minimum=0)
+        self._engine.step = _limits.integer(value, "step", 0, _limits.STEP_MAX)
 
     def get_optimizer_state(self) -> Dict[str, Any]:
         """The optimizer's state as ``{"step": int, "m": array, "v": array}``: the step count
@@ -256,10 +260,13 @@ class VAE:
     def set_optimizer_state(self, state: Dict[str, Any]) -> None:
         """Restores what :meth:`get_optimizer_state` returned (same optimizer and model)."""
         self._need_optimizer("set_optimizer_state")
-        m = np.ascontiguousarray(state["m"], dtype=self.dtype)
-        v = np.ascontiguousarray(state["v"], dtype=self.dtype)
+        m = self._real_array(state["m"], "optimizer state 'm'")
+        v = self._real_array(state["v"], "optimizer state 'v'")
+        if v.size and v.min() < 0:  # second moments and accumulators: sqrt(v) divides
+            raise ValueError(f"optimizer state 'v' must be >= 0, got min {v.min()}")
+        step = _limits.integer(state["step"], "optimizer step", 0, _limits.STEP_MAX)
         self._engine.set_optimizer_slots(m, v)
-        self.step = int(state["step"])
+        self.step = step
 
     def _need_optimizer(self, what):
         if self.optimizer is None:
@@ -399,7 +406,7 @@ class VAE:
         k grows; this is the number papers quote (e.g. about -87 nats for a VAE on dynamically
         binarised MNIST). Repeatable: the draws depend only on the seed and sample index."""
         rows = self._rows(x)
-        k = _checks.positive_int(k, "k")
+        k = _limits.integer(k, "k")
         return self._engine.log_likelihood(rows, k).astype(np.float64)
 
     def reconstruct(self, x: Data, batch_size: Optional[int] = None) -> np.ndarray:
@@ -415,7 +422,7 @@ class VAE:
 
     def sample(self, n: int, seed: Optional[int] = None) -> np.ndarray:
         """n draws from the prior N(0, prior_std^2 I), decoded to their means."""
-        n = _checks.positive_int(n, "n")
+        n = _limits.integer(n, "n")
         z = self._rng(seed).standard_normal((n, self.latent_dim)) * self._config["prior_std"]
         return self.decode(z)
 
@@ -487,11 +494,22 @@ class VAE:
             if w.shape != tuple(shape):
                 raise ValueError(f"set_weights: {name} must have shape {tuple(shape)}, "
                                  f"got {w.shape}")
-            if not np.issubdtype(w.dtype, np.number) or not np.isfinite(w).all():
-                raise ValueError(f"set_weights: {name} must be finite numbers")
-            (params if src == "p" else state)[off:off + w.size] = w.ravel()
+            (params if src == "p" else state)[off:off + w.size] = self._real_array(
+                w, f"set_weights: {name}").ravel()
         self._engine.set_params(params)
         self._engine.set_state(state)
+
+    def _real_array(self, a, what):
+        """``a`` as this model's dtype: real numbers only (no complex, bool, datetime, object),
+        finite after the cast (1e300 is inf as float32)."""
+        a = np.asarray(a)
+        if a.dtype.kind not in "iuf":
+            raise TypeError(f"{what} must hold real numbers, got dtype {a.dtype}")
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(a, dtype=self.dtype)
+        if not np.isfinite(out).all():
+            raise ValueError(f"{what} must be finite numbers (as {self.dtype.name})")
+        return out
 
     def count_params(self) -> int:
         return int(self._engine.num_params)
@@ -559,13 +577,18 @@ class VAE:
             tensors = saving.read_safetensors(path, self._weights_layout())
             self.set_weights([tensors[name] for name in self.weight_names()])
             return
-        arrays = saving.read_weights(path, self._weights_layout())
-        self._set_flat_weights(arrays, path)
+        with saving.read_weights(path, self._weights_layout()) as f:
+            self._set_flat_weights(f)
 
-    def _set_flat_weights(self, arrays, path):
+    def _set_flat_weights(self, f):
+        """Parameters and state from an open file (``saving.read_weights`` / ``read_model``),
+        checked: the sizes this model has, finite as its dtype, BatchNorm variances >= 0."""
         engine = self._engine
-        engine.set_params(saving.flat_array(arrays, "params", engine.num_params, self.dtype, path))
-        engine.set_state(saving.flat_array(arrays, "state", engine.num_state, self.dtype, path))
+        params = f.read("params", engine.num_params, self.dtype)
+        state = f.read("state", engine.num_state, self.dtype)
+        _file_checks.check_state(f.path, state, engine.state_info())
+        engine.set_params(params)
+        engine.set_state(state)
 
     def __repr__(self):
         return (f"VAE(input_shape={self.input_shape}, latent_dim={self.latent_dim}, "
@@ -585,8 +608,13 @@ def load_model(path: Union[str, os.PathLike], custom_objects: Optional[Dict[str,
     the saved ones: a model trained on the GPU loads on the CPU with ``backend="cpu"`` and the
     other way round (the weight layout is the same). ``compile=False`` leaves the optimizer
     and its state out (``vae.optimizer`` is None until ``compile``), as in Keras."""
-    saved = saving.read_model(path)
-    where = os.fspath(path)
+    with saving.read_model(path) as saved:
+        return _rebuild(saved, custom_objects, backend, device, compile)
+
+
+def _rebuild(saved, custom_objects, backend, device, compile):
+    """The model of an open, checked model file (``saving.read_model``)."""
+    where = saved.path
     try:
         cfg = dict(saved.config)
         if backend is not None:
@@ -598,18 +626,21 @@ def load_model(path: Union[str, os.PathLike], custom_objects: Optional[Dict[str,
             if name not in (custom_objects or {}):
                 raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
                                  f"custom_objects={{{name!r}: {name}}}")
-            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"]["args"])
+            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"].get("args", {}))
         cfg["encoder"] = [L.from_config(c) for c in cfg["encoder"]]
         cfg["decoder"] = [L.from_config(c) for c in cfg["decoder"]]
         model = VAE(**cfg)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{where!r}: invalid model configuration: {e}") from None
-    model._set_flat_weights(saved.arrays, path)
+    model._set_flat_weights(saved)
     if compile and saved.optimizer is not None:
-        model.compile(saved.optimizer)
         try:
-            model.set_optimizer_state({"step": saved.step, "m": saved.arrays.get("opt_m", np.zeros(0)),
-                                       "v": saved.arrays.get("opt_v", np.zeros(0))})
+            model.compile(saved.optimizer)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where!r}: invalid optimizer configuration: {e}") from None
+        m, v = saved.optimizer_slots(model.count_params(), model.dtype)
+        try:
+            model.set_optimizer_state({"step": saved.step, "m": m, "v": v})
         except ValueError as e:
             raise ValueError(f"{where!r}: optimizer state does not fit: {e}") from None
     model.history = History()

@@ -77,8 +77,11 @@ class Optimizer:
     @classmethod
     def from_config(cls, cfg):
         cfg = dict(cfg)
-        name = cfg.pop("name")
-        return _CLASSES[name](**cfg)
+        name = cfg.pop("name", None)
+        if not isinstance(name, str) or name.lower() not in _CLASSES:
+            raise ValueError(f"an optimizer config needs 'name', one of {', '.join(_CLASSES)}; "
+                             f"got {name!r}")
+        return _CLASSES[name.lower()](**cfg)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")

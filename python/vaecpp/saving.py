@@ -4,8 +4,12 @@ weights files, in the same form or as safetensors (named tensors, for other fram
 
 This module is the format only: the model (``model.py``) decides what goes in and rebuilds
 itself from what comes out. Writes go to a temporary file in the same directory, then
-``os.replace`` (atomic). Reads check the zip's CRCs, the header and every array's size, and raise
-``ValueError`` for anything else than an intact vaecpp file.
+``os.replace`` (atomic); a save also removes the temporaries that killed saves to the same path
+left behind. Reads trust nothing in the file (:mod:`vaecpp._file_checks`): the zip's members, each
+array's declared dtype and size, the header's types and bounds, and the sizes the header's
+architecture implies are all checked before an array is read; arrays are then read one at a time
+(CRC-checked) when the caller asks for them at the size it expects, and must be finite after the
+cast to the model's dtype. Anything else than an intact vaecpp file is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import tempfile
 
 import numpy as np
 
+from . import _file_checks
+
 FORMAT = "vaecpp.model"
 WEIGHTS_FORMAT = "vaecpp.weights"
 VERSION = 1
 HEADER = "__vaecpp__"
+_WEIGHT_ARRAYS = ("params", "state")
+_MODEL_ARRAYS = _WEIGHT_ARRAYS + ("opt_m", "opt_v")
 
 
 def _atomic_write(path, write):
@@ -27,7 +35,8 @@ def _atomic_write(path, write):
     a reader sees the old file or the new one, never a part."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".vaecpp-", suffix=".tmp", dir=directory)
+    _file_checks.remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_file_checks.temp_prefix(path), suffix=".tmp", dir=directory)
     try:
         umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
         os.umask(umask)
@@ -48,51 +57,47 @@ def _write(path, header, arrays):
     _atomic_write(path, lambda f: np.savez(f, **{HEADER: blob}, **arrays))
 
 
-def _read(path, expected_format):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path!r}")
-    try:
-        with open(path, "rb") as f:
-            z = np.load(f, allow_pickle=False)
-            if not hasattr(z, "files") or HEADER not in z.files:
-                raise ValueError("no vaecpp header")
-            with z:
-                header = json.loads(bytes(z[HEADER]).decode("utf-8"))
-                arrays = {k: z[k] for k in z.files if k != HEADER}
-    except Exception as e:  # truncated zip, bad CRC, pickle, garbage, bad JSON ...
-        raise ValueError(f"{path!r} is not an intact vaecpp file: {e}") from None
-    if not isinstance(header, dict) or header.get("format") != expected_format:
-        raise ValueError(f"{path!r} is not a {expected_format} file "
-                         f"(format {header.get('format') if isinstance(header, dict) else None!r})")
-    if header.get("version") != VERSION:
-        raise ValueError(f"{path!r} has format version {header.get('version')!r}; "
-                         f"this vaecpp reads version {VERSION}")
-    return header, arrays
+def _open(path, expected_format, names):
+    """The open file (an ``_file_checks.Archive``): header parsed, array sizes known, nothing
+    else read yet. ``names`` are the arrays the format holds; any other member is rejected."""
+    return _file_checks.Archive(path, expected_format, VERSION, HEADER, names)
 
 
 class ModelFile:
-    """A model file's contents: ``config``, ``optimizer`` (config or None), ``step``, ``history``
-    (``{"epoch": [...], "history": {...}}``) and ``arrays`` (``params``, ``state`` and, with an
-    optimizer, ``opt_m`` / ``opt_v``)."""
+    """An open model file whose header and array sizes have been checked: ``path``, ``config``,
+    ``optimizer`` (config or None), ``step``, ``history`` (``{"epoch": [...], "history":
+    {...}}``). Arrays are read on request with :meth:`read` / :meth:`optimizer_slots`. Use it as
+    a context manager (it holds the file open)."""
 
-    def __init__(self, header, arrays):
-        self.config = header.get("config")
+    def __init__(self, archive):
+        header = archive.header
+        self.path = archive.path
+        self.config = header["config"]
         self.optimizer = header.get("optimizer")
-        self.step = int(header.get("step", 0))
+        self.step = header.get("step", 0)
         self.history = header.get("history") or {}
-        self.arrays = arrays
+        self._archive = archive
 
+    def __enter__(self):
+        return self
 
-def flat_array(arrays, key, size, dtype, path):
-    """``arrays[key]`` checked to be ``size`` finite values, as a contiguous ``dtype`` array."""
-    a = arrays.get(key)
-    if a is None or a.ndim != 1 or a.size != size:
-        got = None if a is None else a.shape
-        raise ValueError(f"{os.fspath(path)!r}: array {key!r} should hold {size} values, got {got}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{os.fspath(path)!r}: array {key!r} contains NaN or inf")
-    return np.ascontiguousarray(a, dtype=dtype)
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._archive.close()
+
+    def read(self, name, size, dtype, minimum=None):
+        """Array ``name`` (``params`` or ``state``) as ``size`` finite ``dtype`` values."""
+        return self._archive.read(name, size, dtype, minimum)
+
+    def optimizer_slots(self, size, dtype):
+        """The optimizer's two slot arrays ``(m, v)``, each empty or ``size`` values, finite,
+        ``v >= 0`` (second moments and accumulators)."""
+        a = self._archive
+        m = a.read("opt_m", a.size("opt_m", size), dtype)
+        v = a.read("opt_v", a.size("opt_v", size), dtype, minimum=0)
+        return m, v
 
 
 def save_model(path, *, config, optimizer, step, history, params, state, optimizer_slots=None):
@@ -107,8 +112,22 @@ def save_model(path, *, config, optimizer, step, history, params, state, optimiz
 
 
 def read_model(path):
-    """Reads and checks a model file written by :func:`save_model`; returns a ModelFile."""
-    return ModelFile(*_read(path, FORMAT))
+    """Opens a model file written by :func:`save_model` and checks everything but the arrays'
+    values: its members, the header, and that the arrays have the sizes the header's
+    architecture needs (nothing is allocated for a file that lies). Returns an open
+    :class:`ModelFile`: ``with read_model(path) as saved: ...``."""
+    archive = _open(path, FORMAT, _MODEL_ARRAYS)
+    try:
+        _file_checks.check_model_header(archive.header, archive.path)
+        try:
+            sizes = _file_checks.architecture_sizes(archive.header["config"])
+        except ValueError as e:
+            raise ValueError(f"{archive.path!r}: invalid model configuration: {e}") from None
+        _file_checks.check_arrays_fit(archive, *sizes)
+    except BaseException:
+        archive.close()
+        raise
+    return ModelFile(archive)
 
 
 def save_weights(path, layout, params, state):
@@ -119,11 +138,14 @@ def save_weights(path, layout, params, state):
 
 
 def read_weights(path, layout):
-    """The arrays (``params``, ``state``) of a weights file whose layout is ``layout``."""
-    header, arrays = _read(path, WEIGHTS_FORMAT)
-    if header.get("weights") != layout:
-        raise ValueError(f"{os.fspath(path)!r} holds weights of a different architecture")
-    return arrays
+    """Opens a weights file whose layout is ``layout`` (else ValueError); returns the open
+    ``_file_checks.Archive``, whose ``read(name, size, dtype)`` gives ``params`` and ``state``:
+    ``with read_weights(path, layout) as f: ...``."""
+    archive = _open(path, WEIGHTS_FORMAT, _WEIGHT_ARRAYS)
+    if archive.header.get("weights") != layout:
+        archive.close()
+        raise ValueError(f"{archive.path!r} holds weights of a different architecture")
+    return archive
 
 
 # ---- safetensors: named tensors for PyTorch and the wider ecosystem ----------------------------

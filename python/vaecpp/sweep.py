@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 
-from . import _checks, optimizers
+from . import _checks, _limits, optimizers
 from .callbacks import Callback
 from .model import VAE
 from .model import load_model
@@ -222,7 +222,7 @@ def sweep(space, x, validation_data, *, n_trials, directory, storage=None, study
     if val.shape[1:] != rows.shape[1:]:
         raise ValueError(f"validation_data has samples of shape {val.shape[1:]}, x of {rows.shape[1:]}")
     if build is None:
-        seed = None if seed is None else _checks.positive_int(seed, "seed", minimum=0)
+        seed = None if seed is None else _limits.seed(seed)
         build = _DefaultBuilder(rows.shape[1:], seed)
     elif not callable(build):
         raise TypeError(f"build must be a callable build(params) -> VAE, got {type(build).__name__}")

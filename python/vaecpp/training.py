@@ -196,6 +196,21 @@ def _validation_epochs(freq):
     return lambda epoch: epoch + 1 in listed
 
 
+def _check_callbacks(callbacks):
+    """A list of ``vaecpp.callbacks.Callback`` objects (None: none)."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, cbks.Callback) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a list of vaecpp.callbacks.Callback objects, got "
+                        f"{type(callbacks).__name__}")
+    callbacks = list(callbacks)
+    for c in callbacks:
+        if not isinstance(c, cbks.Callback):
+            raise TypeError(f"callbacks must be vaecpp.callbacks.Callback objects, got "
+                            f"{type(c).__name__}")
+    return callbacks
+
+
 def _same_as_x(x, y):
     return y is x or (isinstance(y, np.ndarray) and isinstance(x, np.ndarray)
                       and y.shape == x.shape and np.array_equal(y, x))
@@ -227,6 +242,7 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
     else:  # Keras's meaning: train epochs initial_epoch .. epochs - 1
         initial_epoch = _checks.positive_int(initial_epoch, "initial_epoch", minimum=0)
     verbose = check_verbose(verbose)
+    callbacks = _check_callbacks(callbacks)
     validate_now = _validation_epochs(validation_freq)
     if steps_per_epoch is not None:
         steps_per_epoch = _checks.positive_int(steps_per_epoch, "steps_per_epoch")
@@ -306,8 +322,11 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
     for epoch in range(initial_epoch, epochs):
         cb.on_epoch_begin(epoch, {})
         if beta_schedule is not None:
-            engine.beta = _checks.number(beta_schedule(epoch), "beta(epoch)", 0.0)
-        engine.set_learning_rate(model.optimizer.learning_rate)
+            engine.beta = _checks.number(beta_schedule(epoch), f"beta({epoch})", 0.0,
+                                         dtype=model.dtype)
+        engine.set_learning_rate(_checks.number(  # a schedule may have changed it
+            model.optimizer.learning_rate, "learning_rate", 0.0, open_minimum=True,
+            dtype=model.dtype))
         hook = report if verbose == 1 or batch_cbs else None
         try:
             sums = train.train_epoch(engine, epoch, shuffle, hook, begin if batch_cbs else None,

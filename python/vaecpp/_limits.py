@@ -1,0 +1,61 @@
+"""The documented limits on sizes and counts, checked in Python before a value reaches the engine.
+
+The C++ engine stores layer widths, shape entries, ``k`` and ``threads`` in 32-bit ``int`` and the
+seed in an unsigned 64-bit integer; a Python integer beyond those would reach pybind11 as a cast
+error or wrap around. These checks turn such values into a ``ValueError`` (too large) or a
+``TypeError`` (not an integer) that names the argument. Model files are checked with them before
+anything is built (``_file_checks``), and so are the model's own arguments: the constructor's
+(``_config``), the ``threads`` setter, ``fit`` / ``evaluate``'s batch sizes and step counts,
+``log_likelihood``'s ``k``, ``sample``'s ``n`` and the layers' sizes (``_checks.positive_int``
+bounds them by :data:`INT_MAX` unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+INT_MAX = 2**31 - 1      # the engine's int: widths, shape entries, k, batch sizes
+SEED_MAX = 2**64 - 1     # the engine's uint64_t seed
+STEP_MAX = 2**63 - 1     # the optimizer's step counter (a C++ long)
+MAX_THREADS = 1024       # more OpenMP threads than this is never useful and can exhaust libgomp
+
+
+def integer(value, name, minimum=1, maximum=INT_MAX):
+    """``value`` as an ``int`` in ``[minimum, maximum]`` (``maximum`` None: no upper bound);
+    TypeError for a non-integer (bools included), ValueError naming ``name`` and the bound
+    otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def threads(value, name="threads"):
+    """A thread count in ``[1, MAX_THREADS]``."""
+    return integer(value, name, 1, MAX_THREADS)
+
+
+def seed(value, name="seed"):
+    """A seed in ``[0, 2**64 - 1]``."""
+    return integer(value, name, 0, SEED_MAX)
+
+
+def shape(values, name="input_shape"):
+    """A tuple of ints in ``[1, INT_MAX]`` whose product is at most ``INT_MAX`` too."""
+    if isinstance(values, numbers.Integral) and not isinstance(values, bool):
+        values = (values,)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {type(values).__name__}")
+    dims = tuple(integer(v, f"{name} dimension") for v in values)
+    if not dims:
+        raise ValueError(f"{name} must not be empty")
+    size = 1
+    for d in dims:
+        size *= d
+    if size > INT_MAX:
+        raise ValueError(f"{name} {dims} has {size} values, more than the engine's {INT_MAX}")
+    return dims

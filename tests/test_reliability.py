@@ -1,0 +1,549 @@
+"""Untrusted files and slow servers: sizes checked before anything is allocated, every value
+validated after conversion, clean errors (issue 14). The fuzz suite is test_fuzz.py."""
+
+import gzip
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+import vaecpp
+from vaecpp import _file_checks, _idx, datasets
+from vaecpp._download import DownloadError, fetch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from fuzz_cases import idx_file, rewrite_model  # noqa: E402
+
+
+@pytest.fixture
+def saved(tmp_path, blobs):
+    vae = vaecpp.VAE(20, latent_dim=2, hidden=(16,), seed=5)
+    vae.compile("adam")
+    vae.fit(blobs[:64], epochs=1, batch_size=32, verbose=0)
+    path = tmp_path / "m.vae"
+    vae.save(path)
+    return path
+
+
+def _no_engine(monkeypatch):
+    """Makes building a model fail the test: the file must be rejected before that."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built from a file that should have been rejected")
+    monkeypatch.setattr(vaecpp.model, "VAE", refuse)
+
+
+# ---- model files: sizes before allocation -------------------------------------------------------
+def test_huge_layer_widths_are_rejected_before_building(saved, monkeypatch):
+    bad = rewrite_model(saved, lambda h: h["config"]["encoder"][0]["args"].update(units=10**9))
+    _no_engine(monkeypatch)
+    with pytest.raises(ValueError, match=r"'params' should hold 25000000392 values for the architecture"):
+        vaecpp.load_model(bad)
+
+
+def test_unknown_and_duplicate_members_are_rejected_unread(saved, tmp_path):
+    bad = tmp_path / "extra.vae"
+    bad.write_bytes(saved.read_bytes())
+    with zipfile.ZipFile(bad, "a") as z:
+        z.writestr("extra.npy", b"not even read")
+    with pytest.raises(ValueError, match="unexpected member 'extra.npy'"):
+        vaecpp.load_model(bad)
+    dup = tmp_path / "dup.vae"
+    dup.write_bytes(saved.read_bytes())
+    with zipfile.ZipFile(saved) as src, pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(dup, "a") as z:
+            z.writestr("params.npy", src.read("params.npy"))
+    with pytest.raises(ValueError, match="appears twice"):
+        vaecpp.load_model(dup)
+
+
+def test_array_entry_must_hold_what_its_header_declares(saved, tmp_path):
+    bad = tmp_path / "lying.vae"
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "params.npy":
+                data = data[:-40]  # the .npy header still declares the full array
+            dst.writestr(name, data)
+    with pytest.raises(ValueError, match="declares .* bytes of data but its zip entry holds"):
+        vaecpp.load_model(bad)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "bool", "datetime64[s]", "S4", "O"])
+def test_non_real_arrays_are_rejected(saved, dtype):
+    def change(arrays):
+        a = arrays["params"]
+        arrays["params"] = (np.zeros(a.shape, dtype) if dtype != "O"
+                            else np.array([None] * a.size, dtype=object))
+    if dtype == "O":
+        with pytest.raises(ValueError, match="not an intact vaecpp file|real numbers only"):
+            vaecpp.load_model(rewrite_model(saved, arrays=change, allow_pickle=True))
+    else:
+        with pytest.raises(ValueError, match="real numbers only"):
+            vaecpp.load_model(rewrite_model(saved, arrays=change))
+
+
+def test_finite_after_the_cast_to_the_model_dtype(saved):
+    bad = rewrite_model(saved, arrays=lambda a: a.update(params=np.full(a["params"].shape, 1e300)))
+    with pytest.raises(ValueError, match="'params' contains NaN or inf as float32"):
+        vaecpp.load_model(bad)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a["opt_v"].__setitem__(3, -1.0), "'opt_v' holds values below 0"),
+    (lambda a: a["opt_v"].__setitem__(0, np.nan), "'opt_v' contains NaN"),
+    (lambda a: a["opt_m"].__setitem__(0, np.inf), "'opt_m' contains NaN or inf"),
+    (lambda a: a.update(opt_m=a["opt_m"][:5]), "'opt_m' should hold 0 or"),
+], ids=["negative-v", "nan-v", "inf-m", "short-m"])
+def test_optimizer_state_is_validated(saved, change, message):
+    with pytest.raises(ValueError, match=message):
+        vaecpp.load_model(rewrite_model(saved, arrays=change))
+
+
+@pytest.mark.parametrize("step", [-1, 1.5, "3", True, 2**70])
+def test_optimizer_step_must_be_a_non_negative_integer(saved, step):
+    with pytest.raises(ValueError, match="step must be an integer >= 0"):
+        vaecpp.load_model(rewrite_model(saved, lambda h: h.update(step=step)))
+
+
+def _set_config(key, value):
+    return lambda h: h["config"].__setitem__(key, value)
+
+
+MALFORMED_HEADERS = {
+    "config-list": lambda h: h.update(config=[1, 2]),
+    "config-missing": lambda h: h.pop("config"),
+    "no-encoder": lambda h: h["config"].pop("encoder"),
+    "encoder-str": _set_config("encoder", "dense"),
+    "layer-int": _set_config("decoder", [5]),
+    "layer-args-list": lambda h: h["config"]["encoder"][0].update(args=[1]),
+    "layer-class-unknown": lambda h: h["config"]["encoder"][0].update({"class": "Nope"}),
+    "layer-units-str": lambda h: h["config"]["encoder"][0]["args"].update(units="many"),
+    "layer-units-huge": lambda h: h["config"]["encoder"][0]["args"].update(units=2**70),
+    "layer-name-int": lambda h: h["config"]["encoder"][0]["args"].update(name=7),
+    "unknown-key": _set_config("colour", "blue"),
+    "threads-huge": _set_config("threads", 10**6),
+    "threads-zero": _set_config("threads", 0),
+    "latent-huge": _set_config("latent_dim", 2**40),
+    "seed-negative": _set_config("seed", -1),
+    "seed-huge": _set_config("seed", 2**70),
+    "k-float": _set_config("k", 2.5),
+    "input-shape-empty": _set_config("input_shape", []),
+    "input-shape-str": _set_config("input_shape", ["a"]),
+    "input-shape-int": _set_config("input_shape", 20),
+    "input-shape-huge": _set_config("input_shape", [2**20, 2**20]),
+    "beta-nan": _set_config("beta", float("nan")),
+    "beta-str": _set_config("beta", "1"),
+    "likelihood-int": _set_config("likelihood", 5),
+    "likelihood-dict": _set_config("likelihood", {"class": 5}),
+    "dtype-list": _set_config("dtype", ["float32"]),
+    "history-list": lambda h: h.update(history=[1]),
+    "history-epoch-str": lambda h: h.update(history={"epoch": "0", "history": {}}),
+    "history-values": lambda h: h.update(history={"epoch": [0], "history": {"loss": "x"}}),
+    "optimizer-int": lambda h: h.update(optimizer=5),
+    "optimizer-unknown": lambda h: h.update(optimizer={"name": "nope"}),
+    "optimizer-option": lambda h: h.update(optimizer={"name": "adam", "beta_1": [1]}),
+    "optimizer-lr-nan": lambda h: h.update(optimizer={"name": "adam", "learning_rate": float("nan")}),
+    "optimizer-lr-inf-as-float32": lambda h: h.update(optimizer={"name": "adam",
+                                                                 "learning_rate": 1e300}),
+    "beta-inf-as-float32": _set_config("beta", 1e300),
+    "format-missing": lambda h: h.pop("format"),
+    "version-str": lambda h: h.update(version="1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_HEADERS))
+def test_malformed_headers_raise_value_error(saved, name):
+    with pytest.raises(ValueError):
+        vaecpp.load_model(rewrite_model(saved, MALFORMED_HEADERS[name]))
+
+
+def test_header_that_is_not_a_dict_or_not_json(saved, tmp_path):
+    for blob in (b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 100000):
+        bad = rewrite_model(saved, blob=blob)
+        with pytest.raises(ValueError):
+            vaecpp.load_model(bad)
+
+
+def test_load_model_on_a_directory_says_so(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        vaecpp.load_model(tmp_path)
+
+
+def test_weights_file_checks(saved, tmp_path):
+    vae = vaecpp.load_model(saved)
+    vae.save_weights(tmp_path / "w.npz")
+    bad = rewrite_model(tmp_path / "w.npz",
+                        arrays=lambda a: a.update(params=a["params"].astype(np.complex64)))
+    with pytest.raises(ValueError, match="real numbers only"):
+        vae.load_weights(bad)
+    extra = rewrite_model(tmp_path / "w.npz", arrays=lambda a: a.update(opt_m=a["params"]))
+    with pytest.raises(ValueError, match="unexpected member 'opt_m.npy'"):
+        vae.load_weights(extra)
+
+
+def test_architecture_sizes_match_the_engine():
+    from vaecpp import architectures
+    models = [vaecpp.VAE(20, hidden=(7, 5), latent_dim=3, seed=0),
+              vaecpp.VAE((6, 4), hidden=(3,), likelihood="gaussian", seed=0),
+              architectures.keras_mnist_conv_vae(seed=0),
+              architectures.celeba_conv_vae((16, 16, 3), latent_dim=4, num_filters=[4, 8],
+                                            seed=0)]
+    for vae in models:
+        assert _file_checks.architecture_sizes(vae.get_config()) == (
+            vae._core.num_params, vae._core.num_state), vae
+
+
+# ---- stale temporary files ----------------------------------------------------------------------
+_KILLED_SAVE = """
+import os, signal, sys
+import numpy as np
+import vaecpp
+vae = vaecpp.VAE(20, hidden=(8,), seed=1)
+def savez(f, **arrays):
+    f.write(b"x" * 5000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+np.savez = savez
+vae.save(sys.argv[1])
+"""
+
+
+def test_stale_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_path, saved):
+    target = tmp_path / "m.vae"
+    before = target.read_bytes()
+    proc = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(target)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert len(leftovers) == 1 and target.read_bytes() == before
+    live = tmp_path / ".vaecpp-m.vae.1.keep.tmp"  # pid 1 is alive: a save in progress
+    live.write_bytes(b"")
+    other = tmp_path / ".vaecpp-other.vae.999999999.x.tmp"  # another target's: not ours
+    other.write_bytes(b"")
+    vaecpp.load_model(target).save(target)
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tmp")) == sorted(
+        [live.name, other.name])
+    vaecpp.load_model(target)
+
+
+# ---- IDX ----------------------------------------------------------------------------------------
+def _mnist_dir(folder, images_gz=None, n=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(
+        images_gz if images_gz is not None else gzip.compress(idx_file(images)))
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(idx_file(np.arange(n, dtype=np.uint8) % 10)))
+    return folder
+
+
+def _zeros_gz(mib):
+    """A gzip file that inflates to ``mib`` MiB of zeros, as concatenated members (about 1 KiB
+    each), without compressing that much data here."""
+    member = gzip.compress(bytes(1 << 20))
+    return b"".join([member] * mib)
+
+
+def test_idx_gzip_bomb_fails_fast_and_mnist_falls_back(tmp_path, isolated_data):
+    header = idx_file(np.zeros((4, 28, 28), np.uint8))
+    bomb = gzip.compress(header) + _zeros_gz(1024)  # 1 GiB after the 4 declared images
+    assert len(bomb) < 2 << 20
+    folder = _mnist_dir(tmp_path / "d", bomb)
+    with pytest.raises(ValueError, match="more than 4096 bytes after"):
+        datasets.mnist(path=folder)
+    test = _mnist_dir(tmp_path / "t", n=3)
+    for kind in ("images-idx3", "labels-idx1"):
+        os.rename(test / f"train-{kind}-ubyte.gz", folder / f"t10k-{kind}-ubyte.gz")
+    with pytest.warns(datasets.DatasetFallbackWarning, match="bytes after"):
+        x, y = datasets.mnist(path=folder, fallback=True)
+    assert x.shape == (3, 28, 28) and y.shape == (3,)
+
+
+def test_idx_header_sizes_are_checked_before_reading(tmp_path):
+    declared = (3 << 30).to_bytes(4, "big")
+    path = tmp_path / "huge.idx"
+    path.write_bytes(b"\0\0\x08\x01" + declared + bytes(100))
+    with pytest.raises(ValueError, match="more than the limit"):
+        _idx.read_idx(path, _idx.LABELS_MAGIC)
+    path.write_bytes(gzip.compress(idx_file(np.zeros((2, 27, 28), np.uint8))))
+    with pytest.raises(ValueError, match="items are 27 x 28, expected 28 x 28"):
+        _idx.read_idx(path, _idx.IMAGES_MAGIC, item_shape=(28, 28))
+    path.write_bytes(idx_file(np.zeros((100000, 28, 28), np.uint8))[:1000])  # plain, truncated
+    with pytest.raises(ValueError, match="truncated IDX file"):
+        _idx.read_idx(path, _idx.IMAGES_MAGIC)
+
+
+def test_idx_more_images_than_labels_is_rejected_unread(tmp_path, isolated_data):
+    images = gzip.compress(idx_file(np.zeros((4, 28, 28), np.uint8))[:16])  # header says 4
+    folder = _mnist_dir(tmp_path / "d", images, n=2)
+    with pytest.raises(ValueError, match="more than the limit"):
+        datasets.mnist(path=folder)
+
+
+_MEASURE = """
+import resource, sys
+from vaecpp import datasets
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    datasets.mnist(path=sys.argv[1])
+except ValueError as e:
+    print("ValueError", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_idx_gzip_bomb_uses_little_memory(tmp_path):
+    header = idx_file(np.zeros((60000, 28, 28), np.uint8))[:16]
+    folder = _mnist_dir(tmp_path / "d", gzip.compress(header) + _zeros_gz(1024), n=60000)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(folder)], capture_output=True,
+                         text=True, timeout=300)
+    kind, grown_kb = out.stdout.split()
+    assert kind == "ValueError"
+    assert int(grown_kb) < 2 * 47 * 1024 + 20 * 1024  # at most twice the 47 MB declared
+
+
+@pytest.fixture
+def isolated_data(monkeypatch, tmp_path):
+    for var in ("VAECPP_DATA", "VAECPP_MIRROR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("VAECPP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(datasets._FASHION_MNIST, "system_dirs", ())
+
+
+# ---- Frey .mat ----------------------------------------------------------------------------------
+def test_frey_frame_count_is_checked_before_reading(tmp_path, monkeypatch):
+    import scipy.io
+    scipy.io.savemat(tmp_path / "f.mat", {"ff": np.zeros((560, 12), np.uint8)})
+    monkeypatch.setattr(datasets, "MAX_FREY_FRAMES", 10)
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **k: pytest.fail("data was read"))
+    with pytest.raises(ValueError, match="declares 12 frames"):
+        datasets.frey_faces(tmp_path / "f.mat")
+    scipy.io.savemat(tmp_path / "g.mat", {"ff": np.zeros((560, 2), np.float64)})
+    with pytest.raises(ValueError, match="uint8"):
+        datasets.frey_faces(tmp_path / "g.mat")
+
+
+# ---- image folders ------------------------------------------------------------------------------
+def _png(path, size):
+    from PIL import Image
+    Image.new("RGB", size, (10, 200, 30)).save(path)
+
+
+@pytest.mark.parametrize("pixels", [1600, 3000])
+def test_decompression_bomb_limit_is_an_error_with_a_way_out(tmp_path, monkeypatch, pixels):
+    from PIL import Image
+    side = int(pixels ** 0.5) + 1
+    _png(tmp_path / "big.png", (side, side))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"big.png: image too large.*MAX_IMAGE_PIXELS = None"):
+        datasets.image_folder(tmp_path, size=(4, 4))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert datasets.image_folder(tmp_path, size=(4, 4)).shape == (1, 4, 4, 3)
+
+
+def test_deeply_nested_folders_do_not_recurse(tmp_path):
+    deep = tmp_path
+    for _ in range(1200):  # 2400 characters: within PATH_MAX (pathlib's mkdir(parents) recurses)
+        deep = deep / "d"
+        os.mkdir(deep)
+    _png(deep / "x.png", (5, 5))
+    _png(tmp_path / "a.png", (5, 5))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # below the depth (another test may have raised it)
+    try:
+        assert datasets.image_folder(tmp_path, size=(2, 2)).shape == (2, 2, 2, 3)
+    finally:
+        sys.setrecursionlimit(limit)
+    os.symlink(tmp_path, tmp_path / "d" / "loop")  # a cycle is not followed
+    assert len(datasets.ImageFolderSource(
+        _image_list(tmp_path), (2, 2), "center", "raise", (0, 0, 0))) == 2
+
+
+def _image_list(path):
+    from vaecpp._image_folder import list_images
+    return list_images(path)
+
+
+# ---- downloads ----------------------------------------------------------------------------------
+class _Slow(http.server.BaseHTTPRequestHandler):
+    """/trickle: announces 100 kB, then sends a byte every 10 ms, 3000 at most (stops by itself).
+    /endless: no Content-Length, 1 kB chunks, 3000 at most."""
+
+    def do_GET(self):  # noqa: N802 (the http.server API)
+        self.send_response(200)
+        if self.path == "/trickle":
+            self.send_header("Content-Length", "100000")
+        self.end_headers()
+        piece, pause = (b"x", 0.01) if self.path == "/trickle" else (b"y" * 1024, 0)
+        try:
+            for _ in range(3000):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:  # the client gave up
+            pass
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    thread.join()
+    httpd.server_close()
+
+
+def test_download_has_a_total_deadline(slow_server, tmp_path):
+    with pytest.raises(DownloadError, match="took more than 0.3 s"):
+        fetch(slow_server + "/trickle", "0" * 64, tmp_path, timeout=5, deadline=0.3, quiet=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_download_has_a_size_cap(slow_server, tmp_path):
+    with pytest.raises(DownloadError, match="announces 100000 bytes, more than the 5000"):
+        fetch(slow_server + "/trickle", "0" * 64, tmp_path, max_bytes=5000, quiet=True)
+    with pytest.raises(DownloadError, match="sent more than the 50000 bytes"):
+        fetch(slow_server + "/endless", "0" * 64, tmp_path, max_bytes=50000, quiet=True)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="deadline"):
+        fetch(slow_server + "/endless", "0" * 64, tmp_path, deadline=0, quiet=True)
+
+
+def test_negative_moving_variance_is_rejected(tmp_path):
+    vae = vaecpp.VAE((4, 4, 1), latent_dim=2, seed=0, encoder=[vaecpp.layers.BatchNorm(),
+                                                              vaecpp.layers.Flatten()])
+    vae.save(tmp_path / "bn.vae")
+    bad = rewrite_model(tmp_path / "bn.vae", arrays=lambda a: a["state"].__setitem__(-1, -0.5))
+    with pytest.raises(ValueError, match="moving_variance holds negative values"):
+        vaecpp.load_model(bad)
+
+
+# ---- the model's own arguments: _limits before the engine -----------------------------------------
+INT_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"latent_dim": 2**31}, ValueError, f"latent_dim must be <= {INT_MAX}"),
+    ({"k": 2**40}, ValueError, f"k must be <= {INT_MAX}"),
+    ({"hidden": (2**31,)}, ValueError, f"hidden width must be <= {INT_MAX}"),
+    ({"decoder_hidden": (2**64,)}, ValueError, f"decoder_hidden width must be <= {INT_MAX}"),
+    ({"input_shape": (2**31, 2)}, ValueError, f"input_shape dimension must be <= {INT_MAX}"),
+    ({"input_shape": (2**16, 2**16)}, ValueError, "has 4294967296 values"),
+    ({"threads": 2**40}, ValueError, "threads must be <= 1024"),
+    ({"threads": 1025}, ValueError, "threads must be <= 1024"),
+    ({"seed": 2**64}, ValueError, f"seed must be <= {2**64 - 1}"),
+    ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"threads": 2.0}, TypeError, "threads must be an integer"),
+    ({"beta": lambda epoch: float("nan")}, ValueError, r"beta\(0\) must be finite"),
+    ({"prior_std": 1e300}, ValueError, "prior_std must be finite as float32"),
+], ids=lambda v: None if isinstance(v, (dict, type)) else str(v)[:20])
+def test_constructor_integers_beyond_the_engine_are_value_errors(kwargs, error, message):
+    args = {"input_shape": 20, "hidden": (4,), "seed": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        vaecpp.VAE(args.pop("input_shape"), **args)
+
+
+def test_layer_sizes_beyond_the_engine_are_value_errors():
+    with pytest.raises(ValueError, match=f"Dense units must be <= {INT_MAX}"):
+        vaecpp.layers.Dense(2**31)
+    with pytest.raises(ValueError, match=f"Conv2D filters must be <= {INT_MAX}"):
+        vaecpp.layers.Conv2D(2**40, 3)
+
+
+def test_huge_model_is_refused_before_allocation():
+    # about 10**11 parameters: the engine's memory check answers before anything is allocated
+    with pytest.raises(ValueError, match="parameters"):
+        vaecpp.VAE(20, hidden=(2**30,), seed=0, threads=1)
+
+
+@pytest.fixture
+def small(blobs):
+    return vaecpp.VAE(20, hidden=(8,), latent_dim=2, seed=0, threads=1), blobs[:16]
+
+
+def test_method_integers_beyond_the_engine_are_value_errors(small):
+    vae, x = small
+    for call in (lambda: vae.fit(x, batch_size=2**31, verbose=0),
+                 lambda: vae.evaluate(x, batch_size=2**40, verbose=0),
+                 lambda: vae.encode(x, batch_size=2**63),
+                 lambda: vae.log_likelihood(x, k=2**31),
+                 lambda: vae.sample(2**40),
+                 lambda: vae.fit(x, epochs=2**40, verbose=0)):
+        with pytest.raises(ValueError, match=f"must be <= {INT_MAX}"):
+            call()
+    with pytest.raises(ValueError, match="threads must be <= 1024"):
+        vae.threads = 10**6
+    assert vae.threads == 1
+    vae.step = 2**40  # the optimizer's step is a 64-bit counter
+    assert vae.step == 2**40
+    with pytest.raises(ValueError, match="step must be <="):
+        vae.step = 2**63
+
+
+def test_compile_and_callbacks_speak_the_vocabulary(small):
+    vae, x = small
+    with pytest.raises(ValueError, match="needs 'name'"):
+        vae.compile({})
+    with pytest.raises(ValueError, match="needs 'name'"):
+        vae.compile({"name": "nope"})
+    with pytest.raises(TypeError, match="unknown option"):
+        vae.compile({"name": "adam", "colour": 1})
+    with pytest.raises(TypeError, match="Callback objects, got int"):
+        vae.fit(x, epochs=1, verbose=0, callbacks=[5])
+    with pytest.raises(TypeError, match="a list of vaecpp.callbacks.Callback"):
+        vae.fit(x, epochs=1, verbose=0, callbacks=vaecpp.callbacks.History())
+    assert vae.history.epoch == []
+
+
+def test_learning_rate_must_be_finite_in_the_model_dtype(small):
+    vae, x = small
+    with pytest.raises(ValueError, match="learning_rate must be finite as float32"):
+        vae.compile(vaecpp.optimizers.Adam(learning_rate=1e300))
+    assert vae.optimizer is None
+    vaecpp.VAE(20, hidden=(8,), seed=0, dtype="float64").compile(
+        vaecpp.optimizers.Adam(learning_rate=1e300))  # finite as float64: the caller's choice
+    vae.compile("adam")
+
+    class Explode(vaecpp.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.optimizer.learning_rate = float("nan")
+    vae.fit(x, epochs=1, verbose=0, callbacks=[Explode()])
+    before = vae.get_weights()
+    with pytest.raises(ValueError, match="learning_rate must be finite"):
+        vae.fit(x, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, vae.get_weights()))
+
+
+def test_values_are_finite_after_the_cast(small):
+    vae, x = small
+    with pytest.raises(ValueError, match="NaN or inf"):  # no RuntimeWarning from the cast
+        vae.encode(np.full((1, 20), 1e300))
+    w = vae.get_weights()
+    with pytest.raises(ValueError, match="must be finite numbers \\(as float32\\)"):
+        vae.set_weights([np.full(a.shape, 1e300) for a in w])
+    with pytest.raises(TypeError, match="must hold real numbers"):
+        vae.set_weights([a.astype(np.complex64) for a in w])
+    assert all(np.array_equal(a, b) for a, b in zip(w, vae.get_weights()))
+    vae.compile("adam")
+    state = vae.get_optimizer_state()
+    with pytest.raises(ValueError, match="'v' must be >= 0"):
+        vae.set_optimizer_state({**state, "v": -np.ones_like(state["v"])})
+    with pytest.raises(ValueError, match="'m' must be finite"):
+        vae.set_optimizer_state({**state, "m": np.full_like(state["m"], np.nan)})
+    with pytest.raises(ValueError, match="optimizer step must be >= 0"):
+        vae.set_optimizer_state({**state, "step": -1})
