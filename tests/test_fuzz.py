@@ -139,12 +139,13 @@ _floats = hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, min_si
        method=st.sampled_from(["encode", "decode", "reconstruct", "evaluate", "posterior",
                                "gradients"]))
 def test_arrays_of_any_shape_and_dtype(small_vae, x, method):
-    """Inference methods answer every array with a finite result or ValueError / TypeError."""
+    """Inference methods answer every array with a finite result or ValueError / TypeError, or
+    FloatingPointError where a loss or gradient overflows (e.g. pixels of 133 in a float32 model)."""
     try:
         with warnings.catch_warnings():  # float64 beyond float32's range: a RuntimeWarning from
             warnings.simplefilter("ignore", RuntimeWarning)  # the cast, then the finite check
             out = getattr(small_vae, method)(x)
-    except VOCABULARY as e:
+    except VOCABULARY + (FloatingPointError,) as e:
         _clean(e)
         return
     values = out if isinstance(out, tuple) else (out,)

@@ -547,3 +547,15 @@ def test_values_are_finite_after_the_cast(small):
         vae.set_optimizer_state({**state, "m": np.full_like(state["m"], np.nan)})
     with pytest.raises(ValueError, match="optimizer step must be >= 0"):
         vae.set_optimizer_state({**state, "step": -1})
+
+
+def test_a_loss_that_overflows_is_an_error_not_a_number():
+    """An untrained float32 Gaussian VAE on a pixel of 133 overflows its KL term: evaluate and
+    gradients raise FloatingPointError instead of handing back inf (found by the fuzz suite)."""
+    vae = vaecpp.VAE(6, hidden=(4,), latent_dim=2, seed=0, threads=1, likelihood="gaussian")
+    x = np.array([[133.0, 0, 0, 0, 0, 0]])
+    with pytest.raises(FloatingPointError, match="overflow"):
+        vae.evaluate(x)
+    with pytest.raises(FloatingPointError, match="overflow"):
+        vae.gradients(x)
+    assert np.isfinite(vae.evaluate(x / 133.0))

@@ -449,6 +449,10 @@ class VAE:
         sums, flat = self._engine.gradients(rows, eps)
         losses = training.means(sums)
         losses["elbo"] = -(losses["reconstruction_loss"] + losses["kl_loss"])
+        training.check_finite_loss(losses, "gradients")
+        if not np.isfinite(flat).all():
+            raise FloatingPointError("gradients: the gradient overflowed to inf or NaN on these "
+                                     "inputs; check the data's scale, or use dtype='float64'")
         return losses, self._split(flat, np.zeros(self._engine.num_state, self.dtype))
 
     # ---- weights --------------------------------------------------------------------------

@@ -19,6 +19,8 @@ schedule and learning rate into the engine, ``adapter.train_epoch``, validation,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _checks, _core, callbacks as cbks
@@ -153,7 +155,18 @@ def evaluate(model, x, batch_size=None, steps=None, distributed=None):
     _check_distributable(data, dist)
     out = means(data.evaluate(model._engine, batch_size, dist))
     out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
+    check_finite_loss(out, "evaluate")
     return out
+
+
+def check_finite_loss(losses, what):
+    """A loss that overflowed (inf) or is NaN is an error, never a number handed back (fit's
+    validation logs it instead, as Keras does)."""
+    if not all(math.isfinite(losses[k]) for k in SUM_KEYS):
+        raise FloatingPointError(
+            f"{what}: the loss is {losses['loss']} (reconstruction {losses['reconstruction_loss']}, "
+            f"KL {losses['kl_loss']}): the model overflows on these inputs in "
+            f"its dtype; check the data's scale, or use dtype='float64'")
 
 
 class _Recorder(cbks.Callback):
