@@ -350,21 +350,27 @@ def test_decompression_bomb_limit_is_an_error_with_a_way_out(tmp_path, monkeypat
 
 
 def test_deeply_nested_folders_do_not_recurse(tmp_path):
-    deep = tmp_path
+    chain = [tmp_path]
     for _ in range(1200):  # 2400 characters: within PATH_MAX (pathlib's mkdir(parents) recurses)
-        deep = deep / "d"
-        os.mkdir(deep)
-    _png(deep / "x.png", (5, 5))
-    _png(tmp_path / "a.png", (5, 5))
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(1000)  # below the depth (another test may have raised it)
+        chain.append(chain[-1] / "d")
+        os.mkdir(chain[-1])
     try:
-        assert datasets.image_folder(tmp_path, size=(2, 2)).shape == (2, 2, 2, 3)
-    finally:
-        sys.setrecursionlimit(limit)
-    os.symlink(tmp_path, tmp_path / "d" / "loop")  # a cycle is not followed
-    assert len(datasets.ImageFolderSource(
-        _image_list(tmp_path), (2, 2), "center", "raise", (0, 0, 0))) == 2
+        _png(chain[-1] / "x.png", (5, 5))
+        _png(tmp_path / "a.png", (5, 5))
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(1000)  # below the depth (another test may have raised it)
+        try:
+            assert datasets.image_folder(tmp_path, size=(2, 2)).shape == (2, 2, 2, 3)
+        finally:
+            sys.setrecursionlimit(limit)
+        os.symlink(tmp_path, tmp_path / "d" / "loop")  # a cycle is not followed
+        assert len(datasets.ImageFolderSource(
+            _image_list(tmp_path), (2, 2), "center", "raise", (0, 0, 0))) == 2
+    finally:  # bottom-up, so that pytest's recursive clean-up of old temp dirs never meets it
+        for folder in reversed(chain[1:]):
+            for entry in os.listdir(folder):
+                os.unlink(folder / entry)
+            os.rmdir(folder)
 
 
 def _image_list(path):
