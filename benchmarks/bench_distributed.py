@@ -352,12 +352,7 @@ def main(argv=None):
         compute[cfg] = {int(b): s for b, s in got.items()}
     info["load_after"] = os.getloadavg()
     info["foreign"] = max(foreign)
-    text = report(info, args, configs, rows, link, compute, n_train, n_full)
-    print(text)
-    if not args.no_write:
-        with open(args.output, "w") as f:
-            f.write(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+    bench_train.publish(report(info, args, configs, rows, link, compute, n_train, n_full), args)
 
 
 def report(info, args, configs, rows, link, compute, n_train, n_full):

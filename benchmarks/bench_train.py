@@ -552,7 +552,11 @@ def main(argv=None):
     again = measure_gemm()
     gemm = {t: {k: max(gemm[t][k], again[t][k]) for k in gemm[t]} for t in threads}
     info["load_after"] = os.getloadavg()
-    text = report(info, args, threads, configs, gemm, gemm_n, rows, n_train)
+    publish(report(info, args, threads, configs, gemm, gemm_n, rows, n_train), args)
+
+
+def publish(text, args):
+    """Prints a benchmark's report and, unless --no-write, writes it to --output."""
     print(text)
     if not args.no_write:
         with open(args.output, "w") as f:
