@@ -162,7 +162,7 @@ class ModelArea:
             n = core.num_params
             core.set_optimizer_slots(rng.normal(size=n).astype(vae.dtype),
                                      np.abs(rng.normal(size=n)).astype(vae.dtype) if i == 0
-                                     else np.zeros(0, vae.dtype))
+                                     else np.zeros(0, vae.dtype), np.zeros(0, vae.dtype))
             core.step = 7
             vae.history.epoch = [0, 1]
             vae.history.history = {"loss": [3.0, 2.5]}
@@ -271,8 +271,9 @@ class ModelArea:
                 if a.shape != b.shape or not np.array_equal(a, b):
                     return "the weights differ from the file's although it loaded"
         if vae.optimizer is not None:
-            m, v = vae._core.get_optimizer_slots()
-            if not (np.isfinite(m).all() and np.isfinite(v).all() and (v >= 0).all()):
+            m, v, ema = vae._core.get_optimizer_slots()
+            if not (np.isfinite(m).all() and np.isfinite(v).all() and (v >= 0).all()
+                    and np.isfinite(ema).all()):
                 return "optimizer state NaN, inf or negative"
             if vae._core.step < 0:
                 return "negative optimizer step"

@@ -131,6 +131,8 @@ class CpuExecutor final : public Executor<T> {
         m.opt.update(m.params.data(), m.grads.data(), long(m.params.size()), m.weight_ranges);
     }
 
+    void average_weights() override { m.opt.average(m.params.data(), long(m.params.size())); }
+
     void read_grads(T* out) override { std::copy(m.grads.begin(), m.grads.end(), out); }
     void write_grads(const T* in) override { std::copy(in, in + m.grads.size(), m.grads.begin()); }
 

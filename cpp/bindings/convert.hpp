@@ -80,6 +80,10 @@ inline OptSpec opt_spec(const py::dict& d) {
     num("clipvalue", s.clipvalue);
     num("weight_decay", s.weight_decay);
     if (d.contains("nesterov")) s.nesterov = d["nesterov"].cast<bool>();
+    if (d.contains("use_ema")) s.use_ema = d["use_ema"].cast<bool>();
+    num("ema_momentum", s.ema_momentum);
+    if (d.contains("ema_overwrite_frequency") && !d["ema_overwrite_frequency"].is_none())
+        s.ema_overwrite_frequency = d["ema_overwrite_frequency"].cast<long>();
     return s;
 }
 

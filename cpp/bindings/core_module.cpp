@@ -291,15 +291,31 @@ void bind_model(py::module_& m, const char* name) {
                  CallGuard g(v.calls, "get_optimizer_slots", false);
                  v.pull();
                  auto& opt = v.model().opt;
-                 return py::make_tuple(to_numpy(opt.m), to_numpy(opt.v));
+                 return py::make_tuple(to_numpy(opt.m), to_numpy(opt.v), to_numpy(opt.ema));
              })
+        // ema empty with use_ema: the average starts as the current weights
         .def("set_optimizer_slots",
-             [](V& v, const Arr<T>& m1, const Arr<T>& m2) {
+             [](V& v, const Arr<T>& m1, const Arr<T>& m2, const Arr<T>& avg) {
                  CallGuard g(v.calls, "set_optimizer_slots", true);
                  v.pull();
-                 auto& opt = v.model().opt;
+                 auto& model = v.model();
+                 auto& opt = model.opt;
                  from_numpy(opt.m, m1, "optimizer slot m");
                  from_numpy(opt.v, m2, "optimizer slot v");
+                 if (opt.spec.use_ema && avg.size() == 0)
+                     opt.ema.assign(model.params.begin(), model.params.end());
+                 else
+                     from_numpy(opt.ema, avg, "optimizer slot ema");
+                 v.push();
+             })
+        // Keras's finalize_variable_values: the weights become their moving average (use_ema)
+        .def("finalize_average",
+             [](V& v) {
+                 CallGuard g(v.calls, "finalize_average", true);
+                 v.pull();
+                 auto& model = v.model();
+                 if (!model.opt.spec.use_ema || model.opt.ema.size() != model.params.size()) return;
+                 std::copy(model.opt.ema.begin(), model.opt.ema.end(), model.params.begin());
                  v.push();
              })
         .def("train_epoch",

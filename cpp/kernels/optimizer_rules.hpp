@@ -22,6 +22,9 @@ struct OptSpec {
     double initial_accumulator_value = 0.1;               // adagrad
     double clipnorm = 0.0, clipvalue = 0.0;               // 0 = off
     double weight_decay = 0.0;                            // decoupled, as Keras: p -= lr * wd * p
+    bool use_ema = false;                                 // keep a moving average of the weights
+    double ema_momentum = 0.99;
+    long ema_overwrite_frequency = 0;                     // 0 = never copy the average back
 };
 
 // The names the configuration uses, in the enum's order: the one list Python reads (vaecpp._core).
@@ -100,6 +103,20 @@ VAECPP_HD inline void opt_update_elem(const OptCoeffs<T>& c, long i, T* p, const
         case Opt::rmsprop: opt_rule<Opt::rmsprop>(c, i, p, g, m, v); break;
         case Opt::adagrad: opt_rule<Opt::adagrad>(c, i, p, g, m, v); break;
     }
+}
+
+// Keras 3's moving average of the weights (use_ema), after the update of step t (1 for the first):
+//   avg = mu avg + (1 - mu) p,  mu = 0 at t = 1 (the average starts as the weights), else ema_momentum.
+template <typename T>
+VAECPP_HD inline void ema_rule(T mu, long i, T* avg, const T* p) {
+    avg[i] = mu * avg[i] + (T(1) - mu) * p[i];
+}
+
+// The average's momentum after the update of step t, and whether the weights then become the
+// average (Keras: every ema_overwrite_frequency iterations).
+inline double ema_momentum_at(const OptSpec& s, long step) { return step <= 1 ? 0.0 : s.ema_momentum; }
+inline bool ema_overwrite_at(const OptSpec& s, long step) {
+    return s.ema_overwrite_frequency > 0 && step % s.ema_overwrite_frequency == 0;
 }
 
 // Keras's clipvalue: g in [-c, c].

@@ -238,6 +238,7 @@ class Engine {
             }
         }
         exec_->update();
+        exec_->average_weights();
         return true;
     }
 

@@ -44,6 +44,8 @@ struct Executor {
     virtual void zero_grads() = 0;
     // One optimizer step with the gradients of the last backward (clipping included).
     virtual void update() = 0;
+    // After update(): the weights' moving average, where the optimizer keeps one (use_ema).
+    virtual void average_weights() = 0;
     // grads (num_params,) of the last backward, to the host, and back (the ranks' sum).
     virtual void read_grads(T* out) = 0;
     virtual void write_grads(const T* in) = 0;

@@ -2,6 +2,7 @@
 // single loop over the element rule of optimizer_rules.hpp (Keras 3's rules).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@ struct Optimizer {
     OptSpec spec;
     long step = 0;           // updates applied so far
     Buffer<T> m, v;     // first / second moments (or momentum / accumulator), like params
+    Buffer<T> ema;      // the weights' moving average (use_ema), like params; else empty
 
     void reset(long n) {
         step = 0;
@@ -24,6 +26,21 @@ struct Optimizer {
         v.assign(spec.kind == Opt::adagrad ? n : (spec.kind == Opt::sgd ? 0 : n),
                  spec.kind == Opt::adagrad ? T(spec.initial_accumulator_value) : T(0));
         if (spec.kind == Opt::sgd && spec.momentum == 0.0) m.clear();
+        ema.assign(spec.use_ema ? n : 0, T(0));
+    }
+
+    // The moving average of the weights p (n,) after this step's update (Keras 3's use_ema;
+    // optimizer_rules.hpp), and every ema_overwrite_frequency steps the weights set to it.
+    void average(T* p, long n) {
+        if (!spec.use_ema) return;
+        const T mu = T(ema_momentum_at(spec, step));
+        const bool overwrite = ema_overwrite_at(spec, step);
+        T* a = ema.data();
+        parallel_parts(n, threads_for(double(n), double(kParallelMin), n / 64 + 1), 64,
+                       [&](long i0, long i1) {
+            for (long i = i0; i < i1; ++i) ema_rule(mu, i, a, p);
+            if (overwrite) std::copy(a + i0, a + i1, p + i0);
+        });
     }
 
     // Keras's clipnorm acts on each weight array separately; `ranges` are their (offset, size).

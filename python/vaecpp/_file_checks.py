@@ -257,7 +257,7 @@ def check_arrays_fit(archive, params, state):
         if got != (size,):
             raise _fail(archive.path, f"array {name!r} should hold {size} values for the "
                                       f"architecture in the header, got {got}")
-    for name in ("opt_m", "opt_v"):
+    for name in ("opt_m", "opt_v", "opt_ema"):
         archive.size(name, params)
 
 

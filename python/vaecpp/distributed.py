@@ -78,10 +78,10 @@ class Distributed:
             a = np.ascontiguousarray(get())
             self.comm.Bcast(a, root=0)
             put(a)
-        m, v = (np.ascontiguousarray(s) for s in engine.get_optimizer_slots())
-        self.comm.Bcast(m, root=0)
-        self.comm.Bcast(v, root=0)
-        engine.set_optimizer_slots(m, v)
+        slots = [np.ascontiguousarray(s) for s in engine.get_optimizer_slots()]
+        for s in slots:
+            self.comm.Bcast(s, root=0)
+        engine.set_optimizer_slots(*slots)
         engine.step = int(self.comm.bcast(int(engine.step), root=0))
 
     def average_state(self, engine):

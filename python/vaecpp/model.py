@@ -249,23 +249,27 @@ class VAE:
         self._engine.step = _limits.integer(value, "step", 0, _limits.STEP_MAX)
 
     def get_optimizer_state(self) -> Dict[str, Any]:
-        """The optimizer's state as ``{"step": int, "m": array, "v": array}``: the step count
-        and its two per-parameter slots (Adam's moments, SGD's momentum in ``m``, RMSprop's and
-        Adagrad's accumulators; empty arrays for a rule that needs none). Raises RuntimeError
-        before ``compile``."""
+        """The optimizer's state as ``{"step": int, "m": array, "v": array, "ema": array}``: the
+        step count and its per-parameter slots (Adam's moments, SGD's momentum in ``m``,
+        RMSprop's and Adagrad's accumulators; ``ema`` the weights' moving average with
+        ``use_ema=True``; empty arrays for a slot the optimizer does not use). Raises
+        RuntimeError before ``compile``."""
         self._need_optimizer("get_optimizer_state")
-        m, v = self._engine.get_optimizer_slots()
-        return {"step": self.step, "m": m, "v": v}
+        m, v, ema = self._engine.get_optimizer_slots()
+        return {"step": self.step, "m": m, "v": v, "ema": ema}
 
     def set_optimizer_state(self, state: Dict[str, Any]) -> None:
-        """Restores what :meth:`get_optimizer_state` returned (same optimizer and model)."""
+        """Restores what :meth:`get_optimizer_state` returned (same optimizer and model). Without
+        ``"ema"`` (or with an empty one) an optimizer with ``use_ema=True`` starts its average
+        at the current weights."""
         self._need_optimizer("set_optimizer_state")
         m = self._real_array(state["m"], "optimizer state 'm'")
         v = self._real_array(state["v"], "optimizer state 'v'")
+        ema = self._real_array(state.get("ema", np.zeros(0)), "optimizer state 'ema'")
         if v.size and v.min() < 0:  # second moments and accumulators: sqrt(v) divides
             raise ValueError(f"optimizer state 'v' must be >= 0, got min {v.min()}")
         step = _limits.integer(state["step"], "optimizer step", 0, _limits.STEP_MAX)
-        self._engine.set_optimizer_slots(m, v)
+        self._engine.set_optimizer_slots(m, v, ema)
         self.step = step
 
     def _need_optimizer(self, what):
@@ -550,7 +554,7 @@ class VAE:
         slots = None
         if self.optimizer is not None:
             state = self.get_optimizer_state()
-            slots = (state["m"], state["v"])
+            slots = (state["m"], state["v"], state["ema"])
         saving.save_model(
             path, config=self.get_config(),
             optimizer=None if self.optimizer is None else self.optimizer.get_config(),
@@ -642,9 +646,9 @@ def _rebuild(saved, custom_objects, backend, device, compile):
             model.compile(saved.optimizer)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where!r}: invalid optimizer configuration: {e}") from None
-        m, v = saved.optimizer_slots(model.count_params(), model.dtype)
+        m, v, ema = saved.optimizer_slots(model.count_params(), model.dtype)
         try:
-            model.set_optimizer_state({"step": saved.step, "m": m, "v": v})
+            model.set_optimizer_state({"step": saved.step, "m": m, "v": v, "ema": ema})
         except ValueError as e:
             raise ValueError(f"{where!r}: optimizer state does not fit: {e}") from None
     model.history = History()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import warnings
 
-from . import _core
+import numpy as np
+
+from . import _core, _limits
 
 __all__ = ["Optimizer", "Adam", "SGD", "RMSprop", "Adagrad", "get"]
 
@@ -37,7 +39,7 @@ class Optimizer:
     _model = None  # a weak reference to the model compiled with this optimizer
 
     def __init__(self, learning_rate=1e-3, clipnorm=None, clipvalue=None, weight_decay=None,
-                 **kwargs):
+                 use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None, **kwargs):
         if "lr" in kwargs:  # Keras 2's name, still common in tutorials
             warnings.warn(f"{type(self).__name__}(lr=...) is deprecated: use learning_rate=...",
                           DeprecationWarning, stacklevel=3)
@@ -45,12 +47,24 @@ class Optimizer:
         unknown = set(kwargs) - set(self._defaults)
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
-                            f"it takes learning_rate, clipnorm, clipvalue, weight_decay"
+                            f"it takes learning_rate, clipnorm, clipvalue, weight_decay, "
+                            f"use_ema, ema_momentum, ema_overwrite_frequency"
                             + "".join(f", {k}" for k in self._defaults))
         self.learning_rate = _number("learning_rate", learning_rate, low_open=True)
         self.clipnorm = None if clipnorm is None else _number("clipnorm", clipnorm, low_open=True)
         self.clipvalue = None if clipvalue is None else _number("clipvalue", clipvalue, low_open=True)
         self.weight_decay = None if weight_decay is None else _number("weight_decay", weight_decay)
+        # Keras 3's moving average of the weights: after each update avg = m avg + (1 - m) w
+        # (avg = w after the first); fit ends with the weights set to it; every
+        # ema_overwrite_frequency steps (if given) the weights are set to it during training.
+        if not isinstance(use_ema, (bool, np.bool_)):
+            raise TypeError(f"use_ema must be True or False, got {use_ema!r}")
+        self.use_ema = bool(use_ema)
+        self.ema_momentum = _number("ema_momentum", ema_momentum)
+        if self.ema_momentum > 1:
+            raise ValueError(f"ema_momentum must be in [0, 1], got {self.ema_momentum}")
+        self.ema_overwrite_frequency = None if ema_overwrite_frequency is None else \
+            _limits.integer(ema_overwrite_frequency, "ema_overwrite_frequency", 1, _limits.STEP_MAX)
         self.options = {**self._defaults, **kwargs}
 
     @property
@@ -72,6 +86,8 @@ class Optimizer:
         for k in ("clipnorm", "clipvalue", "weight_decay"):
             if getattr(self, k) is not None:
                 cfg[k] = getattr(self, k)
+        cfg.update(use_ema=self.use_ema, ema_momentum=self.ema_momentum,
+                   ema_overwrite_frequency=self.ema_overwrite_frequency)
         return cfg
 
     @classmethod
@@ -84,7 +100,9 @@ class Optimizer:
         return _CLASSES[name.lower()](**cfg)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        ema = ("use_ema", "ema_momentum", "ema_overwrite_frequency")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+                         if k != "name" and (self.use_ema or k not in ema))
         return f"{type(self).__name__}({args})"
 
 

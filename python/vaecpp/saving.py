@@ -27,7 +27,7 @@ WEIGHTS_FORMAT = "vaecpp.weights"
 VERSION = 1
 HEADER = "__vaecpp__"
 _WEIGHT_ARRAYS = ("params", "state")
-_MODEL_ARRAYS = _WEIGHT_ARRAYS + ("opt_m", "opt_v")
+_MODEL_ARRAYS = _WEIGHT_ARRAYS + ("opt_m", "opt_v", "opt_ema")
 
 
 def _atomic_write(path, write):
@@ -92,22 +92,26 @@ class ModelFile:
         return self._archive.read(name, size, dtype, minimum)
 
     def optimizer_slots(self, size, dtype):
-        """The optimizer's two slot arrays ``(m, v)``, each empty or ``size`` values, finite,
-        ``v >= 0`` (second moments and accumulators)."""
+        """The optimizer's slot arrays ``(m, v, ema)``, each empty or ``size`` values, finite,
+        ``v >= 0`` (second moments and accumulators); ``ema`` the weights' moving average."""
         a = self._archive
         m = a.read("opt_m", a.size("opt_m", size), dtype)
         v = a.read("opt_v", a.size("opt_v", size), dtype, minimum=0)
-        return m, v
+        ema = a.read("opt_ema", a.size("opt_ema", size), dtype)
+        return m, v, ema
 
 
 def save_model(path, *, config, optimizer, step, history, params, state, optimizer_slots=None):
     """Writes a model file: the JSON header and the flat ``params``, ``state`` and (with an
-    optimizer) its two slot arrays ``optimizer_slots = (m, v)``."""
+    optimizer) its slot arrays ``optimizer_slots = (m, v, ema)`` (``opt_ema`` only where
+    non-empty, so files without a weight average read as before)."""
     header = {"format": FORMAT, "version": VERSION, "config": config, "optimizer": optimizer,
               "step": int(step), "history": history}
     arrays = {"params": params, "state": state}
     if optimizer_slots is not None:
         arrays.update(opt_m=optimizer_slots[0], opt_v=optimizer_slots[1])
+        if len(optimizer_slots[2]):
+            arrays["opt_ema"] = optimizer_slots[2]
     _write(path, header, arrays)
 
 

@@ -368,5 +368,7 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
             model.stop_training = dist.any(model.stop_training)
         if model.stop_training or train.exhausted:
             break
+    if epochs > initial_epoch and getattr(model.optimizer, "use_ema", False):
+        engine.finalize_average()  # Keras's finalize_variable_values: the averaged weights
     cb.on_train_end({})
     return history

@@ -62,6 +62,7 @@ class CudaExecutor final : public Executor<float> {
         params_.download(m.params.data(), m.params.size());
         mom1_.download(m.opt.m.data(), m.opt.m.size());
         mom2_.download(m.opt.v.data(), m.opt.v.size());
+        ema_.download(m.opt.ema.data(), m.opt.ema.size());
     }
     // Host -> device, e.g. after set_params, set_optimizer or loading a model.
     void push() override {
@@ -69,6 +70,7 @@ class CudaExecutor final : public Executor<float> {
         params_.upload(m.params.data(), m.params.size());
         mom1_.upload(m.opt.m.data(), m.opt.m.size());
         mom2_.upload(m.opt.v.data(), m.opt.v.size());
+        ema_.upload(m.opt.ema.data(), m.opt.ema.size());
     }
 
     void reserve(int B, int /*K: always 1, the ELBO*/) override {
@@ -134,6 +136,14 @@ class CudaExecutor final : public Executor<float> {
         update_pass();
     }
 
+    void average_weights() override {
+        const OptSpec& s = m.opt.spec;
+        if (!s.use_ema) return;
+        use_device();
+        weight_average(float(ema_momentum_at(s, m.opt.step)), ema_overwrite_at(s, m.opt.step),
+                       ema_.data(), params_.data(), long(m.params.size()));
+    }
+
     void read_grads(float* out) override {
         use_device();
         grads_.download(out, m.params.size());
@@ -192,7 +202,7 @@ class CudaExecutor final : public Executor<float> {
     std::unique_ptr<Blas, void (*)(Blas*)> blas_{nullptr, blas_destroy};
     Plan enc_, dec_;
     std::unique_ptr<DLayer> mu_head_, lv_head_;
-    DeviceBuffer<float> params_, grads_, mom1_, mom2_;
+    DeviceBuffer<float> params_, grads_, mom1_, mom2_, ema_;
     DeviceBuffer<long> range_off_, range_len_;
     DeviceBuffer<double> range_ss_, sums_;
     long max_range_ = 0;

@@ -61,6 +61,8 @@ void clip_values(float* g, long n, float c);
 void clip_norms(float* g, const long* off, const long* len, int R, double clipnorm, double* ss,
                 long max_len);
 void optimizer_update(const OptCoeffs<float>& c, float* p, const float* g, float* m, float* v, long n);
+// avg = mu avg + (1 - mu) p (ema_rule); then p = avg when `overwrite`
+void weight_average(float mu, bool overwrite, float* avg, float* p, long n);
 
 // ---- device.cu ---------------------------------------------------------------------------------
 int device_count() noexcept;  // 0 when there is no device or no driver

@@ -55,4 +55,17 @@ void optimizer_update(const OptCoeffs<float>& c, float* p, const float* g, float
     VAECPP_CUDA_CHECK_LAUNCH();
 }
 
+__global__ void weight_average_kernel(float mu, bool overwrite, float* avg, float* p, long n) {
+    VAECPP_FOR_EACH(i, n) {
+        ema_rule(mu, i, avg, p);
+        if (overwrite) p[i] = avg[i];
+    }
+}
+
+void weight_average(float mu, bool overwrite, float* avg, float* p, long n) {
+    if (n == 0) return;
+    weight_average_kernel<<<blocks_for(n), kThreads>>>(mu, overwrite, avg, p, n);
+    VAECPP_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace vaecpp::cuda
