@@ -103,3 +103,23 @@ def test_iwae_rejects_beta():
         vaecpp.VAE(5, objective="iwae", beta=0.5)
     with pytest.raises(ValueError, match="objective"):
         vaecpp.VAE(5, objective="vimco")
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_log_likelihood_sums_over_dimensions_whatever_the_reduction(likelihood):
+    """log p(x) is a density: a model trained with reduction='mean' (Keras 1's losses) gets the
+    same estimate as the same weights with the summed likelihood, not 1/D of its NLL."""
+    x = np.random.default_rng(0).random((5, 12))
+    kw = dict(latent_dim=2, hidden=(6,), likelihood=likelihood, seed=4, dtype="float64")
+    summed = vaecpp.VAE(12, reduction="sum", **kw)
+    mean = vaecpp.VAE(12, reduction="mean", **kw)
+    mean.set_weights(summed.get_weights())
+    np.testing.assert_array_equal(mean.log_likelihood(x, k=50), summed.log_likelihood(x, k=50))
+    # the training loss is the one that differs (mean over the 12 dimensions)
+    assert mean.evaluate(x, return_dict=True)["reconstruction_loss"] < \
+        summed.evaluate(x, return_dict=True)["reconstruction_loss"] / 6
+
+
+def test_iwae_refuses_the_mean_reduction():
+    with pytest.raises(ValueError, match="reduction='sum'"):
+        vaecpp.VAE(12, latent_dim=2, hidden=(6,), objective="iwae", k=3, reduction="mean")

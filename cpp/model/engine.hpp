@@ -149,7 +149,8 @@ class Engine {
     }
 
     // out (N,): the importance-sampled estimate of log p(x) with k draws per sample (the IWAE
-    // bound), accumulated with a running log-sum-exp in double precision. The backend encodes
+    // bound), accumulated with a running log-sum-exp in double precision. The likelihood is
+    // summed over dimensions even where the model trains with reduction="mean". The backend encodes
     // and decodes; the draws, the likelihood and the weights are computed here on the host.
     void log_likelihood(const T* X, long N, long k, T* out) {
         use_threads(model.cfg.threads);
@@ -180,7 +181,7 @@ class Engine {
                     std::copy(x + b * D, x + (b + 1) * D, xr.data() + r * D);
                 }
                 exec_->decode(z.data(), int(R), p.data(), true);
-                model.nll_rows(nll.data(), xr.data(), p.data(), R);
+                model.nll_rows(nll.data(), xr.data(), p.data(), R, true);  // log p(x|z), summed
                 c.resize(R);
                 iwae_neg_log_weights(c.data(), nll.data(), z.data(), eps.data(), lv.data(), B, K,
                                      L, model.cfg.prior_std);

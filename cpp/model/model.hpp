@@ -181,12 +181,16 @@ struct Model {
 
     long num_params() const { return long(params.size()); }
 
-    // The likelihood, built in or supplied by the caller, over R rows.
-    void nll_rows(T* nll, const T* x, const T* p, long R) {
-        if (cfg.custom_params_per_dim > 0)
+    // The likelihood, built in or supplied by the caller, over R rows; with `summed`, the sum
+    // over dimensions whatever the reduction (a log-density, e.g. for log_likelihood).
+    void nll_rows(T* nll, const T* x, const T* p, long R, bool summed = false) {
+        if (cfg.custom_params_per_dim > 0) {
             custom.nll(x, p, R, nll);
-        else
-            lik_nll(nll, x, p, int(R), D, cfg.lik);
+        } else {
+            LikSpec s = cfg.lik;
+            if (summed) s.mean_reduction = false;
+            lik_nll(nll, x, p, int(R), D, s);
+        }
     }
     // nll and, when dp is not null, w * d nll / d p in one pass where the likelihood allows.
     void nll_grad_rows(T* nll, T* dp, const T* x, const T* p, long R, T w) {

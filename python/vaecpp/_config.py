@@ -97,6 +97,9 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
     if objective == "iwae" and (callable(beta) or beta != 1.0):
         raise ValueError("objective='iwae' trains the importance-weighted bound, which has "
                          "no beta: leave beta=1")
+    if reduction == "mean" and objective == "iwae":
+        raise ValueError("objective='iwae' weights draws by log p(x, z) / q(z | x), which needs "
+                         "the likelihood summed over dimensions: use reduction='sum'")
     if reduction == "mean" and custom is not None:
         raise ValueError("reduction='mean' is for the built-in likelihoods; a custom "
                          "Likelihood returns its own NLL")
