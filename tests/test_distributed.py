@@ -8,6 +8,7 @@ the ranks wrote. Skips, saying why, where mpi4py or mpiexec is missing (``pip in
 
 import collections
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -185,7 +186,7 @@ def test_stop_training_on_rank_zero_stops_every_rank_in_a_stream(tmp_path):
 
 @pytest.mark.parametrize("scenario,kinds,message", [
     # a loss that overflows on rank 1's share: the all-reduced loss, the same error everywhere
-    ("inf_stream", ["FloatingPointError"] * 2, "the loss became inf at batch 4"),
+    ("inf_stream", ["FloatingPointError"] * 2, "the loss became (NaN|inf) at batch 4;"),
     # NaN in rank 1's share: its check fails there, the other rank hears of it and stops too
     ("nan_stream", ["RuntimeError", "ValueError"], None),
     # Ctrl-C on rank 1 after batch 2, or before batch 3 (the engine's word then)
@@ -200,7 +201,7 @@ def test_a_failure_on_one_rank_stops_every_rank_in_a_stream(tmp_path, scenario, 
     for r in ranks:
         assert int(r["step"]) == steps
         if message:
-            assert message in str(r["message"])
+            assert re.search(message, str(r["message"]))
         np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
     if scenario == "nan_stream":
         assert "batch 4 of x contains NaN" in str(ranks[1]["message"])
