@@ -1,6 +1,8 @@
 """Run under mpiexec by tests/test_distributed.py: one scenario per call, each rank writing what it
-saw to OUT/rank<r>.npz (or OUT/rank<r>.txt for an error)."""
+saw to OUT/rank<r>.npz (or OUT/rank<r>.txt for an error). The stream scenarios run on one rank
+too: that is one process (``distributed`` with a single rank trains as without it)."""
 
+import pathlib
 import sys
 import traceback
 
@@ -8,7 +10,7 @@ import numpy as np
 from mpi4py import MPI
 
 import vaecpp
-from vaecpp import callbacks as cb
+from vaecpp import _image_folder, callbacks as cb, datasets, sources
 
 scenario, out, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
 comm = MPI.COMM_WORLD
@@ -19,9 +21,9 @@ def data(n, d=24, seed=0):
     return (np.random.default_rng(seed).random((n, d)) > 0.5).astype(dtype)
 
 
-def model():
+def model(likelihood="bernoulli"):
     vae = vaecpp.VAE(24, latent_dim=3, hidden=(16,), dropout=0.25, seed=7, threads=1,
-                     dtype=dtype)
+                     dtype=dtype, likelihood=likelihood)
     vae.compile("adam")
     return vae
 
@@ -38,6 +40,132 @@ class EpochWeights(cb.Callback):
 
 def save(**arrays):
     np.savez(f"{out}/rank{rank}.npz", **arrays)
+
+
+def flat_weights(vae):
+    return np.concatenate([w.ravel() for w in vae.get_weights()])
+
+
+# ---- streams: each rank its share of every global batch ----------------------------------------
+def count_decodes():
+    """The names of the files this rank's image folders decode, in a list that grows."""
+    names, load = [], _image_folder.load_image
+
+    def counting(file, *args, **kwargs):
+        names.append(pathlib.Path(file).name)
+        return load(file, *args, **kwargs)
+
+    _image_folder.load_image = counting
+    return names
+
+
+def image_folder_run(bs):
+    """2 epochs on OUT/images streamed (the fit's batches and validation sharded), then
+    evaluate on the stream; also which files this rank decoded."""
+    decoded = count_decodes()
+    folder = f"{out}/images"
+    train = datasets.image_folder(folder, size=(4, 4), stream=True)
+    val = sources.map_batches(datasets.image_folder(folder, size=(4, 4), stream=True),
+                              lambda b: 0.5 * b + 0.25)
+    vae = vaecpp.VAE((4, 4, 3), latent_dim=2, hidden=(16,), dropout=0.25, seed=7, threads=1,
+                     dtype=dtype)
+    vae.compile("adam")
+    ew = EpochWeights()
+    h = vae.fit(train, batch_size=bs, epochs=2, verbose=0, validation_data=val, callbacks=[ew],
+                distributed=comm)
+    ev = vae.evaluate(val, batch_size=4, distributed=comm, return_dict=True)
+    save(weights=np.stack(ew.seen), loss=np.array(h.history["loss"]),
+         val_loss=np.array(h.history["val_loss"]), evaluate=np.array(ev["loss"]),
+         decoded=np.array(decoded))
+
+
+def batches(n_batches, bad=None):
+    """A generator of batches of uneven sizes (one of a single row), the same on every rank;
+    ``bad=(k, value)`` puts ``value`` in the last row of batch k, on rank 1 only."""
+    rng = np.random.default_rng(3)
+    for k in range(n_batches):
+        x = data(int(rng.integers(1, 17)) if k != 2 else 1, seed=100 + k)
+        if bad is not None and k == bad[0] and rank == 1 and comm.Get_size() > 1:
+            x[-1, 0] = bad[1]
+        yield x
+
+
+class ArraySource:
+    """A data source that does not take rank and size: every rank reads all of it."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def batches(self, batch_size, shuffle=True, seed=0, epoch=0):
+        order = np.random.default_rng([seed, epoch]).permutation(len(self.x)) if shuffle else \
+            np.arange(len(self.x))
+        for i in range(0, len(self.x), batch_size):
+            yield self.x[order[i:i + batch_size]]
+
+
+class RaggedSource:
+    """A data source that gives each rank its own rows: rank 1's run dry after 2 batches while
+    rank 0 has 4. On one rank it yields what the two ranks hold together."""
+
+    def __init__(self):
+        self.parts = [[data(n, seed=200 + k) for k, n in enumerate((5, 3, 6, 2))],
+                      [data(n, seed=300 + k) for k, n in enumerate((4, 7))]]
+
+    def batches(self, batch_size, shuffle=True, seed=0, epoch=0, rank=0, size=1):
+        if size > 1:
+            yield from self.parts[rank]
+            return
+        for k, x in enumerate(self.parts[0]):
+            yield np.concatenate([x] + [p[k] for p in self.parts[1:] if k < len(p)])
+
+
+def stream_run(x, val, **fit_args):
+    """fit on a stream (generator or source) and evaluate: weights, losses, step."""
+    vae, ew = model(), EpochWeights()
+    h = vae.fit(x, epochs=2, verbose=0, validation_data=val, callbacks=[ew] +
+                fit_args.pop("callbacks", []), distributed=comm, **fit_args)
+    ev = vae.evaluate(val, batch_size=5, distributed=comm, return_dict=True)
+    save(weights=np.stack(ew.seen), loss=np.array(h.history["loss"]),
+         val_loss=np.array(h.history["val_loss"]), evaluate=np.array(ev["loss"]),
+         step=np.array(vae.step))
+
+
+def stream_failure(x, callbacks=(), likelihood="bernoulli"):
+    """fit on a stream that fails on one rank: what each rank raised, its step and weights."""
+    vae = model(likelihood)
+    try:
+        vae.fit(x, steps_per_epoch=6, epochs=1, verbose=0, callbacks=list(callbacks),
+                distributed=comm)
+        raise AssertionError("no error")
+    except (Exception, KeyboardInterrupt) as e:
+        if isinstance(e, AssertionError):
+            raise
+        save(kind=np.array(type(e).__name__), message=np.array(str(e)), step=np.array(vae.step),
+             weights=flat_weights(vae))
+
+
+class RaiseOnRankOne(cb.Callback):
+    """KeyboardInterrupt on rank 1 when the step reaches 2, before or after a batch."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def on_train_batch_begin(self, step, logs=None):
+        if self.where == "begin" and rank == 1 and step == 2:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, step, logs=None):
+        if self.where == "end" and rank == 1 and step == 2:
+            raise KeyboardInterrupt
+
+
+class StopOnRankZeroAtStep3(cb.Callback):
+    def on_train_batch_end(self, step, logs=None):
+        if rank == 0 and step == 3:
+            self.model.stop_training = True
 
 
 try:
@@ -96,6 +224,21 @@ try:
         except KeyboardInterrupt as e:
             save(kind=np.array(type(e).__name__), step=np.array(vae.step),
                  weights=np.concatenate([w.ravel() for w in vae.get_weights()]))
+    elif scenario in ("folder2", "folder3"):
+        image_folder_run(7 if scenario == "folder2" else 10)
+    elif scenario == "generator":  # every rank reads the whole stream and keeps its share
+        stream_run(batches(10), ArraySource(data(23, seed=5)), steps_per_epoch=5)
+    elif scenario == "ragged":
+        stream_run(RaggedSource(), RaggedSource(), batch_size=99)
+    elif scenario == "stop_stream":
+        stream_run(batches(12), ArraySource(data(23, seed=5)), steps_per_epoch=6,
+                   callbacks=[StopOnRankZeroAtStep3()])
+    elif scenario == "inf_stream":  # a finite value whose squared error overflows, on rank 1
+        stream_failure(batches(6, bad=(3, 3e37)), likelihood="mse")
+    elif scenario == "nan_stream":  # a NaN in rank 1's share: its check fails
+        stream_failure(batches(6, bad=(3, np.nan)))
+    elif scenario in ("interrupt_begin", "interrupt_end"):
+        stream_failure(batches(6), [RaiseOnRankOne(scenario.split("_")[1])])
     else:
         raise SystemExit(f"unknown scenario {scenario}")
 except Exception:

@@ -6,7 +6,9 @@ the ranks wrote. Skips, saying why, where mpi4py or mpiexec is missing (``pip in
 'vaecpp[mpi]'`` brings both).
 """
 
+import collections
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -21,10 +23,13 @@ WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
 
-def launch(tmp_path, scenario, ranks, dtype="float32", timeout=180):
-    """Runs the worker's scenario on `ranks` ranks; what each rank wrote."""
-    out = tmp_path / scenario
+def launch(tmp_path, scenario, ranks, dtype="float32", timeout=180, setup=None):
+    """Runs the worker's scenario on `ranks` ranks (``setup(out)`` first); what each rank
+    wrote."""
+    out = tmp_path / f"{scenario}-{ranks}"
     out.mkdir()
+    if setup is not None:
+        setup(out)
     r = run_mpi(ranks, WORKER.read_text(), scenario, out, dtype, timeout=timeout)
     errors = [p.read_text() for p in sorted(out.glob("rank*.txt"))]
     assert r.returncode == 0 and not errors, (r.stdout, errors)
@@ -104,6 +109,103 @@ def test_an_interrupt_on_one_rank_stops_every_rank(tmp_path):
     assert int(ranks[0]["step"]) == int(ranks[1]["step"])
     assert int(ranks[0]["step"]) < 2 * 150
     np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
+
+
+# ---- streams: each rank reads its share of every global batch ----------------------------------
+N_IMAGES = 22
+
+
+def write_images(out):
+    """OUT/images: N_IMAGES small PNGs of random colours."""
+    from PIL import Image
+    (out / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        pixels = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(out / "images" / f"img{i:02d}.png")
+
+
+def expected_decodes(rank, ranks, bs, seed=7, epochs=2):
+    """The files rank `rank` should decode: its share of each batch of the shuffled epochs, of
+    the validation passes (batches of bs) and of evaluate's pass (batches of 4)."""
+    names = [f"img{i:02d}.png" for i in range(N_IMAGES)]
+    passes = [(np.random.default_rng([seed, e]).permutation(N_IMAGES), bs) for e in range(epochs)]
+    passes += [(np.arange(N_IMAGES), bs)] * epochs + [(np.arange(N_IMAGES), 4)]
+    seen = collections.Counter()
+    for order, b in passes:
+        for i in range(0, N_IMAGES, b):
+            chunk = order[i:i + b]
+            lo, hi = len(chunk) * rank // ranks, len(chunk) * (rank + 1) // ranks
+            seen.update(names[j] for j in chunk[lo:hi])
+    return seen
+
+
+def assert_same_training(ranks, one, rtol):
+    """Every rank: the weights after each epoch, losses and evaluate of one process; and the same
+    weights, bit for bit, on every rank."""
+    for r in ranks:
+        np.testing.assert_allclose(r["weights"], one["weights"], rtol=rtol, atol=rtol * 1e-2)
+        for key in ("loss", "val_loss", "evaluate"):
+            np.testing.assert_allclose(r[key], one[key], rtol=rtol)
+        np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
+
+
+@pytest.mark.parametrize("scenario,n,bs,dtype,rtol", [
+    ("folder2", 2, 7, "float32", 1e-5),     # batches 7, 7, 7, 1: rank 0's last share is empty
+    ("folder3", 3, 10, "float64", 1e-12),   # batches 10, 10, 2: shares 3/3/4 and 0/1/1
+])
+def test_an_image_folder_stream_on_n_ranks_gives_one_process(tmp_path, scenario, n, bs, dtype,
+                                                             rtol):
+    """2 epochs on a shuffled image folder stream with a sharded validation stream (through
+    map_batches) and evaluate; each rank decodes only the files of its shares."""
+    ranks = launch(tmp_path, scenario, n, dtype, setup=write_images)
+    one = launch(tmp_path, scenario, 1, dtype, setup=write_images)[0]
+    assert_same_training(ranks, one, rtol)
+    for i, r in enumerate(ranks):
+        assert collections.Counter(r["decoded"].tolist()) == expected_decodes(i, n, bs)
+    assert collections.Counter(one["decoded"].tolist()) == expected_decodes(0, 1, bs)
+
+
+@pytest.mark.parametrize("scenario", ["generator", "ragged"])
+def test_other_streams_on_two_ranks_give_one_process(tmp_path, scenario):
+    """generator: a generator (batches of 1 to 16 rows) read whole on every rank, validated on a
+    data source without rank/size; ragged: a source giving each rank its own rows, rank 1's
+    running dry after 2 of 4 batches (it then adds 0 rows)."""
+    ranks = launch(tmp_path, scenario, 2, "float64")
+    one = launch(tmp_path, scenario, 1, "float64")[0]
+    assert_same_training(ranks, one, 1e-12)
+    assert int(ranks[0]["step"]) == int(one["step"]) == (10 if scenario == "generator" else 8)
+
+
+def test_stop_training_on_rank_zero_stops_every_rank_in_a_stream(tmp_path):
+    ranks = launch(tmp_path, "stop_stream", 2)
+    for r in ranks:
+        assert int(r["step"]) == 3 and len(r["loss"]) == 1
+        np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
+
+
+@pytest.mark.parametrize("scenario,kinds,message", [
+    # a loss that overflows on rank 1's share: the all-reduced loss, the same error everywhere
+    ("inf_stream", ["FloatingPointError"] * 2, "the loss became (NaN|inf) at batch 4;"),
+    # NaN in rank 1's share: its check fails there, the other rank hears of it and stops too
+    ("nan_stream", ["RuntimeError", "ValueError"], None),
+    # Ctrl-C on rank 1 after batch 2, or before batch 3 (the engine's word then)
+    ("interrupt_end", ["Interrupted", "KeyboardInterrupt"], None),
+    ("interrupt_begin", ["Interrupted", "KeyboardInterrupt"], None),
+])
+def test_a_failure_on_one_rank_stops_every_rank_in_a_stream(tmp_path, scenario, kinds, message):
+    """Nobody hangs (launch's timeout kills the job) and every rank stops after the same batch."""
+    ranks = launch(tmp_path, scenario, 2, timeout=120)
+    assert [str(r["kind"]) for r in ranks] == kinds
+    steps = 3 if scenario in ("inf_stream", "nan_stream") else 2
+    for r in ranks:
+        assert int(r["step"]) == steps
+        if message:
+            assert re.search(message, str(r["message"]))
+        np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])
+    if scenario == "nan_stream":
+        assert "batch 4 of x contains NaN" in str(ranks[1]["message"])
+        assert "rank 1 stopped with an error before batch 4" in str(ranks[0]["message"])
 
 
 def test_one_rank_is_training_without_distributed():

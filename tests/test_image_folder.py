@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from vaecpp import datasets
+from vaecpp import _image_folder, datasets
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -171,3 +171,36 @@ def test_stream_errors_reach_the_consumer(folder):
         sizes = [len(b) for b in skipping.batches(3, shuffle=False)]
     assert sizes == [3, 2]
     assert not worker_threads()
+
+
+def test_stream_shares_decode_only_their_files(tmp_path):
+    """rank/size (distributed training): each rank gets its contiguous share of every batch of
+    the common order, an empty one included, and decodes only those files."""
+    for i in range(11):
+        solid((2, 2), (i * 20, 0, 0)).save(tmp_path / f"{i:02d}.png")
+    source = datasets.image_folder(tmp_path, size=(2, 2), stream=True)
+    whole = list(source.batches(4, seed=3, epoch=1))  # batches of 4, 4, 3
+    for size in (1, 2, 3, 5):
+        shares = [list(source.batches(4, seed=3, epoch=1, rank=r, size=size))
+                  for r in range(size)]
+        for k, batch in enumerate(whole):  # the shares, in rank order, make up the batch
+            assert [len(s[k]) for s in shares] == [len(batch) * (r + 1) // size
+                                                   - len(batch) * r // size for r in range(size)]
+            np.testing.assert_array_equal(np.concatenate([s[k] for s in shares]), batch)
+            assert all(s[k].shape[1:] == (2, 2, 3) for s in shares)
+    decoded = []
+    load = _image_folder.load_image
+    try:
+        _image_folder.load_image = lambda f, *a, **k: decoded.append(f.name) or load(f, *a, **k)
+        list(source.batches(4, shuffle=False, rank=1, size=3))
+    finally:
+        _image_folder.load_image = load
+    assert decoded == ["01.png", "05.png", "09.png"]  # rows [1, 2) of 4, 4 and [1, 2) of 3
+    assert not worker_threads()
+
+
+@pytest.mark.parametrize("rank,size", [(2, 2), (-1, 2), (0, 0), (0.5, 2), (True, 2)])
+def test_stream_shares_refuse_a_bad_rank_or_size(folder, rank, size):
+    source = datasets.image_folder(folder, size=(4, 4), stream=True)
+    with pytest.raises(ValueError, match="rank and size"):
+        source.batches(2, rank=rank, size=size)

@@ -339,15 +339,28 @@ void bind_model(py::module_& m, const char* name) {
              },
              py::arg("x"), py::arg("batch_size"), py::arg("shuffle"), py::arg("epoch"),
              py::arg("progress") = py::none(), py::arg("distributed") = py::none())
+        // distributed=(rank, size, allreduce) as train_epoch's: x is rows [first, first + n) of
+        // a global batch of `total` rows (n may be 0); interrupted=True stops every rank before
+        // this batch's update (each raises Interrupted).
         .def("train_batch",
-             [](V& v, const Arr<T>& X, long batch) {
+             [](V& v, const Arr<T>& X, long batch, std::optional<py::tuple> dist, long first,
+                long total, bool interrupted) {
                  check_rows(X, v.model().D, "x");
-                 if (X.shape(0) < 1) throw ValueError("x is an empty batch");
+                 const long B = X.shape(0);
+                 std::optional<Collective<T>> coll;
+                 if (dist) coll = collective<T>(*dist);
+                 if (!coll && B < 1) throw ValueError("x is an empty batch");
+                 if (coll && (first < 0 || total < 1 || first + B > total))
+                     throw ValueError("distributed: x must be rows [first, first + len(x)) of a "
+                                      "batch of total >= 1 rows");
+                 const Rows rows{int(B), coll ? first : 0, coll ? total : 0};
+                 const Next next = interrupted ? Next::interrupted : Next::go_on;
                  return sums_dict(run(v, "train_batch", true, [&](Engine<T>& e) {
-                     return e.train_batch(X.data(), int(X.shape(0)), batch);
+                     return e.train_batch(X.data(), rows, batch, coll ? &*coll : nullptr, next);
                  }));
              },
-             py::arg("x"), py::arg("batch") = 0)
+             py::arg("x"), py::arg("batch") = 0, py::arg("distributed") = py::none(),
+             py::arg("first") = 0, py::arg("total") = 0, py::arg("interrupted") = false)
         .def("evaluate",
              [](V& v, const Arr<T>& X, int batch_size, long first) {
                  check_rows(X, v.model().D, "x");

@@ -74,16 +74,22 @@ class Engine {
         return tot;
     }
 
-    // One optimizer step on a batch X (B, D) given by the caller (streamed data); `batch` only
-    // names the batch in a NonFiniteLoss message.
-    LossSums train_batch(const T* X, int B, long batch) {
+    // One optimizer step on a batch X (rows.B, D) given by the caller (streamed data); `batch`
+    // only names the batch in a NonFiniteLoss message.
+    //
+    // With a collective of several ranks, X is this rank's share of a global batch: rows
+    // [rows.first, rows.first + rows.B) of its rows.total (rows.B may be 0: an empty share, or a
+    // stream that ran dry). The ranks add up their gradients and loss sums as in train_epoch and
+    // return the global sums; `next` is this rank's word: Next::interrupted makes every rank
+    // throw Interrupted with nothing changed.
+    LossSums train_batch(const T* X, const Rows& rows, long batch,
+                         const Collective<T>* coll = nullptr, Next next = Next::go_on) {
         use_threads(model.cfg.threads);
         DenormalScope fp_scope;  // denormals flushed in every thread of this call (core/fp_mode.hpp)
-        exec_->reserve(B, model.K());
-        exec_->load(X, B);
-        Next next = Next::go_on;
+        exec_->reserve(std::max(rows.B, 1), model.K());
+        if (rows.B > 0) exec_->load(X, rows.B);
         LossSums s;
-        step(Rows{B}, batch, 0, nullptr, next, s);
+        if (!step(rows, batch, 0, coll, next, s)) return LossSums();  // a rank said stop
         return s;
     }
 

@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 
+from .sources import check_shard, share_range
+
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -176,7 +178,8 @@ class ImageFolderSource:
             warnings.warn(message, UserWarning, stacklevel=2)
         return batch
 
-    def batches(self, batch_size, shuffle=True, seed=0, epoch=0, drop_last=False, prefetch=4):
+    def batches(self, batch_size, shuffle=True, seed=0, epoch=0, drop_last=False, prefetch=4,
+                rank=0, size=1):
         """Yields ``float32`` batches ``(b, h, w, 3)`` covering the folder once.
 
         Batches are decoded ahead in a background thread, at most
@@ -197,6 +200,11 @@ class ImageFolderSource:
             Whether to leave out a last batch smaller than ``batch_size``.
         prefetch : int
             How many decoded batches may wait in the queue.
+        rank, size : int
+            For data-parallel training (``fit(..., distributed=comm)``): yield
+            only rank ``rank``'s contiguous share of each batch (of ``size``
+            ranks; ``vaecpp.sources.share_range``), decoding only its files;
+            an empty array where that share is empty.
 
         Raises
         ------
@@ -207,12 +215,14 @@ class ImageFolderSource:
         """
         if batch_size < 1 or prefetch < 1:
             raise ValueError("batch_size and prefetch must be positive")
+        rank, size = check_shard(rank, size)
         order = np.arange(len(self))
         if shuffle:
             order = np.random.default_rng([seed, epoch]).permutation(len(self))
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         chunks = [order[i : i + batch_size] for i in range(0, stop, batch_size)]
-        return self._generate(chunks, prefetch)
+        shares = [c[slice(*share_range(len(c), rank, size))] for c in chunks]
+        return self._generate(shares, prefetch)
 
     def _generate(self, chunks, prefetch):
         slots = queue.Queue(maxsize=prefetch)

@@ -7,6 +7,11 @@ backward and the optimizer update. The noise and dropout masks of a row are draw
 the global batch, so N ranks compute the update of one process with the same global batch, up to
 the order of float additions.
 
+Streamed data (data sources, generators, image folders) is stepped from Python, one
+``engine.train_batch`` per global batch: before each, :meth:`Distributed.agree` settles in one
+small all-reduce how many rows each rank holds (so the global batch and each share's place in it),
+whether any rank has a batch left, and whether a rank asked to stop or failed.
+
 This module holds the Python side: the communicator's collectives as the engine and the epoch
 loop need them (weights from rank 0 at the start, BatchNorm statistics averaged at each epoch's
 end, validation sums added up, stop_training agreed). The engine itself knows no MPI: it calls
@@ -15,9 +20,25 @@ back into :meth:`Distributed.allreduce`.
 
 from __future__ import annotations
 
+from typing import Dict, NamedTuple
+
 import numpy as np
 
-__all__ = ["Distributed", "for_comm"]
+from .sources import share_range
+
+__all__ = ["Distributed", "Agreement", "for_comm", "INTERRUPTED", "FAILED"]
+
+INTERRUPTED, FAILED = 1, 2  # what a rank that cannot go on says in Distributed.agree
+
+
+class Agreement(NamedTuple):
+    """What the ranks settled before a global batch of a stream."""
+
+    total: int  # rows in the global batch: every rank's share added up
+    first: int  # where this rank's share starts in it
+    more: bool  # whether any rank had a batch (False: the pass is over)
+    stop: bool  # whether a rank asked to stop (stop_training)
+    failed: Dict[int, int]  # rank -> INTERRUPTED (Ctrl-C) or FAILED (an error), for ranks that did
 
 
 def _mpi():
@@ -54,7 +75,22 @@ class Distributed:
     # ---- what the epoch loop calls ------------------------------------------------------------
     def shard(self, n):
         """This rank's contiguous part ``(lo, hi)`` of ``n`` rows (as the engine splits a batch)."""
-        return n * self.rank // self.size, n * (self.rank + 1) // self.size
+        return share_range(n, self.rank, self.size)
+
+    def agree(self, rows, more, stop=False, failure=0):
+        """One all-reduce before a global batch of a stream: this rank holds ``rows`` rows of it
+        (``more``: it still had a batch; a rank whose stream ran dry says False and 0 rows),
+        asks to ``stop`` or says its ``failure`` (0, INTERRUPTED or FAILED). Every rank gets the
+        same :class:`Agreement` (``first`` is its own)."""
+        n = self.size
+        a = np.zeros(3 * n + 1)  # rows per rank, more per rank, failure per rank, stop
+        a[self.rank], a[n + self.rank], a[2 * n + self.rank] = rows, bool(more), failure
+        a[3 * n] = bool(stop)
+        self.allreduce(a)
+        counts = a[:n].astype(np.int64)
+        return Agreement(total=int(counts.sum()), first=int(counts[:self.rank].sum()),
+                         more=bool(a[n:2 * n].any()), stop=bool(a[3 * n] > 0),
+                         failed={r: int(c) for r, c in enumerate(a[2 * n:3 * n]) if c})
 
     def sum_sums(self, sums):
         """The loss sums of all ranks added up (a dict of ``loss``, ..., ``n``)."""
@@ -65,11 +101,13 @@ class Distributed:
         out["n"] = int(round(out["n"]))
         return out
 
-    def any(self, flag):
-        """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
-        a = np.array([1.0 if flag else 0.0])
+    def any(self, *flags):
+        """Whether each flag is true on any rank (every rank gets the same answers): a bool for
+        one flag, a tuple for several."""
+        a = np.array([1.0 if f else 0.0 for f in flags])
         self.allreduce(a)
-        return bool(a[0] > 0)
+        out = tuple(bool(v > 0) for v in a)
+        return out[0] if len(out) == 1 else out
 
     def broadcast_model(self, engine):
         """Weights, BatchNorm state, optimizer moments and step from rank 0 to every rank."""

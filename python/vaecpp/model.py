@@ -322,7 +322,8 @@ class VAE:
 
         ``distributed``: an mpi4py communicator (e.g. ``MPI.COMM_WORLD``) for data-parallel
         training, launched with ``mpiexec -n N python train.py``: every rank passes the same
-        array ``x`` (and validation data) and builds the model with the same seed;
+        array ``x`` (and validation data), or a stream of which each rank reads its share (see
+        :mod:`vaecpp.sources`), and builds the model with the same seed;
         ``batch_size`` is the global batch, of which each rank computes a share. N ranks give
         the weights of one process (see :mod:`vaecpp.distributed` and the README).
         """
@@ -356,7 +357,7 @@ class VAE:
         in order: the same data as an array gives the same numbers. ``batch_size=None`` is 32.
         ``y`` must be None or ``x`` (``verbose`` is accepted and ignored: nothing is shown).
         With ``distributed`` (an mpi4py communicator) each rank evaluates its share of the array
-        and every rank returns the totals."""
+        or stream and every rank returns the totals."""
         if y is not None and not training._same_as_x(x, y):
             raise ValueError("a VAE reconstructs its input: y must be None or the same array as x")
         training.check_verbose(verbose)

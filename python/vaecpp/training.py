@@ -8,7 +8,9 @@ one interface, so that the epoch loop below does not care where the batches come
   calling back to Python at most every 0.1 s;
 * :class:`StreamAdapter` (a data source, generator or iterable of batches, see
   :mod:`vaecpp.sources`): Python iterates the batches and the engine takes one step per batch
-  (``engine.train_batch``), calling back after each.
+  (``engine.train_batch``), calling back after each. With ``distributed``, each rank steps on
+  its share of every global batch, after the ranks agreed on the batch in one small all-reduce
+  (:class:`_SharedPass`).
 
 Both return the epoch's loss sums (``loss``, ``reconstruction_loss``, ``kl_loss`` summed over
 samples, and ``n``), which :func:`fit` turns into the per-sample means that History, the progress
@@ -24,7 +26,7 @@ import math
 import numpy as np
 
 from . import _checks, _core, callbacks as cbks
-from .distributed import for_comm
+from .distributed import FAILED, INTERRUPTED, for_comm
 from .sources import Stream, is_stream
 
 __all__ = ["fit", "evaluate", "adapter_for", "ArrayAdapter", "StreamAdapter", "means"]
@@ -96,10 +98,10 @@ class ArrayAdapter:
 
 class StreamAdapter:
     """Batches from a data source, generator or iterable; ``check(batch, name)`` turns each into
-    checked rows (the model's ``_rows``)."""
+    checked rows (the model's ``_rows``); ``empty`` is a share of no rows, ``(0, input_dim)``."""
 
-    def __init__(self, stream, check):
-        self.stream, self.check = stream, check
+    def __init__(self, stream, check, empty):
+        self.stream, self.check, self.empty = stream, check, empty
 
     @property
     def steps(self):
@@ -111,9 +113,15 @@ class StreamAdapter:
         """Whether a one-pass generator ran dry (training then stops)."""
         return self.stream.exhausted
 
+    def share_rows(self, batch, what):
+        """A rank's share of a batch as checked rows; ``empty`` for none."""
+        return self.empty if len(batch) == 0 else self.check(batch, what)
+
     def train_epoch(self, engine, epoch, shuffle, report, begin=None, dist=None):
         """One optimizer step per batch; ``begin()`` before and ``report`` after each (None:
-        no calls). Not sharded: ``fit`` refuses ``dist`` for streams."""
+        no calls). With ``dist``, one step per global batch on every rank's share."""
+        if dist is not None:
+            return self._train_shared(engine, epoch, shuffle, report, begin, dist)
         total = _zero_sums()
         for k, batch in enumerate(self.stream.epoch(epoch, shuffle)):
             if begin is not None:
@@ -125,9 +133,37 @@ class StreamAdapter:
                     break
         return total
 
+    def _train_shared(self, engine, epoch, shuffle, report, begin, dist):
+        """Every rank steps on its share of each global batch, the ranks' gradients added up in
+        the engine. A stop_training after a batch on any rank ends the epoch there on all; an
+        error in ``begin`` stops every rank before the batch's update (the engine's word)."""
+        total = _zero_sums()
+        with _SharedPass(self, self.stream.epoch(epoch, shuffle, dist.rank, dist.size), dist,
+                         "x") as shares:
+            for k, rows, agreed in shares:
+                if begin is not None:
+                    shares.call(begin)
+                try:
+                    sums = engine.train_batch(rows, k, dist.engine_arg(), agreed.first,
+                                              agreed.total, shares.pending is not None)
+                except _core.Interrupted:
+                    shares.raise_pending()  # this rank's own error, else another's Ctrl-C
+                    raise
+                _add(total, sums)
+                if report is not None:
+                    m = means(total)
+                    if shares.call(report, k + 1, None, m["loss"], m["reconstruction_loss"],
+                                   m["kl_loss"]) is False:
+                        shares.stop = True
+        return total
+
     def evaluate(self, engine, batch_size, dist=None):
         """One unshuffled pass; sample i's noise depends on its position in the data, as with
-        arrays, so the same data streamed or in one array gives the same numbers."""
+        arrays, so the same data streamed or in one array gives the same numbers. With ``dist``
+        each rank evaluates its share of every batch at the rows' global positions and the sums
+        are added up: the numbers of one process."""
+        if dist is not None:
+            return self._evaluate_shared(engine, batch_size, dist)
         total = _zero_sums()
         for k, batch in enumerate(self.stream.epoch(0, False)):
             rows = self.check(batch, f"batch {k + 1} of {self.stream.name}")
@@ -136,6 +172,85 @@ class StreamAdapter:
             raise ValueError(f"{self.stream.name} yielded no batches")
         return total
 
+    def _evaluate_shared(self, engine, batch_size, dist):
+        total, seen = _zero_sums(), 0  # seen: rows of the earlier batches, over all ranks
+        with _SharedPass(self, self.stream.epoch(0, False, dist.rank, dist.size), dist,
+                         self.stream.name) as shares:
+            for _, rows, agreed in shares:
+                if len(rows):
+                    sums = shares.call(engine.evaluate, rows, batch_size, seen + agreed.first)
+                    if sums is not None:
+                        _add(total, sums)
+                seen += agreed.total
+        total = dist.sum_sums(total)
+        if total["n"] == 0:
+            raise ValueError(f"{self.stream.name} yielded no batches")
+        return total
+
+
+class _SharedPass:
+    """One pass over a stream as one rank of several sees it: iterating gives ``(k, rows,
+    agreement)`` for each global batch, ``rows`` this rank's checked share (maybe empty), once the
+    ranks agreed on it (:meth:`Distributed.agree`). The pass ends when no rank has a batch left
+    or a rank asked to stop (``stop``). An error on this rank between collectives (reading or
+    checking its share, a callback, Ctrl-C) is kept by :meth:`call` and said at the next
+    agreement, where every rank raises: this one its own error, the others Interrupted (a
+    KeyboardInterrupt) or RuntimeError; so no rank is left waiting in a collective."""
+
+    _END = object()
+
+    def __init__(self, adapter, shares, dist, name):
+        self.adapter, self.shares, self.dist, self.name = adapter, shares, dist, name
+        self.pending, self.stop = None, False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shares.close()  # e.g. stops an image folder's decoding thread
+
+    def call(self, fn, *args):
+        """``fn(*args)``; None and the error kept for the next agreement if it raises."""
+        try:
+            return fn(*args)
+        except (KeyboardInterrupt, Exception) as e:
+            if self.pending is None:
+                self.pending = e
+            return None
+
+    def raise_pending(self):
+        if self.pending is not None:
+            raise self.pending
+
+    def _next_share(self, k):
+        batch = next(self.shares, self._END)
+        return None if batch is self._END else self.adapter.share_rows(
+            batch, f"batch {k + 1} of {self.name}")
+
+    def __iter__(self):
+        k = 0
+        while True:
+            stopped = self.pending is not None or self.stop
+            rows = None if stopped else self.call(self._next_share, k)
+            failure = (0 if self.pending is None else
+                       INTERRUPTED if isinstance(self.pending, KeyboardInterrupt) else FAILED)
+            agreed = self.dist.agree(0 if rows is None else len(rows), rows is not None,
+                                     self.stop, failure)
+            if agreed.failed:
+                self.raise_pending()
+                rank = min(agreed.failed)
+                if INTERRUPTED in agreed.failed.values():
+                    raise _core.Interrupted(f"rank {rank} was interrupted before batch {k + 1} "
+                                            f"of {self.name}; every rank stopped there")
+                raise RuntimeError(f"rank {rank} stopped with an error before batch {k + 1} of "
+                                   f"{self.name} (see its output); every rank stopped there")
+            if agreed.stop or not agreed.more:
+                return
+            if agreed.total == 0:
+                raise ValueError(f"batch {k + 1} of {self.name} is empty on every rank")
+            yield k, self.adapter.empty if rows is None else rows, agreed
+            k += 1
+
 
 def adapter_for(model, data, batch_size, steps=None, name="x", steps_name="steps"):
     """The adapter for ``data``: a stream (see :mod:`vaecpp.sources`) or an array."""
@@ -143,7 +258,8 @@ def adapter_for(model, data, batch_size, steps=None, name="x", steps_name="steps
         if steps is not None:
             steps = _checks.positive_int(steps, steps_name)
         stream = Stream(data, batch_size, steps, model.seed, name, steps_name)
-        return StreamAdapter(stream, lambda batch, what: model._rows(batch, what))
+        return StreamAdapter(stream, lambda batch, what: model._rows(batch, what),
+                             np.zeros((0, model.input_dim), model.dtype))
     return ArrayAdapter(model._rows(data, name), batch_size)
 
 
@@ -230,11 +346,10 @@ def _same_as_x(x, y):
 
 
 def _check_distributable(data, dist):
-    if dist is None or data is None:
+    """Every rank passes the same array; a stream may give each rank its own rows (see
+    :mod:`vaecpp.sources`), so it is not checked."""
+    if dist is None or not isinstance(data, ArrayAdapter):
         return
-    if not isinstance(data, ArrayAdapter):
-        raise ValueError("distributed training and evaluation take arrays (every rank passes "
-                         "the same array); data sources and generators are not sharded yet")
     dist.check_same("the number of samples", len(data))
 
 
@@ -283,6 +398,7 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
     if dist is not None:
         for data in (train, val):
             _check_distributable(data, dist)
+        dist.check_same("the model's seed", model.seed)  # it orders the epochs and the noise
         dist.check_same("batch_size", batch_size)
         dist.check_same("epochs", epochs)
         dist.broadcast_model(model._engine)
@@ -364,9 +480,11 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
             logs.update({"val_" + k: v
                          for k, v in means(val.evaluate(engine, batch_size, dist)).items()})
         cb.on_epoch_end(epoch, logs)
-        if dist is not None:  # a callback on any rank (e.g. rank 0's) stops them all
-            model.stop_training = dist.any(model.stop_training)
-        if model.stop_training or train.exhausted:
+        exhausted = train.exhausted
+        if dist is not None:  # a callback on any rank (e.g. rank 0's) stops them all, and so
+            # does any rank's generator that ran dry
+            model.stop_training, exhausted = dist.any(model.stop_training, exhausted)
+        if model.stop_training or exhausted:
             break
     if epochs > initial_epoch and getattr(model.optimizer, "use_ema", False):
         engine.finalize_average()  # Keras's finalize_variable_values: the averaged weights
