@@ -51,6 +51,32 @@ def idx_file(array, magic=None):
     return header + array.tobytes()
 
 
+def mat_file(ff, compress=False, declared=None, extra=0, order="<"):
+    """A MATLAB 5 file holding the uint8 matrix ``ff`` as variable ``ff``, written by hand so
+    that it can lie: ``declared`` overrides the byte count of its data element, ``extra`` zero
+    bytes follow the data (inside the zlib stream when ``compress``: a bomb of that size)."""
+    ff = np.asarray(ff, np.uint8)
+    tag = lambda kind, count: struct.pack(order + "II", kind, count)  # noqa: E731
+    pad = lambda b: b + bytes(-len(b) % 8)  # noqa: E731
+    data = ff.tobytes(order="F")
+    body = (tag(6, 8) + struct.pack(order + "II", 9, 0)            # array flags: uint8 class
+            + tag(5, 8) + struct.pack(order + "ii", *ff.shape)     # dimensions
+            + struct.pack(order + "I", 2 << 16 | 1) + b"ff\0\0"     # name: a small element
+            + tag(2, len(data) if declared is None else declared) + pad(data))
+    element = tag(14, len(body)) + body
+    header = b"MATLAB 5.0 MAT-file, written by vaecpp's tests".ljust(116, b" ") + bytes(8)
+    header += struct.pack(order + "H", 0x0100) + (b"IM" if order == "<" else b"MI")
+    if not compress:
+        return header + element + bytes(extra)
+    z = zlib.compressobj(1)
+    stream = [z.compress(element)]
+    zeros = bytes(1 << 20)
+    for i in range(0, extra, len(zeros)):
+        stream.append(z.compress(zeros[: extra - i]))
+    stream = b"".join(stream) + z.flush()
+    return header + tag(15, len(stream)) + stream
+
+
 _rewrites = [0]
 
 

@@ -578,7 +578,7 @@ class VAE:
         """Reads weights written by ``save_weights`` (either format) from a model of the same
         architecture; a file of another architecture raises ValueError."""
         if saving.is_safetensors(path):
-            tensors = saving.read_safetensors(path, self._weights_layout())
+            tensors = saving.read_safetensors(path, self._weights_layout(), self.dtype)
             self.set_weights([tensors[name] for name in self.weight_names()])
             return
         with saving.read_weights(path, self._weights_layout()) as f:
