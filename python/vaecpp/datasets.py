@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from . import _idx, _matfile
+from . import _idx, _limits, _matfile
 from ._download import DownloadError, default_cache_dir, fetch, sha256_of
 from ._image_folder import ImageFolderSource, image_folder
 
@@ -472,6 +472,7 @@ def s_curve(n=300, seed=0, noise=0.05):
     """
     if n < 0 or noise < 0:
         raise ValueError("n and noise must be non-negative")
+    _limits.check_memory(8 * 8 * n, f"s_curve({n})")  # t, x and their float64 temporaries
     rng = np.random.default_rng(seed)
     t = 3 * np.pi * (rng.random(n) - 0.5)
     x = np.stack([np.sin(t), np.sign(t) * (np.cos(t) - 1)], axis=1)
