@@ -352,7 +352,7 @@ def _mutate_safetensors(rng, data, what, out):
             else:
                 header[name]["dtype"] = str(rng.choice(["BOOL", "BF16", "F16", "F64", "I64",
                                                         "C64", "F8_E4M3", "", "f32"]))
-            how = f"safetensors:{how}:{name}"
+        how = f"safetensors:{how}" + ("" if what == "json" else f":{name}")
         blob = json.dumps(header).encode()
         data = len(blob).to_bytes(8, "little") + blob + body
     with open(out, "wb") as f:
