@@ -51,6 +51,33 @@ def idx_file(array, magic=None):
     return header + array.tobytes()
 
 
+def mat_file(ff, compress=False, declared=None, extra=0, order="<", dims=None):
+    """A MATLAB 5 file holding the uint8 matrix ``ff`` as variable ``ff``, written by hand so
+    that it can lie: ``dims`` overrides its dimensions, ``declared`` the byte count of its data
+    element; ``extra`` zero bytes follow the data (inside the zlib stream when ``compress``: a
+    bomb of that size)."""
+    ff = np.asarray(ff, np.uint8)
+    tag = lambda kind, count: struct.pack(order + "II", kind, count)  # noqa: E731
+    pad = lambda b: b + bytes(-len(b) % 8)  # noqa: E731
+    data = ff.tobytes(order="F")
+    body = (tag(6, 8) + struct.pack(order + "II", 9, 0)            # array flags: uint8 class
+            + tag(5, 8) + struct.pack(order + "ii", *(dims or ff.shape))  # dimensions
+            + struct.pack(order + "I", 2 << 16 | 1) + b"ff\0\0"     # name: a small element
+            + tag(2, len(data) if declared is None else declared) + pad(data))
+    element = tag(14, len(body)) + body
+    header = b"MATLAB 5.0 MAT-file, written by vaecpp's tests".ljust(116, b" ") + bytes(8)
+    header += struct.pack(order + "H", 0x0100) + (b"IM" if order == "<" else b"MI")
+    if not compress:
+        return header + element + bytes(extra)
+    z = zlib.compressobj(1)
+    stream = [z.compress(element)]
+    zeros = bytes(1 << 20)
+    for i in range(0, extra, len(zeros)):
+        stream.append(z.compress(zeros[: extra - i]))
+    stream = b"".join(stream) + z.flush()
+    return header + tag(15, len(stream)) + stream
+
+
 _rewrites = [0]
 
 
@@ -138,8 +165,9 @@ def _mutate_json(rng, header):
 
 # ---- the areas ----------------------------------------------------------------------------------
 class ModelArea:
-    """Model and weights files: byte mutations, header mutations, array mutations, extra members
-    (one a deflated 1 GiB array)."""
+    """Model and weights files (vaecpp's and safetensors): byte mutations, header mutations,
+    array mutations, extra members (one a deflated 1 GiB array), safetensors files declaring
+    huge tensors or other dtypes, or followed by up to 1 GiB (sparse)."""
 
     def __init__(self, work):
         import vaecpp
@@ -169,9 +197,10 @@ class ModelArea:
             path = os.path.join(work, f"base{i}.vae")
             vae.save(path)
             self.bases.append((path, "model", [w.copy() for w in vae.get_weights()]))
-            wpath = os.path.join(work, f"base{i}.weights")
-            vae.save_weights(wpath)
-            self.bases.append((wpath, "weights", [w.copy() for w in vae.get_weights()]))
+            for suffix in (".weights", ".safetensors"):
+                wpath = os.path.join(work, f"base{i}{suffix}")
+                vae.save_weights(wpath)
+                self.bases.append((wpath, suffix[1:], [w.copy() for w in vae.get_weights()]))
         # a copy of base0 with an extra deflated 1 GiB array: about 1 MB on disk
         self.bomb = os.path.join(work, "bomb.vae")
         with open(self.bases[0][0], "rb") as src, open(self.bomb, "wb") as dst:
@@ -190,7 +219,9 @@ class ModelArea:
             data = f.read()
         out = os.path.join(work, "case.vae")
         exact = False
-        if what == "bytes":
+        if kind == "safetensors":
+            out, how = _mutate_safetensors(rng, data, what, os.path.join(work, "case.safetensors"))
+        elif what == "bytes":
             data, how = _mutate_bytes(rng, data)
             exact = True  # a mutation the CRCs miss must not change the weights
             with open(out, "wb") as f:
@@ -211,7 +242,7 @@ class ModelArea:
 
     def _load_weights(self, base):
         def load(path):
-            vae = self.vaecpp.load_model(base.replace(".weights", ".vae"))
+            vae = self.vaecpp.load_model(os.path.splitext(base)[0] + ".vae")
             vae.load_weights(path)
             return vae
         return load
@@ -293,6 +324,45 @@ class ModelArea:
         return None
 
 
+def _mutate_safetensors(rng, data, what, out):
+    """A safetensors file changed by ``what``: bytes (no checksum covers the data, so such a
+    file may load with other weights: only finite ones are required), json (a header
+    mutation), or one of tail (bytes or a sparse GiB after the data), huge (a tensor declared
+    2^k elements, the file extended to match, sparse) and dtype (another dtype, data unchanged).
+    Returns (path, description)."""
+    n = int.from_bytes(data[:8], "little")
+    header, body = json.loads(data[8:8 + n]), data[8 + n:]
+    names = sorted(k for k in header if k != "__metadata__")
+    name = names[int(rng.integers(len(names)))]
+    grow = 0
+    if what == "bytes":
+        data, how = _mutate_bytes(rng, data)
+        how = f"safetensors:bytes:{how}"
+    else:
+        if what == "json":
+            header, how = _mutate_json(rng, header)
+        else:
+            how = str(rng.choice(["tail", "huge", "dtype"]))
+            if how == "tail":
+                grow = int(rng.choice([1, 8, 4096, 1 << 30]))
+            elif how == "huge":
+                k = int(rng.choice([20, 28, 31, 40]))
+                begin = header[name]["data_offsets"][0]
+                header[name].update(shape=[2**k], data_offsets=[begin, begin + 4 * 2**k])
+                grow = min(4 * 2**k, 1 << 31)
+            else:
+                header[name]["dtype"] = str(rng.choice(["BOOL", "BF16", "F16", "F64", "I64",
+                                                        "C64", "F8_E4M3", "", "f32"]))
+        how = f"safetensors:{how}" + ("" if what == "json" else f":{name}")
+        blob = json.dumps(header).encode()
+        data = len(blob).to_bytes(8, "little") + blob + body
+    with open(out, "wb") as f:
+        f.write(data)
+        if grow:
+            f.truncate(len(data) + grow)  # sparse: costs no disk
+    return out, how
+
+
 def _npy_header(shape, descr):
     """The bytes of a version 1.0 .npy header declaring ``shape`` of ``descr``."""
     d = {"descr": descr, "fortran_order": False, "shape": shape}
@@ -360,8 +430,8 @@ class IdxArea:
 
 
 class MatArea:
-    """Frey-style MATLAB files ('ff' uint8 560 x n), compressed or not: byte mutations and
-    declared dimensions."""
+    """Frey-style MATLAB files ('ff' uint8 560 x n), compressed or not, either byte order: byte
+    mutations, declared dimensions and data sizes, zlib bombs."""
 
     def __init__(self, work):
         import scipy.io
@@ -373,20 +443,32 @@ class MatArea:
             buf = io.BytesIO()
             scipy.io.savemat(buf, {"ff": self.ff}, do_compression=compress)
             self.bases.append(buf.getvalue())
+        self.bases += [mat_file(self.ff, True, order=">"), mat_file(self.ff, False, order=">")]
+        # zlib bombs (about 256 KiB each): 256 MiB after the data, the data element declaring
+        # that much or honest
+        self.bombs = [(f"bomb:declared={d}", mat_file(self.ff, True, declared=d, extra=256 << 20))
+                      for d in (560 * 9, 2**28, 2**32 - 8)]
 
     def case(self, rng, work):
-        compressed = int(rng.integers(2))
-        data = self.bases[compressed]
-        if not compressed and rng.random() < 0.4:
-            # the dimensions sub-element: int32 560 then int32 9
-            at = data.find(struct.pack("<ii", 560, 9))
-            value = int(rng.choice([0, 1, 10, 100000, 10**6, 2**31 - 1, rng.integers(2**31)]))
-            i = int(rng.integers(2))
-            data = data[: at + 4 * i] + struct.pack("<i", value) + data[at + 4 * i + 4 :]
-            how = f"dims:{i}={value}"
+        what = rng.choice(["bytes", "dims", "declared", "bomb"], p=[.6, .2, .1, .1])
+        compress = bool(rng.integers(2))
+        order = str(rng.choice(["<", ">"]))
+        if what == "bytes":
+            i = int(rng.integers(len(self.bases)))
+            data, kind = _mutate_bytes(rng, self.bases[i])
+            how = f"bytes:{i}:{kind}"
+        elif what == "dims":
+            dims = [560, 9]
+            dims[int(rng.integers(2))] = int(rng.choice(
+                [0, 1, 10, 100000, 10**6, 2**31 - 1, -1, rng.integers(2**31)]))
+            data = mat_file(self.ff, compress, order=order, dims=dims)
+            how = f"dims:{'zlib' if compress else 'plain'}:{dims}"
+        elif what == "declared":
+            declared = int(rng.choice([0, 1, 560 * 9 - 1, 560 * 9 + 1, 2**31, 2**32 - 1]))
+            data = mat_file(self.ff, compress, order=order, declared=declared)
+            how = f"declared:{'zlib' if compress else 'plain'}:{declared}"
         else:
-            data, kind = _mutate_bytes(rng, data)
-            how = f"bytes:{'zlib' if compressed else 'plain'}:{kind}"
+            how, data = self.bombs[int(rng.integers(len(self.bombs)))]
         path = os.path.join(work, "frey_rawface.mat")
         with open(path, "wb") as f:
             f.write(data)

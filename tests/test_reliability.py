@@ -21,7 +21,7 @@ from vaecpp._download import DownloadError, fetch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from fuzz_cases import idx_file, rewrite_model  # noqa: E402
+from fuzz_cases import idx_file, mat_file, rewrite_model  # noqa: E402
 
 
 @pytest.fixture
@@ -39,6 +39,40 @@ def _no_engine(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built from a file that should have been rejected")
     monkeypatch.setattr(vaecpp.model, "VAE", refuse)
+
+
+
+# ---- peak memory of one call, in a fresh process --------------------------------------------------
+_PEAK = """
+import resource, sys
+import numpy as np
+import vaecpp
+from vaecpp import datasets, plot
+exec(sys.argv[1])  # the setup, not measured
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    exec(sys.argv[2])
+    kind, message = "returned", ""
+except BaseException as e:
+    kind, message = type(e).__name__, str(e).replace("\\n", " ")
+print(kind, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, message)
+"""
+
+
+def peak(setup, call, address_space=4 << 30):
+    """Runs ``call`` after ``setup`` in a fresh one-thread process whose address space is capped
+    (so that a call that would allocate too much fails there, not on this machine); returns
+    ``(what it raised or "returned", how many MB its peak resident memory grew, the message)``."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    out = subprocess.run([sys.executable, "-c", _PEAK, setup, call], capture_output=True,
+                         text=True, timeout=600, preexec_fn=cap,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "VAECPP_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    kind, grown_kb, message = out.stdout.strip().splitlines()[-1].split(" ", 2)
+    return kind, int(grown_kb) / 1024, message
 
 
 # ---- model files: sizes before allocation -------------------------------------------------------
@@ -202,6 +236,118 @@ def test_architecture_sizes_match_the_engine():
             vae._core.num_params, vae._core.num_state), vae
 
 
+# ---- safetensors weights ------------------------------------------------------------------------
+def _safetensors(path, header, data=b""):
+    """Writes a safetensors file by hand: the 8-byte header length, the JSON header, the data."""
+    blob = json.dumps(header).encode()
+    path.write_bytes(len(blob).to_bytes(8, "little") + blob + data)
+    return path
+
+
+@pytest.fixture
+def weights_file(tmp_path, saved):
+    pytest.importorskip("safetensors")
+    vae = vaecpp.load_model(saved)
+    path = tmp_path / "w.safetensors"
+    vae.save_weights(path)
+    return vae, path
+
+
+def _st_header(path):
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def test_safetensors_file_larger_than_the_model_is_rejected_unread(weights_file):
+    """1 GiB (sparse) after the tensors: refused from the header and the file's size; the reader
+    used to read the whole file first."""
+    vae, path = weights_file
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size + (1 << 30))
+    kind, grown_mb, message = peak(f"vae = vaecpp.load_model({str(path.parent / 'm.vae')!r})",
+                                   f"vae.load_weights({str(path)!r})")
+    assert grown_mb < 16, (grown_mb, message)
+    assert kind == "ValueError" and "bytes" in message, message
+
+
+def test_safetensors_header_declaring_huge_tensors_is_rejected_unread(weights_file, tmp_path):
+    vae, path = weights_file
+    header, data = _st_header(path)
+    name = vae.weight_names()[0]
+    begin = header[name]["data_offsets"][0]
+    header[name].update(shape=[2**28], data_offsets=[begin, begin + 2**30])
+    bad = _safetensors(tmp_path / "huge.safetensors", header, data)
+    with open(bad, "r+b") as f:  # the file really is as large as the header says (sparse)
+        f.truncate(bad.stat().st_size + 2**30)
+    kind, grown_mb, message = peak(f"vae = vaecpp.load_model({str(path.parent / 'm.vae')!r})",
+                                   f"vae.load_weights({str(bad)!r})")
+    assert grown_mb < 16, (grown_mb, message)
+    assert kind == "ValueError" and name in message, message
+
+
+def _edit(header, name, **change):
+    header = json.loads(json.dumps(header))
+    header[name].update(change)
+    return header
+
+
+def test_safetensors_header_is_validated(weights_file, tmp_path):
+    vae, path = weights_file
+    header, data = _st_header(path)
+    name = vae.weight_names()[1]  # the first bias
+    entry = header[name]
+    (b, e) = entry["data_offsets"]
+    cases = {
+        "declares 9223372036854775807 header bytes": (None, None),
+        "dtype 'BOOL'": (_edit(header, name, dtype="BOOL"), data),
+        "dtype 'C64'": (_edit(header, name, dtype="C64"), data),
+        "shape": (_edit(header, name, shape=[e - b]), data),
+        "offsets": (_edit(header, name, data_offsets=[b + 4, e + 4]), data),
+        "holds weights of a different architecture": ({k: v for k, v in header.items()
+                                                       if k != name}, data),
+        "metadata": ({**header, "__metadata__": {"format": 5}}, data),
+        "header": ([1, 2], b""),
+    }
+    for message, (h, d) in cases.items():
+        bad = tmp_path / "bad.safetensors"
+        if h is None:
+            bad.write_bytes((2**63 - 1).to_bytes(8, "little") + b"{}")
+        else:
+            _safetensors(bad, h, d)
+        before = vae.get_weights()
+        with pytest.raises(ValueError, match=message):
+            vae.load_weights(bad)
+        assert all(np.array_equal(a, b) for a, b in zip(before, vae.get_weights()))
+    with pytest.raises(ValueError, match="truncated|bytes"):  # cut inside the data
+        bad.write_bytes(path.read_bytes()[:-3])
+        vae.load_weights(bad)
+
+
+def test_safetensors_values_are_checked_after_the_cast(weights_file, tmp_path):
+    vae, path = weights_file
+    header, data = _st_header(path)
+    names = vae.weight_names()
+    # every tensor as F64 (as PyTorch users may save them): the values load, cast to float32
+    tensors = {n: w.astype(np.float64) for n, w in zip(names, vae.get_weights())}
+    wide, chunks, at = {}, [], 0
+    for n, w in tensors.items():
+        wide[n] = {"dtype": "F64", "shape": list(w.shape), "data_offsets": [at, at + w.nbytes]}
+        chunks.append(w.tobytes())
+        at += w.nbytes
+    other = vaecpp.VAE(20, latent_dim=2, hidden=(16,), seed=9)
+    other.load_weights(_safetensors(tmp_path / "f64.safetensors", wide, b"".join(chunks)))
+    assert all(np.array_equal(a, b) for a, b in zip(other.get_weights(), vae.get_weights()))
+    first = np.frombuffer(b"".join(chunks), np.float64).copy()
+    first[0] = 1e300  # finite as float64, inf as float32
+    with pytest.raises(ValueError, match="finite"):
+        other.load_weights(_safetensors(tmp_path / "big.safetensors", wide, first.tobytes()))
+    first[0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        other.load_weights(_safetensors(tmp_path / "nan.safetensors", wide, first.tobytes()))
+
+
 # ---- stale temporary files ----------------------------------------------------------------------
 _KILLED_SAVE = """
 import os, signal, sys
@@ -321,14 +467,61 @@ def isolated_data(monkeypatch, tmp_path):
 # ---- Frey .mat ----------------------------------------------------------------------------------
 def test_frey_frame_count_is_checked_before_reading(tmp_path, monkeypatch):
     import scipy.io
+    from vaecpp import _matfile
     scipy.io.savemat(tmp_path / "f.mat", {"ff": np.zeros((560, 12), np.uint8)})
     monkeypatch.setattr(datasets, "MAX_FREY_FRAMES", 10)
-    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **k: pytest.fail("data was read"))
-    with pytest.raises(ValueError, match="declares 12 frames"):
+    monkeypatch.setattr(_matfile._Plain, "readinto", lambda *a: pytest.fail("data were read"))
+    with pytest.raises(ValueError, match="'ff' is 560 x 12; expected 560 x n with 1 <= n <= 10"):
         datasets.frey_faces(tmp_path / "f.mat")
     scipy.io.savemat(tmp_path / "g.mat", {"ff": np.zeros((560, 2), np.float64)})
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match="not a real uint8 matrix"):
         datasets.frey_faces(tmp_path / "g.mat")
+
+
+def _frey_frames(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (560, n), dtype=np.uint8)
+
+
+def test_frey_zlib_bomb_is_rejected_without_inflating_it(tmp_path):
+    """A 2 MB compressed 'ff' of 560 x 3 frames whose data element declares 1 GiB and whose zlib
+    stream inflates to 512 MiB (SciPy inflated it all), or whose sizes are honest but whose
+    stream goes on for 512 MiB: refused after the 1680 bytes the dimensions declare."""
+    path = tmp_path / "bomb.mat"
+    for change, message in ((dict(declared=1 << 30), "declares 1073741824 bytes"),
+                            (dict(), "more data")):
+        path.write_bytes(mat_file(_frey_frames(3), compress=True, extra=512 << 20, **change))
+        kind, grown_mb, text = peak("", f"datasets.frey_faces({str(path)!r})")
+        assert grown_mb < 32, (grown_mb, text)
+        assert kind == "ValueError" and message in text, text
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_frey_reader_reads_what_matlab_and_scipy_write(tmp_path, compress, order):
+    import scipy.io
+    ff = _frey_frames(7, seed=3)
+    path = tmp_path / "frey_rawface.mat"
+    path.write_bytes(mat_file(ff, compress=compress, order=order))
+    faces = datasets.frey_faces(path)
+    np.testing.assert_array_equal(faces, (ff.T.reshape(-1, 28, 20) / np.float32(255)))
+    scipy.io.savemat(path, {"other": np.zeros((3, 3)), "ff": ff}, do_compression=compress)
+    np.testing.assert_array_equal(datasets.frey_faces(path), faces)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(declared=560 * 7 + 8), "declares 3928 bytes of data"),
+    (dict(declared=2**32 - 8), "declares 4294967288 bytes of data"),
+    (dict(extra=64), "more data"),
+])
+@pytest.mark.parametrize("compress", [False, True])
+def test_frey_data_element_must_hold_what_the_dimensions_declare(tmp_path, change, message,
+                                                                 compress):
+    path = tmp_path / "f.mat"
+    path.write_bytes(mat_file(_frey_frames(7), compress=compress, **change))
+    if not compress and "extra" in change:  # zeros after the last variable: not a variable
+        message = "unexpected data element"
+    with pytest.raises(ValueError, match=message):
+        datasets.frey_faces(path)
 
 
 # ---- image folders ------------------------------------------------------------------------------
@@ -475,6 +668,46 @@ def test_huge_model_is_refused_before_allocation():
     # about 10**11 parameters: the engine's memory check answers before anything is allocated
     with pytest.raises(ValueError, match="parameters"):
         vaecpp.VAE(20, hidden=(2**30,), seed=0, threads=1)
+
+
+# ---- outputs whose size the caller chooses ------------------------------------------------------
+def test_sample_beyond_memory_is_a_value_error_before_allocating():
+    """sample(n) with an output of 31 GB in a process that may use 4 GiB: a ValueError naming
+    the size, not a MemoryError from NumPy (or the machine's memory exhausted)."""
+    setup = "vae = vaecpp.VAE(784, hidden=(4,), latent_dim=2, seed=0, threads=1)"
+    for call in ("vae.sample(10**7)", "vae.decode(np.zeros((10**7, 2), np.float32))",
+                 "vae.decode(np.zeros((10**6, 2)), sample=True)",
+                 "plot.manifold_grid(vae, n=10**5)"):
+        kind, grown_mb, message = peak(setup, call)
+        print(call, kind, grown_mb, message)
+        assert kind == "ValueError" and "GB of memory" in message, (call, kind, message)
+        assert grown_mb < 200, (call, grown_mb)
+
+
+def test_outputs_are_checked_against_the_memory_limit(monkeypatch):
+    from vaecpp import _limits, plot
+    vae = vaecpp.VAE(784, hidden=(4,), latent_dim=2, seed=0, threads=1)
+    monkeypatch.setattr(_limits, "memory_limit", lambda: 100 << 20)  # 100 MiB
+    big = 10**5  # 10**5 images of 784 float32 pixels: 314 MB
+    for call in (lambda: vae.sample(big), lambda: vae.decode(np.zeros((big, 2))),
+                 lambda: vae.decoder_outputs(np.zeros((big, 2))),
+                 lambda: vae.decode(np.zeros((big, 2)), sample=True),
+                 lambda: plot.manifold_grid(vae, n=400),
+                 lambda: plot.interpolation(vae, np.zeros(784), np.ones(784), steps=big),
+                 lambda: datasets.s_curve(10**8)):
+        with pytest.raises(ValueError, match=r"would need about 0\.\d+ GB|would need about \d"):
+            call()
+    assert vae.sample(100).shape == (100, 784)  # what fits still works
+    assert plot.manifold_grid(vae, n=5)[0].shape == (140, 140)
+
+
+def test_memory_limit_figures():
+    from vaecpp import _limits
+    assert _limits.memory_limit() > 0 and _limits.physical_memory() > 0
+    assert _limits.memory_limit() <= _limits.physical_memory()
+    _limits.check_memory(1, "one byte")
+    with pytest.raises(ValueError, match=r"x would need about 1e\+06 GB of memory"):
+        _limits.check_memory(10**15, "x")
 
 
 @pytest.fixture

@@ -273,6 +273,71 @@ def check_state(path, state, infos):
         offset += size
 
 
+
+# ---- safetensors headers ------------------------------------------------------------------------
+SAFETENSORS_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "I8": "i1", "I16": "<i2",
+                      "I32": "<i4", "I64": "<i8", "U8": "u1", "U16": "<u2", "U32": "<u4",
+                      "U64": "<u8"}
+"""The safetensors dtypes vaecpp reads (real numbers NumPy has; not BOOL, BF16, F8, complex)."""
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_safetensors_header(path, header, layout, data_bytes):
+    """The tensors a safetensors ``header`` declares, checked against the model's ``layout``
+    (``[[name, shape], ...]``) and the ``data_bytes`` the file holds after its header: the same
+    names, real dtypes, the layout's shapes, offsets whose spans fit shape and dtype and tile the
+    data exactly (no gap, no overlap, nothing after). Returns ``{name: (dtype, shape, begin,
+    end)}`` in file order. Nothing is read here."""
+    bad = lambda message: _fail(path, message)  # noqa: E731
+    if not isinstance(header, dict):
+        raise bad("not an intact safetensors file: the header must be a JSON object")
+    meta = header.get("__metadata__", {})
+    if not (isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in meta.items())):
+        raise bad("not an intact safetensors file: __metadata__ must map strings to strings")
+    expected = {name: list(shape) for name, shape in layout}
+    names = set(header) - {"__metadata__"}
+    if names != set(expected):
+        raise bad(f"holds weights of a different architecture: tensors {sorted(names)!r:.200}, "
+                  f"this model's are {sorted(expected)!r:.200}")
+    entries = {}
+    for name in names:
+        info = header[name]
+        if not (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}):
+            raise bad(f"tensor {name!r}: expected {{'dtype', 'shape', 'data_offsets'}}, got "
+                      f"{info!r:.100}")
+        stored = SAFETENSORS_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+        if stored is None:
+            raise bad(f"tensor {name!r} has dtype {info['dtype']!r:.20}; vaecpp reads real "
+                      f"numbers only ({', '.join(SAFETENSORS_DTYPES)})")
+        if info["shape"] != expected[name]:
+            raise bad(f"holds weights of a different architecture: tensor {name!r} has shape "
+                      f"{info['shape']!r:.100}, this model's is {expected[name]}")
+        offsets = info["data_offsets"]
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))):
+            raise bad(f"tensor {name!r}: data_offsets must be two integers, got "
+                      f"{offsets!r:.100}")
+        begin, end = offsets
+        need = math.prod(expected[name]) * np.dtype(stored).itemsize
+        if end - begin != need:
+            raise bad(f"tensor {name!r} declares {end - begin} bytes (data_offsets {offsets}); "
+                      f"its shape and dtype need {need}")
+        entries[name] = (np.dtype(stored), tuple(expected[name]), begin, end)
+    at = 0
+    for name, (_, _, begin, end) in sorted(entries.items(), key=lambda e: e[1][2:]):
+        if begin != at:
+            raise bad(f"not an intact safetensors file: tensor {name!r} starts at byte {begin} "
+                      f"of the data, expected {at} (data offsets overlap or leave a gap)")
+        at = end
+    if at != data_bytes:
+        raise bad(f"not an intact safetensors file: its tensors declare {at} bytes of data, "
+                  f"the file holds {data_bytes} after its header")
+    return dict(sorted(entries.items(), key=lambda e: e[1][2:]))
+
+
 # ---- the JSON header ----------------------------------------------------------------------------
 def _is_number(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool)

@@ -8,11 +8,17 @@ anything is built (``_file_checks``), and so are the model's own arguments: the 
 (``_config``), the ``threads`` setter, ``fit`` / ``evaluate``'s batch sizes and step counts,
 ``log_likelihood``'s ``k``, ``sample``'s ``n`` and the layers' sizes (``_checks.positive_int``
 bounds them by :data:`INT_MAX` unless told otherwise).
+
+Memory: a result whose size a caller chooses (``sample(n)``, ``decode`` of many latent points, a
+plot's grid) is checked against :func:`memory_limit` before anything is allocated, and a request
+beyond it is a ``ValueError`` naming the size (:func:`check_memory`), not a ``MemoryError`` from
+NumPy half way or the kernel's out-of-memory killer.
 """
 
 from __future__ import annotations
 
 import numbers
+import os
 
 INT_MAX = 2**31 - 1      # the engine's int: widths, shape entries, k, batch sizes
 SEED_MAX = 2**64 - 1     # the engine's uint64_t seed
@@ -59,3 +65,67 @@ def shape(values, name="input_shape"):
     if size > INT_MAX:
         raise ValueError(f"{name} {dims} has {size} values, more than the engine's {INT_MAX}")
     return dims
+
+
+# ---- memory -------------------------------------------------------------------------------------
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max",                      # cgroup v2 (containers)
+                  "/sys/fs/cgroup/memory/memory.limit_in_bytes")    # cgroup v1
+
+
+def physical_memory():
+    """The machine's physical memory in bytes (0 where unknown); the engine's own memory check
+    uses the same figure."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return 0
+
+
+def _cgroup_limit():
+    for path in _CGROUP_LIMITS:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" (v2) means none; v1 writes a huge number for none
+            return int(text)
+    return 0
+
+
+def _address_space_left():
+    """What ``RLIMIT_AS`` leaves of this process's address space (0: no such limit)."""
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return 0
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 0
+    try:
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        used = 0
+    return max(soft - used, 1)
+
+
+def memory_limit():
+    """The most memory, in bytes, one result may take: the machine's physical memory, or less
+    where a container's cgroup limit or this process's ``RLIMIT_AS`` (what is left of it) says
+    so; 0 where none of them is known (then nothing is refused)."""
+    limits = [m for m in (physical_memory(), _cgroup_limit(), _address_space_left()) if m > 0]
+    return min(limits, default=0)
+
+
+def _gb(nbytes):
+    return f"{nbytes / 1e9:.3g} GB"
+
+
+def check_memory(nbytes, what):
+    """ValueError when ``what`` would need more than :func:`memory_limit` bytes (``nbytes``, an
+    estimate made before anything is allocated); the message names both sizes."""
+    limit = memory_limit()
+    if limit and nbytes > limit:
+        raise ValueError(f"{what} would need about {_gb(nbytes)} of memory, more than the "
+                         f"{_gb(limit)} this process can use (vaecpp._limits.memory_limit())")

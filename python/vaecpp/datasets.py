@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from . import _idx
+from . import _idx, _limits, _matfile
 from ._download import DownloadError, default_cache_dir, fetch, sha256_of
 from ._image_folder import ImageFolderSource, image_folder
 
@@ -401,8 +401,9 @@ def frey_faces(path=None, download=True, mirror=None, cache_dir=None):
     FileNotFoundError, DownloadError
         If the file is not found and cannot be downloaded.
     ValueError
-        Naming the file, if it is not a MATLAB file with a 560-row uint8
-        variable ``ff``.
+        Naming the file, if it is not a MATLAB 5 / 7 file with a 560-row uint8
+        variable ``ff`` of at most ``MAX_FREY_FRAMES`` columns, checked before
+        its data are read (see docs/reliability.md).
     """
     name = _FREY["filename"]
     file = None
@@ -422,32 +423,10 @@ def frey_faces(path=None, download=True, mirror=None, cache_dir=None):
 
 
 def _read_frey(file):
-    import scipy.io
-
-    try:
-        # the variables' headers only: shapes and classes are checked before any data is read
-        found = {name: (shape, kind) for name, shape, kind in scipy.io.whosmat(file)}
-    except Exception as e:  # scipy raises many types for a malformed file
-        raise ValueError(f"{file}: not a readable MATLAB file ({type(e).__name__}: {e})") from None
-    shape, kind = found.get("ff", (None, None))
-    if shape is None or len(shape) != 2 or shape[0] != 28 * 20:
-        raise ValueError(f"{file}: expected a variable 'ff' of 560 x n pixels, found {shape}")
-    if kind != "uint8":
-        raise ValueError(f"{file}: expected uint8 pixels in 'ff', found {kind}")
-    if not 0 < shape[1] <= MAX_FREY_FRAMES:
-        raise ValueError(f"{file}: 'ff' declares {shape[1]} frames; expected 1 to "
-                         f"{MAX_FREY_FRAMES} (datasets.MAX_FREY_FRAMES)")
-    try:
-        ff = scipy.io.loadmat(file, variable_names=["ff"]).get("ff")
-    except MemoryError:  # a data element that declares far more bytes than the shape needs
-        raise ValueError(f"{file}: corrupt MATLAB file (a data element larger than 'ff' "
-                         f"{shape} needs)") from None
-    except Exception as e:
-        raise ValueError(f"{file}: not a readable MATLAB file ({type(e).__name__}: {e})") from None
-    if not isinstance(ff, np.ndarray) or ff.shape != tuple(shape) or ff.dtype != np.uint8:
-        got = (getattr(ff, "shape", None), getattr(ff, "dtype", None))
-        raise ValueError(f"{file}: 'ff' holds {got}, not the uint8 {shape} its header declares")
-    return (ff.T.reshape(-1, 28, 20) / np.float32(255)).astype(np.float32)
+    # the file is walked by hand (vaecpp._matfile): the variable's class, dimensions and the
+    # byte count of its data are checked before any data is read or inflated
+    frames = _matfile.read_uint8_matrix(file, "ff", 28 * 20, MAX_FREY_FRAMES)  # (n, 560)
+    return (frames.reshape(-1, 28, 20) / np.float32(255)).astype(np.float32, copy=False)
 
 
 def digits():
@@ -493,6 +472,7 @@ def s_curve(n=300, seed=0, noise=0.05):
     """
     if n < 0 or noise < 0:
         raise ValueError("n and noise must be non-negative")
+    _limits.check_memory(8 * 8 * n, f"s_curve({n})")  # t, x and their float64 temporaries
     rng = np.random.default_rng(seed)
     t = 3 * np.pi * (rng.random(n) - 0.5)
     x = np.stack([np.sin(t), np.sign(t) * (np.cos(t) - 1)], axis=1)

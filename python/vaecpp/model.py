@@ -294,6 +294,13 @@ class VAE:
     def _out_shape(self, rows):
         return rows.reshape((rows.shape[0],) + self.input_shape)
 
+    def _check_output(self, n, values, float64s, what):
+        """A ValueError naming the size, before anything is allocated, when ``n`` rows of
+        ``values`` numbers of this model's dtype and ``float64s`` float64 numbers each (an
+        estimate of the call's arrays) would not fit in the memory this process may use
+        (``_limits.memory_limit``)."""
+        _limits.check_memory(n * (values * self.dtype.itemsize + 8 * float64s), what)
+
     # ---- training (see training.py) ---------------------------------------------------------
     def fit(self, x: Data, y: Optional[Data] = None, batch_size: Optional[int] = None,
             epochs: int = 1, verbose: Union[int, str] = "auto",
@@ -386,6 +393,11 @@ class VAE:
         or with ``sample=True`` a draw from it (Bernoulli draws, Gaussian draws with the learned
         variance, ...); shaped (n, *input_shape). ``batch_size`` rows per engine call."""
         rows = self._latent_rows(z)
+        # the means (twice when joined from pieces); for draws the likelihood's parameters,
+        # and the float64 draws and their temporaries (about three of each)
+        d, joined = self.input_dim, 1 if batch_size is None else 2
+        self._check_output(len(rows), d * joined * (self.params_per_dim if sample else 1),
+                           3 * d if sample else 0, f"decoding {len(rows)} latent points")
         if not sample:
             return self._out_shape(_batched(self._engine.decode, rows, batch_size))
         params = _batched(lambda r: self._engine.decode(r, raw=True), rows, batch_size)
@@ -402,7 +414,10 @@ class VAE:
     def decoder_outputs(self, z: Data) -> np.ndarray:
         """The decoder's raw outputs for each latent point: the likelihood's parameters (logits,
         or location then log-variance blocks, ...), ``(n, params_per_dim * input_dim)``."""
-        return self._engine.decode(self._latent_rows(z), raw=True)
+        rows = self._latent_rows(z)
+        self._check_output(len(rows), self.params_per_dim * self.input_dim, 0,
+                           f"decoder_outputs of {len(rows)} latent points")
+        return self._engine.decode(rows, raw=True)
 
     def log_likelihood(self, x: Data, k: int = 5000, batch_size: Optional[int] = None
                        ) -> np.ndarray:
@@ -426,8 +441,12 @@ class VAE:
         return self.reconstruct(x, batch_size=batch_size)
 
     def sample(self, n: int, seed: Optional[int] = None) -> np.ndarray:
-        """n draws from the prior N(0, prior_std^2 I), decoded to their means."""
+        """n draws from the prior N(0, prior_std^2 I), decoded to their means. An ``n`` whose
+        result would not fit in memory is a ValueError, before anything is allocated."""
         n = _limits.integer(n, "n")
+        # z in float64 (and its scaled copy) and in the model's dtype, then the decoded means
+        self._check_output(n, self.input_dim + self.latent_dim, 2 * self.latent_dim,
+                           f"sample({n})")
         z = self._rng(seed).standard_normal((n, self.latent_dim)) * self._config["prior_std"]
         return self.decode(z)
 
@@ -583,7 +602,7 @@ class VAE:
         """Reads weights written by ``save_weights`` (either format) from a model of the same
         architecture; a file of another architecture raises ValueError."""
         if saving.is_safetensors(path):
-            tensors = saving.read_safetensors(path, self._weights_layout())
+            tensors = saving.read_safetensors(path, self._weights_layout(), self.dtype)
             self.set_weights([tensors[name] for name in self.weight_names()])
             return
         with saving.read_weights(path, self._weights_layout()) as f:

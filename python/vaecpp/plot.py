@@ -15,6 +15,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from . import _limits
 from ._imageutil import decode_images, image_shape_of, to_display
 
 __all__ = [
@@ -205,6 +206,13 @@ def _colormap(name):
     return matplotlib.colormaps[name]
 
 
+def _check_images(count, vae, what):
+    """``count`` decoded images (the latent points, the means and three float64 display copies
+    of each) must fit in memory: a ValueError naming the size before anything is made."""
+    per_image = 8 * int(vae.latent_dim) + 4 * 8 * int(np.prod(vae.input_shape))
+    _limits.check_memory(count * per_image, what)
+
+
 def _axis_values(n, grid, quantiles, limits, scale):
     if isinstance(grid, str):
         if grid == "ppf":
@@ -240,6 +248,9 @@ def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3
     """
     if min(quantiles) <= 0 or max(quantiles) >= 1:
         raise ValueError(f"quantiles must lie strictly between 0 and 1, not {quantiles}")
+    side = _limits.integer(n, "n") if isinstance(grid, str) else np.size(grid)
+    _check_images(side if int(vae.latent_dim) == 1 else side * side, vae,
+                  f"a manifold of {side} x {side} images")
     values = _axis_values(n, grid, quantiles, limits, scale)
     latent_dim = int(vae.latent_dim)
     base = np.zeros(latent_dim) if fixed is None else np.asarray(fixed, dtype=float).copy()
@@ -419,6 +430,7 @@ def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,
     """
     if steps < 2:
         raise ValueError("steps must be at least 2")
+    _check_images(_limits.integer(steps, "steps", 2), vae, f"an interpolation of {steps} steps")
     pair = np.concatenate([_batch(x_a, vae)[:1], _batch(x_b, vae)[:1]])
     z_a, z_b = np.asarray(vae.encode(pair), dtype=float)
     t = np.linspace(0.0, 1.0, steps)[:, None]

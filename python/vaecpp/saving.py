@@ -178,22 +178,55 @@ def save_safetensors(path, tensors):
     _atomic_write(path, lambda f: f.write(data))
 
 
-def read_safetensors(path, layout):
-    """The tensors of a safetensors file, checked against ``layout`` (``[[name, shape], ...]``):
-    the same names and shapes, finite numbers; else ValueError."""
-    st = _safetensors_numpy()
+def read_safetensors(path, layout, dtype):
+    """The tensors of a safetensors file as ``{name: array}`` of ``dtype``, checked against
+    ``layout`` (``[[name, shape], ...]``) before any tensor is read: the header's length, then
+    its names, dtypes (real numbers), shapes and data offsets (:func:`_file_checks.
+    check_safetensors_header`), which must tile the rest of the file exactly, so a header that
+    declares huge tensors or a file larger than the model needs costs nothing. Each tensor is
+    then read alone and must be finite after the cast to ``dtype``. Anything else than such a
+    file is a ``ValueError``. Reading needs no package beyond NumPy."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory, not a safetensors file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path!r}")
-    try:
-        with open(path, "rb") as f:
-            tensors = st.load(f.read())
-    except Exception as e:  # truncated, not safetensors, ...
-        raise ValueError(f"{path!r} is not an intact safetensors file: {e}") from None
-    found = sorted([name, list(t.shape)] for name, t in tensors.items())
-    if found != sorted(layout):
-        raise ValueError(f"{path!r} holds weights of a different architecture")
-    for name, t in tensors.items():
-        if not np.issubdtype(t.dtype, np.number) or not np.isfinite(t).all():
-            raise ValueError(f"{path!r}: tensor {name!r} must be finite numbers")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        header, start = _safetensors_header(f, path, size)
+        entries = _file_checks.check_safetensors_header(path, header, layout, size - start)
+        tensors = {}
+        for name, (stored, shape, begin, end) in entries.items():
+            f.seek(start + begin)
+            raw = f.read(end - begin)
+            if len(raw) != end - begin:  # the file shrank while being read
+                raise ValueError(f"{path!r}: truncated safetensors file (tensor {name!r})")
+            with np.errstate(over="ignore", invalid="ignore"):
+                values = np.frombuffer(raw, stored).astype(dtype).reshape(shape)
+            if not np.isfinite(values).all():
+                raise ValueError(f"{path!r}: tensor {name!r} must be finite numbers (as "
+                                 f"{np.dtype(dtype).name})")
+            tensors[name] = values
     return tensors
+
+
+SAFETENSORS_HEADER_MAX = 16 << 20
+"""The longest safetensors header read (names, shapes, offsets and metadata as JSON); a vaecpp
+file's is well under a kilobyte per tensor."""
+
+
+def _safetensors_header(f, path, size):
+    """The parsed JSON header of the open safetensors file ``f`` of ``size`` bytes, and where
+    its data start; its length is checked against the file and the cap before it is read."""
+    n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+    if not 0 < n <= min(size - 8, SAFETENSORS_HEADER_MAX):
+        raise ValueError(f"{path!r} is not an intact safetensors file: it declares {n} header "
+                         f"bytes, and holds {max(size - 8, 0)} after the header's length (at "
+                         f"most {SAFETENSORS_HEADER_MAX} are read)")
+    blob = f.read(n)
+    try:
+        header = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path!r} is not an intact safetensors file: bad JSON header ({e})"
+                         ) from None
+    return header, 8 + n
