@@ -224,6 +224,28 @@ try:
         except KeyboardInterrupt as e:
             save(kind=np.array(type(e).__name__), step=np.array(vae.step),
                  weights=np.concatenate([w.ravel() for w in vae.get_weights()]))
+    elif scenario == "sigint_allreduce":  # Ctrl-C lands inside rank 1's third all-reduce
+        import os
+        import signal
+        from vaecpp import distributed as vdist
+
+        real, calls = vdist.Distributed.allreduce, [0]
+
+        def allreduce(self, a):
+            real(self, a)
+            calls[0] += 1
+            if rank == 1 and calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        vdist.Distributed.allreduce = allreduce
+        x = data(3000)
+        vae = model()
+        try:
+            vae.fit(x, batch_size=20, epochs=2, verbose=0, distributed=comm)
+            raise AssertionError("no error")
+        except KeyboardInterrupt as e:
+            save(kind=np.array(type(e).__name__), step=np.array(vae.step),
+                 weights=np.concatenate([w.ravel() for w in vae.get_weights()]))
     elif scenario in ("folder2", "folder3"):
         image_folder_run(7 if scenario == "folder2" else 10)
     elif scenario == "generator":  # every rank reads the whole stream and keeps its share

@@ -111,6 +111,17 @@ def test_an_interrupt_on_one_rank_stops_every_rank(tmp_path):
     np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
 
 
+def test_a_ctrl_c_inside_the_all_reduce_stops_every_rank(tmp_path):
+    """SIGINT arriving while rank 1 runs the all-reduce callback is held back until the callback
+    returns (a KeyboardInterrupt raised inside it would leave rank 0 waiting in the next one),
+    then seen by the progress check and agreed by both ranks."""
+    ranks = launch(tmp_path, "sigint_allreduce", 2, timeout=120)
+    assert str(ranks[1]["kind"]) == "KeyboardInterrupt"
+    assert str(ranks[0]["kind"]) == "Interrupted"
+    assert int(ranks[0]["step"]) == int(ranks[1]["step"]) < 2 * 150
+    np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
+
+
 # ---- streams: each rank reads its share of every global batch ----------------------------------
 N_IMAGES = 22
 

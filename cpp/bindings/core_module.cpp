@@ -4,6 +4,11 @@
 #include <pybind11/functional.h>
 
 #include <chrono>
+#include <csignal>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <signal.h>
+#endif
 #include <thread>
 
 #include "backends/cpu_executor.hpp"
@@ -139,6 +144,23 @@ std::function<void()> interrupt_check() {
 
 // A Collective over the caller's (rank, size, allreduce): allreduce(array) adds the ranks'
 // arrays in place (e.g. mpi4py's comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)).
+// SIGINT held back (blocked in this thread) for the scope's lifetime and delivered when it ends.
+// Around the all-reduce callback: a KeyboardInterrupt raised inside it would leave this rank
+// out of the step while the others wait in the next collective; delivered after it, the Ctrl-C
+// is seen by the progress check and agreed by all ranks like any other (Next::interrupted).
+struct SigintDeferred {
+#if defined(__unix__) || defined(__APPLE__)
+    sigset_t old;
+    SigintDeferred() {
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &s, &old);
+    }
+    ~SigintDeferred() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
+#endif
+};
+
 template <typename T>
 Collective<T> collective(const py::tuple& dist) {
     if (dist.size() != 3) throw ValueError("distributed must be (rank, size, allreduce)");
@@ -151,6 +173,7 @@ Collective<T> collective(const py::tuple& dist) {
     c.sum = [fn](T* buf, long n) {
         py::gil_scoped_acquire gil;
         CallerFpMode caller_mode;
+        SigintDeferred deferred;  // a Ctrl-C here reaches the next progress check, on every rank
         py::array_t<T> view({n}, {long(sizeof(T))}, buf, py::none());  // no copy: the engine's buffer
         fn(view);
     };
