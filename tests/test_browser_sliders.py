@@ -29,16 +29,25 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from test_notebooks import KERNEL, NOTEBOOKS, _missing, kernel_specs, notebook_env  # noqa: F401
-
-Image = pytest.importorskip("PIL.Image")
-pytest.importorskip("voila", reason="voila is not installed (pip install voila, or '.[test]')")
+# What the machine must have, cheapest checks first (Debian: chromium, chromium-driver).
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
+                None)
+CHROMEDRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or CHROMEDRIVER is None:
+    pytest.skip("needs headless Chromium and its driver: apt-get install chromium chromium-driver "
+                f"(found chromium: {CHROMIUM}, chromedriver: {CHROMEDRIVER})",
+                allow_module_level=True)
+pytest.importorskip("voila", reason="voila is not installed (pip install '.[test]')")
 webdriver = pytest.importorskip("selenium.webdriver",
-                                reason="selenium is not installed (pip install selenium, or '.[test]')")
+                                reason="selenium is not installed (pip install '.[test]')")
+Image = pytest.importorskip("PIL.Image")
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+# The kernel spec and environment of the notebook tests (kernel_specs, notebook_env: fixtures).
+from test_notebooks import KERNEL, NOTEBOOKS, _missing, kernel_specs, notebook_env  # noqa: E402,F401
 
 NOTEBOOK = next(p for p in NOTEBOOKS if p.stem == "01_frey_faces")
 VIEWPORT = (1400, 1000)
@@ -50,22 +59,6 @@ REDRAW_TIMEOUT = 60  # seconds for one slider move to come back as a new picture
 # Voila's "lab" template links Font Awesome's stylesheets from a CDN (icons for buttons; the
 # sliders and the image use none). Offline they fail at once; nothing else may leave 127.0.0.1.
 ICON_STYLESHEETS = "https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@"
-
-
-def _program(*names):
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-CHROMIUM = _program("chromium", "chromium-browser", "google-chrome")
-CHROMEDRIVER = _program("chromedriver")
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip("needs headless Chromium and its driver: apt-get install chromium chromium-driver "
-                f"(found chromium: {CHROMIUM}, chromedriver: {CHROMEDRIVER})",
-                allow_module_level=True)
 
 
 def _widgets_extension_root():
