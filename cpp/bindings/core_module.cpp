@@ -3,12 +3,9 @@
 // turns C++ errors into Python ones. Test and benchmark entry points live in testing_module.cpp.
 #include <pybind11/functional.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#include <signal.h>
-#endif
 #include <thread>
 
 #include "backends/cpu_executor.hpp"
@@ -92,6 +89,38 @@ struct PyModel {
     void push() { engine.executor().push(); }
 };
 
+// During a distributed call, Ctrl-C only sets a flag (a C handler stands in for Python's), which
+// the progress check turns into Python's interrupt at a step boundary, where every rank agrees on
+// it (Next::interrupted); a flag left at the end is handed to Python then. Python's own handler
+// could raise KeyboardInterrupt inside the all-reduce callback, in whichever thread the signal
+// lands, leaving this rank out of the step while the others wait in the next collective.
+std::atomic<bool> g_sigint{false};
+extern "C" void flag_sigint(int) { g_sigint.store(true); }
+
+struct SigintToFlag {
+#if defined(__unix__) || defined(__APPLE__)
+    bool active = false;
+    struct sigaction old {};
+    explicit SigintToFlag(bool on) {
+        struct sigaction cur {};
+        if (!on || sigaction(SIGINT, nullptr, &cur) != 0) return;
+        if (!(cur.sa_flags & SA_SIGINFO) && (cur.sa_handler == SIG_IGN || cur.sa_handler == SIG_DFL))
+            return;  // Ctrl-C ignored, or not Python's to handle: leave it so
+        struct sigaction sa {};
+        sa.sa_handler = flag_sigint;
+        sigemptyset(&sa.sa_mask);
+        active = sigaction(SIGINT, &sa, &old) == 0;
+    }
+    ~SigintToFlag() {
+        if (!active) return;
+        sigaction(SIGINT, &old, nullptr);
+        if (g_sigint.exchange(false)) PyErr_SetInterrupt();
+    }
+#else
+    explicit SigintToFlag(bool) {}
+#endif
+};
+
 // Per batch: a clock read. Every 0.1 s (and at the end): take the GIL, honour Ctrl-C, report.
 // In a data-parallel epoch (`shared`) a Ctrl-C or a Python error does not leave the loop at once:
 // it is kept in `pending` and said to the other ranks at the next all-reduce, so that every rank
@@ -108,6 +137,7 @@ Progress progress_hook(py::object cb, CallState& st, bool shared,
         py::gil_scoped_acquire gil;
         CallerFpMode caller_mode;  // the user's callbacks run in their own floating-point mode
         try {
+            if (g_sigint.exchange(false)) PyErr_SetInterrupt();  // a Ctrl-C under SigintToFlag
             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
             if (!cb.is_none()) {
                 double n = double(std::max(s.n, 1L));
@@ -144,23 +174,6 @@ std::function<void()> interrupt_check() {
 
 // A Collective over the caller's (rank, size, allreduce): allreduce(array) adds the ranks'
 // arrays in place (e.g. mpi4py's comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)).
-// SIGINT held back (blocked in this thread) for the scope's lifetime and delivered when it ends.
-// Around the all-reduce callback: a KeyboardInterrupt raised inside it would leave this rank
-// out of the step while the others wait in the next collective; delivered after it, the Ctrl-C
-// is seen by the progress check and agreed by all ranks like any other (Next::interrupted).
-struct SigintDeferred {
-#if defined(__unix__) || defined(__APPLE__)
-    sigset_t old;
-    SigintDeferred() {
-        sigset_t s;
-        sigemptyset(&s);
-        sigaddset(&s, SIGINT);
-        pthread_sigmask(SIG_BLOCK, &s, &old);
-    }
-    ~SigintDeferred() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
-#endif
-};
-
 template <typename T>
 Collective<T> collective(const py::tuple& dist) {
     if (dist.size() != 3) throw ValueError("distributed must be (rank, size, allreduce)");
@@ -173,7 +186,6 @@ Collective<T> collective(const py::tuple& dist) {
     c.sum = [fn](T* buf, long n) {
         py::gil_scoped_acquire gil;
         CallerFpMode caller_mode;
-        SigintDeferred deferred;  // a Ctrl-C here reaches the next progress check, on every rank
         py::array_t<T> view({n}, {long(sizeof(T))}, buf, py::none());  // no copy: the engine's buffer
         fn(view);
     };
@@ -348,6 +360,7 @@ void bind_model(py::module_& m, const char* name) {
                  if (batch_size < 1) throw ValueError("batch_size must be >= 1");
                  std::optional<Collective<T>> coll;
                  if (dist) coll = collective<T>(*dist);
+                 SigintToFlag sigint_guard{coll.has_value()};
                  std::shared_ptr<py::error_already_set> pending;
                  Progress hook = progress_hook(cb, v.calls, bool(coll), pending);
                  try {
@@ -372,6 +385,7 @@ void bind_model(py::module_& m, const char* name) {
                  const long B = X.shape(0);
                  std::optional<Collective<T>> coll;
                  if (dist) coll = collective<T>(*dist);
+                 SigintToFlag sigint_guard{coll.has_value()};
                  if (!coll && B < 1) throw ValueError("x is an empty batch");
                  if (coll && (first < 0 || total < 1 || first + B > total))
                      throw ValueError("distributed: x must be rows [first, first + len(x)) of a "
