@@ -203,15 +203,29 @@ void pack_b(T* P, const T* B, long ldb, bool b_trans, long kb, const Strip* st, 
 }
 
 // Ap[k * R + i] = A[i * sai + k * sak]: an R-row tile of A over kb values of k, interleaved.
+// With R <= VL, a vector at a time: the VL - R lanes past a k's R values land on the next k's
+// place, which the next store overwrites, and past the tile's end on the next tile's (packed
+// after it) or on VL elements of slack after the block.
 template <typename T>
 inline void pack_a(T* __restrict Ap, const T* A, long sai, long sak, long R, long kb) {
-    if (sai == 1) {
-        for (long k = 0; k < kb; ++k)
-            for (long i = 0; i < R; ++i) Ap[k * R + i] = A[k * sak + i];
-    } else {
-        for (long i = 0; i < R; ++i)
-            for (long k = 0; k < kb; ++k) Ap[k * R + i] = A[i * sai + k * sak];
+    using V = typename Simd<T>::type;
+    constexpr long VL = Simd<T>::n;
+    long k = 0;
+    if (R <= VL && sai == 1 && sak >= VL) {
+        // A^T view (dW = X^T dY): the R values of each k are contiguous; the VL read stay in this
+        // stored row and the next, so not past the array but for the last k (done below)
+        for (; k + 1 < kb; ++k) store(Ap + k * R, load(A + k * sak));
+    } else if (R <= VL && sak == 1) {
+        // row-major A: VL x VL tiles of (rows, k) transposed through registers, rows >= R zero
+        for (; k + VL <= kb; k += VL) {
+            V r[VL];
+            for (long i = 0; i < VL; ++i) r[i] = i < R ? load(A + i * sai + k) : V{};
+            transpose_tile<T>(r);
+            for (long u = 0; u < VL; ++u) store(Ap + (k + u) * R, r[u]);
+        }
     }
+    for (; k < kb; ++k)
+        for (long i = 0; i < R; ++i) Ap[k * R + i] = A[i * sai + k * sak];
 }
 
 // How a block of m rows is cut into row tiles: `full` tiles of kMR rows, then up to two of r1 and
@@ -345,7 +359,7 @@ void gemm_fast(long M, long N, long K, const T* A, long sai, long sak, const T* 
     if (M < kMR / 2 && !b_trans) return few_rows(M, N, K, A, sai, sak, B, ldb, C, ldc, accumulate);
     const long kc = kc_for<T>(K), mc = mc_for<T>(M), ncm = std::min(blocking<T>().nc_max, N);
     T* P = scratch<T>(0, size_t(kc) * size_t(ncm + VL));
-    T* Ap = scratch<T>(1, size_t(kc) * size_t(mc));
+    T* Ap = scratch<T>(1, size_t(kc) * size_t(mc) + VL);  // + VL: pack_a's slack
     static thread_local std::vector<Strip> strips;
     strips.resize(size_t(ncm / VL + 2));
     Strip* st = strips.data();
