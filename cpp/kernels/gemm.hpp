@@ -1,21 +1,22 @@
 // The engine's matrix product: C (M,N) = or += A (M,K) @ B (K,N), row-major, single-threaded (the
-// dense kernels split the columns of C between threads themselves).
+// dense kernels split the columns, or rows, of C between threads themselves).
 //
 // gemm() runs a register-blocked kernel in the style of BLIS/GotoBLAS (gemm_kernels.hpp: an MR x NR
 // tile of C in vector registers while k runs over a block of the shared dimension, A and B packed
-// into panels), from the kernel set that suits the CPU it runs on: x86-64-v4 (AVX-512) or
-// x86-64-v3 (AVX2 + FMA), both compiled into every GCC x86-64 build and picked at run time from
-// cpuid (gemm_kernels()); other targets use Eigen. gemm_ref() is the readable Eigen version it is
-// tested against.
+// into panels, BLIS's loop order), from the kernel set that suits the CPU it runs on: x86-64-v4
+// (AVX-512, 12 x 32 float tile) or x86-64-v3 (AVX2 + FMA, 6 x 16), both compiled into every GCC
+// x86-64 build and picked at run time from cpuid (gemm_kernels()); other targets use Eigen.
+// gemm_ref() is the readable Eigen version it is tested against.
 //
 // Cache blocking comes from the CPU it runs on (cpu_caches.hpp: L1d and L2 per core, read once)
-// and the kernel's tile: blocks of kc values of k keep the packed A tile in L1, blocks of nc
-// columns keep the packed B block in L2 (see blocking() below).
+// and the kernel's tile: blocks of kc values of k keep B's micro-panel in L1, blocks of mc rows
+// keep A's packed block in L2 (see blocking_for() below).
 //
-// Summation order: k runs in order within blocks of kc (a function of K and of the machine's L1d
-// only), and the blocks are added to C in order. No part of it depends on M, N or how the columns
-// were split, so splitting C between threads changes no result, and a machine always gives the
-// same one.
+// Summation order: every element of C is formed the same way, by fused multiply-adds with k in
+// order from zero within each block of kc (a function of K, of the machine's L1d and of the
+// kernel set's tile only), each block's sum then added to C in order. No part of it depends on
+// M, N, on the tile or path that formed the element, or on how rows and columns were split, so
+// splitting C between threads changes no result, and a machine always gives the same one.
 #pragma once
 
 #include <algorithm>
