@@ -380,7 +380,9 @@ def spawn(framework, config, threads, args):
 # ---- reference GEMM rates ----------------------------------------------------------------------
 def gemm_rates(threads, n):
     """GFLOP/s of a large float32 (n, n) @ (n, n) product through vaecpp's own product (the one
-    its dense layers use), through Eigen, and through torch.matmul, with `threads` threads."""
+    its dense layers use), through Eigen, through torch.matmul and through NumPy's BLAS (OpenBLAS
+    in NumPy's wheels), each with `threads` threads: best of five."""
+    from threadpoolctl import threadpool_limits
     from vaecpp import _testing
     import torch
 
@@ -390,7 +392,12 @@ def gemm_rates(threads, n):
     a, b = torch.rand(n, n), torch.rand(n, n)
     a @ b
     best = min(timed_median(lambda: a @ b, 1) for _ in range(5))
-    return {"engine": engine, "eigen": eigen, "torch": 2.0 * n ** 3 / best * 1e-9}
+    an, bn = a.numpy(), b.numpy()
+    with threadpool_limits(limits=threads, user_api="blas"):
+        an @ bn
+        best_np = min(timed_median(lambda: an @ bn, 1) for _ in range(5))
+    flops = 2.0 * n ** 3 * 1e-9
+    return {"engine": engine, "eigen": eigen, "torch": flops / best, "numpy": flops / best_np}
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -640,16 +647,18 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
     out.append("")
     out.append(f"## Machine GEMM rate (float32, {gemm_n}^3)")
     out.append("")
-    out.append("The machine's large-GEMM rate at each thread count is the best of three libraries "
-               "on one large product; '% GEMM' below divides by it.")
+    out.append("The machine's large-GEMM rate at each thread count is the best of the four "
+               "products on one large product; '% GEMM' below divides by it. NumPy's is its BLAS "
+               "(OpenBLAS in its wheels), its threads pinned with threadpoolctl.")
     out.append("")
     out.append("| threads | vaecpp's product GFLOP/s | Eigen GFLOP/s | torch.matmul GFLOP/s | "
-               "machine rate |")
-    out.append("|---:|---:|---:|---:|---:|")
+               "NumPy GFLOP/s | machine rate | vaecpp % of best library |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|")
     for t in threads:
         g = gemm[t]
+        best_lib = max(v for k, v in g.items() if k != "engine")
         out.append(f"| {t} | {g['engine']:.1f} | {g['eigen']:.1f} | {g['torch']:.1f} | "
-                   f"{machine_rate(g):.1f} |")
+                   f"{g['numpy']:.1f} | {machine_rate(g):.1f} | {100 * g['engine'] / best_lib:.0f}% |")
     out.append("")
     out.append("## Training")
     out.append("")

@@ -228,11 +228,13 @@ def test_gradients_through_fast_kernels_match_finite_differences():
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_gemm_matches_eigen(dtype, trans_a, trans_b, accumulate):
-    """Every tile and edge path of the register-blocked product: row counts around the 8-row tile,
-    column counts around the 16/48-column strips, and K across the 256-deep blocks."""
+    """Every tile and edge path of the register-blocked product: row counts around the 6- and
+    12-row tiles (and the remainders merged into them), column counts around the 8/16/32-column
+    strips, K across the 128..256-deep blocks and M across blocks of rows (a few hundred)."""
     rng = np.random.default_rng(7)
     for M, N, K in [(1, 1, 1), (3, 17, 5), (8, 48, 8), (9, 49, 257), (17, 100, 600), (50, 784, 512),
-                    (13, 15, 70), (2, 64, 3), (130, 33, 1)]:
+                    (13, 15, 70), (2, 64, 3), (130, 33, 1), (12, 32, 129), (25, 40, 31),
+                    (600, 56, 300)]:
         a = rand(rng, (K, M) if trans_a else (M, K), dtype)
         b = rand(rng, (N, K) if trans_b else (K, N), dtype)
         c0 = rand(rng, (M, N), dtype)
@@ -242,6 +244,49 @@ def test_gemm_matches_eigen(dtype, trans_a, trans_b, accumulate):
 
 
 K_ = K
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_sums_do_not_depend_on_how_c_is_cut(dtype):
+    """Every element of C is the same sum in the same order however the product is cut into
+    column and row blocks (as threads cut it): pieces of one or two rows, pieces narrower than a
+    vector, transposed operands. Bit for bit."""
+    rng = np.random.default_rng(11)
+    for M, N, K, trans_a, trans_b in [(50, 200, 784, False, False), (784, 200, 50, True, False),
+                                      (50, 784, 200, False, True), (7, 20, 300, False, False),
+                                      (301, 37, 600, True, True), (3, 90, 513, False, True)]:
+        a = rand(rng, (K, M) if trans_a else (M, K), dtype)
+        b = rand(rng, (N, K) if trans_b else (K, N), dtype)
+        c0 = rand(rng, (M, N), dtype)
+        whole = K_.gemm(a, b, c0, trans_a, trans_b, True, True)
+        for rows in ([0, M], [0, 1, 3, M], [0, M // 2, M]):
+            for cols in ([0, N], [0, 16, N], [0, N - 4, N], [0, 5, 21, N]):
+                cut = np.empty_like(whole)
+                for r0, r1 in zip(rows, rows[1:]):
+                    for j0, j1 in zip(cols, cols[1:]):
+                        ap = a[:, r0:r1] if trans_a else a[r0:r1]
+                        bp = b[j0:j1] if trans_b else b[:, j0:j1]
+                        cut[r0:r1, j0:j1] = K_.gemm(np.ascontiguousarray(ap), np.ascontiguousarray(bp),
+                                                    np.ascontiguousarray(c0[r0:r1, j0:j1]), trans_a,
+                                                    trans_b, True, True)
+                np.testing.assert_array_equal(cut, whole, err_msg=f"{(M, N, K)} rows {rows} cols {cols}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES + [(128, 400, 20), (256, 784, 1024), (1, 1024, 784)])
+def test_dense_kernels_give_the_same_bits_at_any_thread_count(dtype, shape):
+    """1 and 2 threads split the products differently (columns, or rows when there are more rows
+    than columns) and must still give identical results, bit for bit."""
+    B, C, OC = shape
+    rng = np.random.default_rng(B + C + OC)
+    x, W, b = rand(rng, (B, C), dtype), rand(rng, (C, OC), dtype, -0.3, 0.3), rand(rng, OC, dtype)
+    dout = rand(rng, (B, OC), dtype)
+    dW0, db0, dinp0 = rand(rng, (C, OC), dtype), rand(rng, OC, dtype), rand(rng, (B, C), dtype)
+    one, two = (K.dense_forward(x, W, b, "relu", fast=True, threads=t) for t in (1, 2))
+    np.testing.assert_array_equal(one, two)
+    one, two = (K.dense_backward(x, W, b, dout, "relu", dW0, db0, dinp0, True, True, t) for t in (1, 2))
+    for u, v in zip(one, two):
+        np.testing.assert_array_equal(u, v)
 
 
 def test_dropout_masks_four_per_philox_block():

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.skipif(not INFO["fast_gemm"], reason="this build has no
 
 
 def rule(l1d, l2, mr, nr, elem):
-    """The documented rules: the A tile (mr x kc) in a quarter of L1d, a multiple of 32 in
-    [64, 1024]; the packed B block (kc x nc) in 3/8 of L2, a multiple of nr in [nr, 4096]."""
-    kc = min(1024, max(64, l1d // 4 // (mr * elem) // 32 * 32))
-    nc = min(4096 // nr * nr, max(nr, l2 * 3 // 8 // (kc * elem) // nr * nr))
-    return kc, nc
+    """The documented rules (gemm.hpp, blocking_for): B's micro-panel (kc x nr) in half of L1d, kc
+    a multiple of 16 in [64, 1024]; A's packed block (mc x kc) in half of L2, mc a multiple of mr
+    in [mr, 4096]; B's panel 4096 columns wide (a multiple of nr)."""
+    kc = min(1024, max(64, l1d // 2 // (nr * elem) // 16 * 16))
+    mc = min(4096 // mr * mr, max(mr, l2 // 2 // (kc * elem) // mr * mr))
+    return kc, mc, 4096 // nr * nr
 
 
 def read_sysfs():
@@ -48,7 +49,8 @@ def check_rules(info):
     caches = info["cpu_caches"]
     for dtype, elem in (("float32", 4), ("float64", 8)):
         b = info["gemm_blocking"][dtype]
-        assert (b["kc_max"], b["nc_max"]) == rule(caches["l1d"], caches["l2"], b["mr"], b["nr"], elem)
+        assert (b["kc_max"], b["mc_max"], b["nc_max"]) == rule(caches["l1d"], caches["l2"], b["mr"],
+                                                               b["nr"], elem)
 
 
 def test_blocks_follow_the_rules_for_this_cpu():
@@ -58,9 +60,11 @@ def test_blocks_follow_the_rules_for_this_cpu():
         assert INFO["cpu_caches"]["l1d"] == sizes["l1d"] and INFO["cpu_caches"]["l2"] == sizes["l2"]
 
 
-def shapes_around(kc):
-    """K around one, two and three blocks of kc, with ragged rows and columns."""
-    return [(9, 49, kc - 1), (13, 100, kc + 1), (50, 784, 2 * kc + 3), (7, 17, 3 * kc - 5)]
+def shapes_around(kc, mc):
+    """K around one, two and three blocks of kc, M around one and two blocks of mc, with ragged
+    rows and columns."""
+    return [(9, 49, kc - 1), (13, 100, kc + 1), (50, 784, 2 * kc + 3), (7, 17, 3 * kc - 5),
+            (mc + 1, 40, 33), (2 * mc - 5, 24, kc + 7)]
 
 
 def compare_to_reference(shapes):
@@ -81,8 +85,13 @@ def compare_to_reference(shapes):
     return worst, repeatable
 
 
+def blocks(info):
+    b = info["gemm_blocking"]["float32"]
+    return b["kc_max"], b["mc_max"]
+
+
 def test_product_matches_the_reference_around_this_cpus_blocks():
-    worst, repeatable = compare_to_reference(shapes_around(INFO["gemm_blocking"]["float32"]["kc_max"]))
+    worst, repeatable = compare_to_reference(shapes_around(*blocks(INFO)))
     assert repeatable
     assert worst < 1e-5
 
@@ -93,7 +102,7 @@ sys.path.insert(0, {tests!r})
 from vaecpp import _core
 import test_gemm_blocking as t
 info = _core.build_info()
-worst, repeatable = t.compare_to_reference(t.shapes_around(info["gemm_blocking"]["float32"]["kc_max"]))
+worst, repeatable = t.compare_to_reference(t.shapes_around(*t.blocks(info)))
 print(json.dumps(dict(info=dict(cpu_caches=info["cpu_caches"], gemm_blocking=info["gemm_blocking"],
                                 cpu_caches_source=info["cpu_caches_source"]),
                       worst=worst, repeatable=repeatable)))

@@ -1,30 +1,36 @@
 // The engine's matrix product: C (M,N) = or += A (M,K) @ B (K,N), row-major, single-threaded (the
-// dense kernels split the columns of C between threads themselves).
+// dense kernels split the columns, or rows, of C between threads themselves).
 //
 // gemm() runs a register-blocked kernel in the style of BLIS/GotoBLAS (gemm_kernels.hpp: an MR x NR
 // tile of C in vector registers while k runs over a block of the shared dimension, A and B packed
-// into panels), from the kernel set that suits the CPU it runs on: x86-64-v4 (AVX-512) or
-// x86-64-v3 (AVX2 + FMA), both compiled into every GCC x86-64 build and picked at run time from
-// cpuid (gemm_kernels()); other targets use Eigen. gemm_ref() is the readable Eigen version it is
-// tested against.
+// into panels, BLIS's loop order), from the kernel set that suits the CPU it runs on: x86-64-v4
+// (AVX-512, 12 x 32 float tile) or x86-64-v3 (AVX2 + FMA, 6 x 16), both compiled into every GCC
+// x86-64 build and picked at run time from cpuid (gemm_kernels()); other targets use Eigen.
+// gemm_ref() is the readable Eigen version it is tested against.
 //
 // Cache blocking comes from the CPU it runs on (cpu_caches.hpp: L1d and L2 per core, read once)
-// and the kernel's tile: blocks of kc values of k keep the packed A tile in L1, blocks of nc
-// columns keep the packed B block in L2 (see blocking() below).
+// and the kernel's tile: blocks of kc values of k keep B's micro-panel in L1, blocks of mc rows
+// keep A's packed block in L2 (see blocking_for() below).
 //
-// Summation order: k runs in order within blocks of kc (a function of K and of the machine's L1d
-// only), and the blocks are added to C in order. No part of it depends on M, N or how the columns
-// were split, so splitting C between threads changes no result, and a machine always gives the
-// same one.
+// Summation order: every element of C is formed the same way, by fused multiply-adds with k in
+// order from zero within each block of kc (a function of K, of the machine's L1d and of the
+// kernel set's tile only), each block's sum then added to C in order. No part of it depends on
+// M, N, on the tile or path that formed the element, or on how rows and columns were split, so
+// splitting C between threads changes no result, and a machine always gives the same one.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>  // the kernels' fused multiply-add (gemm_kernels.hpp, fmadd)
+#endif
 
 #include "core/buffers.hpp"
 #include "core/threads.hpp"
@@ -80,24 +86,26 @@ void gemm_ref(long M, long N, long K, const T* A, long sai, long sak, const T* B
 
 namespace gemm_detail {
 
-// The cache blocks for T on this CPU, computed once from its L1d and L2 (BLIS's rules, for this
-// kernel's loop order, in which a packed kMR-row tile of A is reused across every strip of B):
-// - kc_max: the A tile (kMR x kc) fills at most a quarter of L1d, leaving the rest to the B strips
-//   that stream through it from L2; a multiple of 32 in [64, 1024]. (A 32 KiB L1d and the 8-row
-//   AVX-512 float tile give 256, the value once tuned by hand on such a machine.)
-// - nc_max: the packed B block (kc_max x nc) fills at most 3/8 of L2 (the rest holds A tiles,
-//   C and the other operand's lines); a multiple of the strip width NR, at least one strip and at
-//   most 4096 columns.
+// The cache blocks for T on this CPU, computed once from its L1d and L2 by BLIS's rules for its
+// loop order (gemm_kernels.hpp), in which a (kc, NR) micro-panel of B stays in L1 while the
+// (MR, kc) micro-panels of an (mc, kc) block of A stream past it from L2:
+// - kc_max: B's micro-panel fills at most half of L1d, the other half left to the A panels and
+//   C lines passing through; a multiple of 16 in [64, 1024]. (32 KiB and the 16-column AVX2
+//   float strip give 256, BLIS's value for Haswell and Zen.)
+// - mc_max: A's packed block fills at most half of L2, the rest left to B's micro-panels on their
+//   way to L1 and to C's lines; a multiple of MR.
+// - nc_max: B's packed panel (kc, nc) is read once per block of mc rows from wherever it lives (L3
+//   or memory: one micro-panel per mc / MR tiles, a trickle next to the arithmetic), so it is as
+//   wide as a 4096-column scratch buffer allows, and A is packed once per 4096 columns of C.
 struct Blocking {
-    long kc_max, nc_max;
+    long kc_max, mc_max, nc_max;
 };
 
 inline Blocking blocking_for(const CacheSizes& c, long mr, long nr, long elem) {
-    const long kc = std::min(1024L, std::max(64L, c.l1d / 4 / (mr * elem) / 32 * 32));
-    const long nc = std::min(4096L / nr * nr, std::max(nr, c.l2 * 3 / 8 / (kc * elem) / nr * nr));
-    return {kc, nc};
+    const long kc = std::min(1024L, std::max(64L, c.l1d / 2 / (nr * elem) / 16 * 16));
+    const long mc = std::min(4096L / mr * mr, std::max(mr, c.l2 / 2 / (kc * elem) / mr * mr));
+    return {kc, mc, 4096L / nr * nr};
 }
-
 
 }  // namespace gemm_detail
 
@@ -122,7 +130,7 @@ constexpr int kMR = 6, kNV = 2;  // 6 x 2 vectors: 12 accumulators of the 16 reg
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 namespace vaecpp::gemm_v4 {
 constexpr int kVecBytes = 64;
-constexpr int kMR = 8, kNV = 3;  // 8 x 3 vectors: 24 accumulators of the 32 registers
+constexpr int kMR = 12, kNV = 2;  // 12 x 2 vectors: 24 accumulators of the 32 registers
 #include "kernels/gemm_kernels.hpp"
 }  // namespace vaecpp::gemm_v4
 #pragma GCC pop_options
@@ -134,7 +142,7 @@ constexpr int kMR = 8, kNV = 3;  // 8 x 3 vectors: 24 accumulators of the 32 reg
 namespace vaecpp::gemm_native {
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
-constexpr int kMR = 8, kNV = 3;
+constexpr int kMR = 12, kNV = 2;
 #else
 constexpr int kVecBytes = 32;
 constexpr int kMR = 6, kNV = 2;
@@ -215,7 +223,8 @@ inline bool have_fast_gemm() { return gemm_kernels() != GemmKernels::eigen; }
 inline std::map<std::string, std::map<std::string, long>> gemm_blocking_info() {
     std::map<std::string, std::map<std::string, long>> out;
     auto add = [&](const char* dtype, long mr, long nr, const gemm_detail::Blocking& b) {
-        out[dtype] = {{"mr", mr}, {"nr", nr}, {"kc_max", b.kc_max}, {"nc_max", b.nc_max}};
+        out[dtype] = {{"mr", mr}, {"nr", nr}, {"kc_max", b.kc_max}, {"mc_max", b.mc_max},
+                      {"nc_max", b.nc_max}};
     };
 #define VAECPP_GEMM_INFO(set)                                                                   \
     add("float32", set::kMR, set::kNV * set::Simd<float>::n, set::blocking<float>());           \

@@ -7,10 +7,14 @@
 // function compiled for AVX-512 must not be picked by the linker for the AVX2 set). It uses only
 // what gemm.hpp included before it.
 //
-// gemm_fast() is a register-blocked kernel in the style of BLIS/GotoBLAS: an MR x NR tile of C
-// lives in vector registers while k runs over a block of the shared dimension; A is packed a tile
-// of kMR rows at a time, B a (kc, nc) block at a time (through registers when it is a transposed
-// view, B = W^T). Written with GCC vector extensions, so one source serves AVX-512 and AVX2.
+// gemm_fast() follows BLIS's loop order (Van Zee & van de Geijn 2015; Low et al. 2016):
+//   for each block of nc columns           B's panel (kc x nc), packed once, read from L3 or memory
+//    for each block of kc values of k       (in order: the only sum order, see gemm.hpp)
+//     for each block of mc rows             A's block (mc x kc), packed, stays in L2
+//      for each strip of NR columns         B's micro-panel (kc x NR) stays in L1 ...
+//       for each tile of MR rows            ... while A's micro-panels stream from L2 past it
+//        tile(): C[MR, NR] (+)= A-panel @ B-panel with the MR x NR sums in registers.
+// Written with GCC vector extensions, so one source serves AVX-512 and AVX2.
 
 template <typename T>
 struct Simd {
@@ -27,24 +31,50 @@ template <typename T>
 inline void store(T* p, typename Simd<T>::type v) {
     *reinterpret_cast<typename Simd<T>::unaligned*>(p) = v;
 }
+// x in every lane, as one vbroadcastss/sd from memory: x - 0 is x for every x, so the compiler
+// drops the subtraction. (Not `V{} + x`: 0 + x is not x for x = -0, so it must add before it
+// broadcasts, an extra instruction per element of A; and a loop over the lanes can come out as
+// one insert per lane.)
+template <typename T>
+inline typename Simd<T>::type splat(T x) {
+    return x - typename Simd<T>::type{};
+}
+
+// a * b + c with one rounding, as one vfmadd instruction. Written out rather than left to the
+// compiler's contraction of `c += a * b`, which is a choice it may make differently from one loop
+// to the next (GCC leaves a one-row tile as a multiply and an add): every sum of the product goes
+// through here, so the rounding never depends on which path, tile or thread formed it.
+template <typename V>
+inline V fmadd(V a, V b, V c) {
+    constexpr bool f32 = sizeof(a[0]) == 4;
+    if constexpr (kVecBytes == 64) {
+        if constexpr (f32) return _mm512_fmadd_ps(a, b, c); else return _mm512_fmadd_pd(a, b, c);
+    } else {
+        if constexpr (f32) return _mm256_fmadd_ps(a, b, c); else return _mm256_fmadd_pd(a, b, c);
+    }
+}
 
 // The micro-kernel: C[0:R, 0:NV*VL] (+)= A @ B over K, from packed panels: Ap holds A's R rows
-// interleaved (Ap[k * R + i]) and Bp a strip of B (Bp[k * NV*VL + j]), so both are read as two
-// sequential streams. The R x NV accumulators stay in registers for the whole of K.
+// interleaved (Ap[k * R + i]) and Bp a strip of B (Bp[k * NV*VL + j]), so both are read as
+// sequential streams. The R x NV sums stay in registers for the whole of K (R * NV + NV + 1
+// registers: at most the 16 or 32 the set has); C's lines are fetched while k runs.
 template <typename T, int R, int NV>
 inline void tile(long K, const T* __restrict Ap, const T* __restrict Bp, T* C, long ldc,
                  bool accumulate) {
     using V = typename Simd<T>::type;
     constexpr int VL = Simd<T>::n;
-    V acc[R][NV];
-    for (int i = 0; i < R; ++i)
-        for (int v = 0; v < NV; ++v) acc[i][v] = V{};
-    for (long k = 0; k < K; ++k, Ap += R, Bp += NV * VL) {
+    for (int i = 0; i < R; ++i) {
+        __builtin_prefetch(C + i * ldc, 1);
+        __builtin_prefetch(C + i * ldc + NV * VL - 1, 1);
+    }
+    V acc[R][NV] = {};
+#pragma GCC unroll 4
+    for (long k = 0; k < K; ++k) {
         V b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load(Bp + v * VL);
+        for (int v = 0; v < NV; ++v) b[v] = load(Bp + k * (NV * VL) + v * VL);
         for (int i = 0; i < R; ++i) {
-            const V ai = V{} + Ap[i];  // broadcast
-            for (int v = 0; v < NV; ++v) acc[i][v] += ai * b[v];
+            const V ai = splat(Ap[k * R + i]);
+            for (int v = 0; v < NV; ++v) acc[i][v] = fmadd(ai, b[v], acc[i][v]);
         }
     }
     for (int i = 0; i < R; ++i)
@@ -54,21 +84,13 @@ inline void tile(long K, const T* __restrict Ap, const T* __restrict Bp, T* C, l
         }
 }
 
-// tile() for a run-time row count r <= kMR.
-template <typename T, int NV>
+// tile() for a run-time row count 1 <= r <= kMR.
+template <typename T, int NV, int R = 1>
 inline void tile_rows(long r, long K, const T* Ap, const T* Bp, T* C, long ldc, bool accumulate) {
-    static_assert(kMR <= 8, "tile_rows dispatches up to 8 rows");
-    switch (r) {
-        case 1: tile<T, 1, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 2: tile<T, 2, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 3: tile<T, 3, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 4: tile<T, 4, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 5: tile<T, 5, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 6: tile<T, 6, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 7: tile<T, 7, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        case 8: tile<T, 8, NV>(K, Ap, Bp, C, ldc, accumulate); break;
-        default: break;
+    if constexpr (R < kMR) {
+        if (r != R) return tile_rows<T, NV, R + 1>(r, K, Ap, Bp, C, ldc, accumulate);
     }
+    tile<T, R, NV>(K, Ap, Bp, C, ldc, accumulate);
 }
 
 // Transposes a VL x VL tile held in VL registers: log2(VL) butterfly stages, each swapping one bit
@@ -126,80 +148,110 @@ inline long make_strips(long nc, Strip* out) {
     return ns;
 }
 
-// Packs rows [0, kb) of B (B[k * ldb + j], or B[j * ldb + k] when b_trans) into its strips:
-// strip q occupies P[kb * q.j ...] as a (kb, q.w) row-major panel.
+// Packs rows [0, kb) of one strip q of B (B[k * ldb + j], or B[j * ldb + k] when b_trans) into
+// Ps as a (kb, q.w) row-major panel, a ragged strip zero-padded.
 template <typename T>
-void pack_b(T* P, const T* B, long ldb, bool b_trans, long kb, const Strip* st, long ns) {
+void pack_strip(T* __restrict Ps, const T* B, long ldb, bool b_trans, long kb, const Strip& q) {
     using V = typename Simd<T>::type;
     constexpr long VL = Simd<T>::n;
-    for (long s = 0; s < ns; ++s) {
-        const Strip& q = st[s];
-        T* Ps = P + kb * q.j;
-        if (q.n < q.w) {  // the ragged last strip, zero-padded
-            for (long k = 0; k < kb; ++k)
-                for (long j = 0; j < q.w; ++j)
-                    Ps[k * q.w + j] = j >= q.n ? T(0) : b_trans ? B[(q.j + j) * ldb + k]
-                                                                : B[k * ldb + q.j + j];
-        } else if (!b_trans) {
-            for (long k = 0; k < kb; ++k)
-                for (long v = 0; v < q.w; v += VL) store(Ps + k * q.w + v, load(B + k * ldb + q.j + v));
-        } else {  // transposed source: VL x VL tiles through registers
-            const long kf = kb / VL * VL;
-            for (long v = 0; v < q.w; v += VL) {
-                const T* S = B + (q.j + v) * ldb;  // the VL stored rows that are these columns
-                for (long k = 0; k < kf; k += VL) {
-                    V r[VL];
-                    for (long i = 0; i < VL; ++i) r[i] = load(S + i * ldb + k);
-                    transpose_tile<T>(r);
-                    for (long i = 0; i < VL; ++i) store(Ps + (k + i) * q.w + v, r[i]);
-                }
-                for (long k = kf; k < kb; ++k)
-                    for (long i = 0; i < VL; ++i) Ps[k * q.w + v + i] = S[i * ldb + k];
+    if (q.n < q.w) {
+        for (long k = 0; k < kb; ++k)
+            for (long j = 0; j < q.w; ++j)
+                Ps[k * q.w + j] = j >= q.n ? T(0) : b_trans ? B[(q.j + j) * ldb + k] : B[k * ldb + q.j + j];
+    } else if (!b_trans) {
+        for (long k = 0; k < kb; ++k)
+            for (long v = 0; v < q.w; v += VL) store(Ps + k * q.w + v, load(B + k * ldb + q.j + v));
+    } else {  // B = W^T: W's rows are B's columns; VL x VL tiles transposed through registers
+        const long kf = kb / VL * VL;
+        for (long v = 0; v < q.w; v += VL) {
+            const T* S = B + (q.j + v) * ldb;
+            for (long k = 0; k < kf; k += VL) {
+                V r[VL];
+                for (long i = 0; i < VL; ++i) r[i] = load(S + i * ldb + k);
+                transpose_tile<T>(r);
+                for (long i = 0; i < VL; ++i) store(Ps + (k + i) * q.w + v, r[i]);
+            }
+            for (long k = kf; k < kb; ++k)
+                for (long i = 0; i < VL; ++i) Ps[k * q.w + v + i] = S[i * ldb + k];
+        }
+    }
+}
+
+// Packs rows [0, kb) of B into all its strips: strip q at P[kb * q.j ...]. Without b_trans, B's
+// stored rows are read in order, each from start to end, so that the hardware prefetchers see
+// one forward stream (strip by strip would stride down B one cache line per row: several times
+// slower when B is not in cache).
+template <typename T>
+void pack_b(T* P, const T* B, long ldb, bool b_trans, long kb, const Strip* st, long ns) {
+    constexpr long VL = Simd<T>::n;
+    if (b_trans) {
+        for (long s = 0; s < ns; ++s) pack_strip(P + kb * st[s].j, B, ldb, true, kb, st[s]);
+        return;
+    }
+    for (long k = 0; k < kb; ++k) {
+        const T* Bk = B + k * ldb;
+        for (long s = 0; s < ns; ++s) {
+            const Strip& q = st[s];
+            T* d = P + kb * q.j + k * q.w;
+            if (q.n == q.w) {
+                for (long v = 0; v < q.w; v += VL) store(d + v, load(Bk + q.j + v));
+            } else {
+                for (long j = 0; j < q.w; ++j) d[j] = j < q.n ? Bk[q.j + j] : T(0);
             }
         }
     }
 }
 
 // Ap[k * R + i] = A[i * sai + k * sak]: an R-row tile of A over kb values of k, interleaved.
+// With R <= VL, a vector at a time: the VL - R lanes past a k's R values land on the next k's
+// place, which the next store overwrites, and past the tile's end on the next tile's (packed
+// after it) or on VL elements of slack after the block.
 template <typename T>
 inline void pack_a(T* __restrict Ap, const T* A, long sai, long sak, long R, long kb) {
-    if (sai == 1) {
-        for (long k = 0; k < kb; ++k)
-            for (long i = 0; i < R; ++i) Ap[k * R + i] = A[k * sak + i];
-    } else {
-        for (long i = 0; i < R; ++i)
-            for (long k = 0; k < kb; ++k) Ap[k * R + i] = A[i * sai + k * sak];
-    }
-}
-
-// One R-row tile of C against every strip of a packed block.
-template <typename T>
-void tile_strips(long R, long kb, const T* Ap, const T* P, const Strip* st, long ns, T* C, long ldc,
-                 bool accumulate) {
+    using V = typename Simd<T>::type;
     constexpr long VL = Simd<T>::n;
-    for (long s = 0; s < ns; ++s) {
-        const Strip& q = st[s];
-        const T* Bs = P + kb * q.j;
-        if (q.w == kNV * VL) {
-            tile_rows<T, kNV>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
-        } else if (q.n == q.w) {
-            tile_rows<T, 1>(R, kb, Ap, Bs, C + q.j, ldc, accumulate);
-        } else {  // ragged columns: through an (R, VL) copy of C
-            T tmp[kMR * VL];
-            for (long i = 0; i < R; ++i)
-                for (long j = 0; j < VL; ++j)
-                    tmp[i * VL + j] = accumulate && j < q.n ? C[i * ldc + q.j + j] : T(0);
-            tile_rows<T, 1>(R, kb, Ap, Bs, tmp, VL, accumulate);
-            for (long i = 0; i < R; ++i)
-                for (long j = 0; j < q.n; ++j) C[i * ldc + q.j + j] = tmp[i * VL + j];
+    long k = 0;
+    if (R <= VL && sai == 1 && sak >= VL) {
+        // A^T view (dW = X^T dY): the R values of each k are contiguous; the VL read stay in this
+        // stored row and the next, so not past the array but for the last k (done below)
+        for (; k + 1 < kb; ++k) store(Ap + k * R, load(A + k * sak));
+    } else if (R <= VL && sak == 1) {
+        // row-major A: VL x VL tiles of (rows, k) transposed through registers, rows >= R zero
+        for (; k + VL <= kb; k += VL) {
+            V r[VL];
+            for (long i = 0; i < VL; ++i) r[i] = i < R ? load(A + i * sai + k) : V{};
+            transpose_tile<T>(r);
+            for (long u = 0; u < VL; ++u) store(Ap + (k + u) * R, r[u]);
         }
     }
+    for (; k < kb; ++k)
+        for (long i = 0; i < R; ++i) Ap[k * R + i] = A[i * sai + k * sak];
 }
+
+// How a block of m rows is cut into row tiles: `full` tiles of kMR rows, then up to two of r1 and
+// r2 rows. A short remainder is merged with the last full tile and the two split evenly (50
+// rows, kMR 6: 7 x 6 + 4 + 4, not 8 x 6 + 2): one- or two-row tiles have too few sums to keep
+// the FMA units busy.
+struct RowTiles {
+    long full, r1, r2;
+    explicit RowTiles(long m) : full(m / kMR), r1(m % kMR), r2(0) {
+        if (full > 0 && r1 > 0 && r1 < kMR / 2) --full, r1 += kMR;
+        if (r1 > kMR) r2 = r1 / 2, r1 -= r2;
+    }
+    template <typename F>
+    void each(F&& f) const {  // f(first row, rows)
+        long i = 0;
+        for (long t = 0; t < full; ++t, i += kMR) f(i, long(kMR));
+        if (r1) f(i, r1);
+        if (r2) f(i + r1, r2);
+    }
+};
 
 // The cache blocks for T with this set's tile on this CPU (gemm_detail::blocking_for).
 template <typename T>
 inline const gemm_detail::Blocking& blocking() {
-    static const gemm_detail::Blocking b = gemm_detail::blocking_for(cpu_caches(), kMR, kNV * Simd<T>::n, long(sizeof(T)));
+    static const gemm_detail::Blocking b =
+        gemm_detail::blocking_for(cpu_caches(), kMR, kNV * Simd<T>::n, long(sizeof(T)));
     return b;
 }
 
@@ -211,47 +263,119 @@ inline long kc_for(long K) {
     return (K + nk - 1) / nk;
 }
 
+// Rows per block: M cut into equal blocks of at most mc_max, rounded up to whole tiles.
+template <typename T>
+inline long mc_for(long M) {
+    const long mmax = blocking<T>().mc_max, nb = (M + mmax - 1) / mmax;
+    return ((M + nb - 1) / nb + kMR - 1) / kMR * kMR;
+}
+
+// One block of C (rows of A's packed block by a packed (kb, nc) block of B): the strips of B
+// outside, so that each strip stays in L1 while A's row tiles stream past it from L2.
+template <typename T>
+void block_product(const RowTiles& rows, long kb, const T* Ap, const T* P, const Strip* st, long ns,
+                   T* C, long ldc, bool accumulate) {
+    constexpr long VL = Simd<T>::n;
+    for (long s = 0; s < ns; ++s) {
+        const Strip& q = st[s];
+        const T* Bs = P + kb * q.j;
+        rows.each([&](long i, long R) {
+            const T* Ai = Ap + i * kb;
+            T* Ci = C + i * ldc + q.j;
+            if (q.n < q.w) {  // ragged columns: through an (R, VL) copy of C
+                T tmp[kMR * VL];
+                for (long r = 0; r < R; ++r)
+                    for (long j = 0; j < VL; ++j)
+                        tmp[r * VL + j] = accumulate && j < q.n ? Ci[r * ldc + j] : T(0);
+                tile_rows<T, 1>(R, kb, Ai, Bs, tmp, VL, accumulate);
+                for (long r = 0; r < R; ++r)
+                    for (long j = 0; j < q.n; ++j) Ci[r * ldc + j] = tmp[r * VL + j];
+            } else if (q.w == kNV * VL) {
+                tile_rows<T, kNV>(R, kb, Ai, Bs, Ci, ldc, accumulate);
+            } else {
+                tile_rows<T, 1>(R, kb, Ai, Bs, Ci, ldc, accumulate);
+            }
+        });
+    }
+}
+
+// C[0:m, :] (+)= A[0:m, :] @ B for a few rows and B not transposed (a one-point decode is a
+// matrix-vector product that reads each weight once, so packing B would double its cost): B is
+// read in place, four rows at a time from start to end, into one row of sums per row of C kept
+// in L1. Every sum is the one tile() forms: k in order from zero within a block of kc, then
+// added to C.
+template <typename T>
+void few_rows(long m, long N, long K, const T* A, long sai, long sak, const T* B, long ldb, T* C,
+              long ldc, bool accumulate) {
+    using V = typename Simd<T>::type;
+    constexpr long VL = Simd<T>::n, KU = 4;
+    const long kc = kc_for<T>(K), nv = N / VL * VL;
+    T* acc = scratch<T>(1, size_t(m) * size_t(N));
+    for (long k0 = 0; k0 < K; k0 += kc) {
+        const long k1 = std::min(K, k0 + kc);
+        std::fill(acc, acc + m * N, T(0));
+        for (long k = k0; k < k1; k += KU) {
+            const long ku = std::min(KU, k1 - k);
+            const T* Bk = B + k * ldb;
+            for (long i = 0; i < m; ++i) {
+                // acc[i, :] += A[i, k:k+ku] @ B[k:k+ku, :]
+                T a[KU];
+                V av[KU];
+                for (long u = 0; u < KU; ++u) a[u] = u < ku ? A[i * sai + (k + u) * sak] : T(0);
+                for (long u = 0; u < KU; ++u) av[u] = splat(a[u]);
+                T* ai = acc + i * N;
+                if (ku == KU) {
+                    for (long j = 0; j < nv; j += VL) {
+                        V s = load(ai + j);
+                        for (long u = 0; u < KU; ++u) s = fmadd(av[u], load(Bk + u * ldb + j), s);
+                        store(ai + j, s);
+                    }
+                } else {
+                    for (long u = 0; u < ku; ++u)
+                        for (long j = 0; j < nv; j += VL)
+                            store(ai + j, fmadd(av[u], load(Bk + u * ldb + j), load(ai + j)));
+                }
+                for (long j = nv; j < N; ++j)
+                    for (long u = 0; u < ku; ++u) ai[j] = std::fma(a[u], Bk[u * ldb + j], ai[j]);
+            }
+        }
+        const bool add = accumulate || k0 > 0;
+        for (long i = 0; i < m; ++i)
+            for (long j = 0; j < N; ++j)
+                C[i * ldc + j] = add ? C[i * ldc + j] + acc[i * N + j] : acc[i * N + j];
+    }
+}
+
 template <typename T>
 void gemm_fast(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
-          bool b_trans, T* C, long ldc, bool accumulate) {
+               bool b_trans, T* C, long ldc, bool accumulate) {
     constexpr long VL = Simd<T>::n;
     if (M <= 0 || N <= 0) return;
-    // Narrower than one register (e.g. the latent heads), or too few rows to repay packing B (a
-    // one-point decode is a matrix-vector product that reads each weight once): Eigen does better.
-    if (N < VL || M < kMR / 2)
-        return gemm_ref(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
     if (K <= 0) {
         if (!accumulate)
             for (long i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
         return;
     }
-    const long kc = kc_for<T>(K), ncm = blocking<T>().nc_max;
-    T* P = scratch<T>(0, size_t(kc) * (ncm + VL));
-    T* Ap = scratch<T>(1, size_t(kc) * kMR);
+    if (M < kMR / 2 && !b_trans) return few_rows(M, N, K, A, sai, sak, B, ldb, C, ldc, accumulate);
+    const long kc = kc_for<T>(K), mc = mc_for<T>(M), ncm = std::min(blocking<T>().nc_max, N);
+    T* P = scratch<T>(0, size_t(kc) * size_t(ncm + VL));
+    T* Ap = scratch<T>(1, size_t(kc) * size_t(mc) + VL);  // + VL: pack_a's slack
     static thread_local std::vector<Strip> strips;
     strips.resize(size_t(ncm / VL + 2));
     Strip* st = strips.data();
-    // Rows in tiles of kMR; a short remainder is merged with the last full tile and the two split
-    // evenly (50 rows: 5 x 8 + 5 + 5, not 6 x 8 + 2): one- or two-row tiles have too few
-    // accumulators to keep the FMA units busy.
-    long full = M / kMR, rem = M % kMR;
-    if (full > 0 && rem > 0 && rem < kMR / 2) --full, rem += kMR;
-    const long r1 = rem > kMR ? rem - rem / 2 : rem, r2 = rem > kMR ? rem / 2 : 0;
     for (long j0 = 0; j0 < N; j0 += ncm) {
         const long nc = std::min(ncm, N - j0);
         const long ns = make_strips<T>(nc, st);
         for (long k0 = 0; k0 < K; k0 += kc) {
             const long kb = std::min(kc, K - k0);
-            const bool acc = accumulate || k0 > 0;
+            // C[:, j0:j0+nc] (+)= A[:, k0:k0+kb] @ B[k0:k0+kb, j0:j0+nc]
             pack_b(P, b_trans ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, b_trans, kb, st, ns);
-            auto rows = [&](long i0, long R) {
-                pack_a(Ap, A + i0 * sai + k0 * sak, sai, sak, R, kb);
-                tile_strips(R, kb, Ap, P, st, ns, C + i0 * ldc + j0, ldc, acc);
-            };
-            long i0 = 0;
-            for (long t = 0; t < full; ++t, i0 += kMR) rows(i0, kMR);
-            if (r1) rows(i0, r1);
-            if (r2) rows(i0 + r1, r2);
+            for (long i0 = 0; i0 < M; i0 += mc) {
+                const RowTiles rows(std::min(mc, M - i0));
+                const T* Ai = A + i0 * sai + k0 * sak;
+                rows.each([&](long i, long R) { pack_a(Ap + i * kb, Ai + i * sai, sai, sak, R, kb); });
+                block_product(rows, kb, Ap, P, st, ns, C + i0 * ldc + j0, ldc, accumulate || k0 > 0);
+            }
         }
     }
 }
