@@ -1,5 +1,6 @@
-// Optimizers over one flat parameter buffer; their moments mirror its layout, so each update is a
-// single loop over the element rule of optimizer_rules.hpp (Keras 3's rules).
+// Optimizers over one flat parameter buffer; their moments mirror its layout, so an update is a
+// loop over the element rule of optimizer_rules.hpp (Keras 3's rules), over the whole buffer or,
+// in training without a collective, over each layer's part as soon as its gradient is complete.
 #pragma once
 
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "core/buffers.hpp"
 #include "core/threads.hpp"
+#include "kernels/elementwise_dispatch.hpp"
 #include "kernels/optimizer_rules.hpp"
 
 namespace vaecpp {
@@ -68,33 +70,20 @@ struct Optimizer {
         const OptCoeffs<T> c = coeffs_;
         T* mp = m.data();
         T* vp = v.data();
-        // The rules of optimizer_rules.hpp (shared with the CUDA kernels), one contiguous part per
+        // The rules of optimizer_rules.hpp (shared with the CUDA kernels) in the instruction set
+        // picked at run time (opt_rules in elementwise_kernels.hpp), one contiguous part per
         // thread; memory-bound, so split only large parts.
         const int nt = threads_for(double(n), double(kParallelMin), n / 64 + 1);
         parallel_parts(n, nt, 64, [&](long i0, long i1) {
             const long a = off + i0, k = i1 - i0;
             T* pm = mp ? mp + a : nullptr;  // a moment the rule does not use may be empty
             T* pv = vp ? vp + a : nullptr;
-            switch (c.kind) {  // one loop per rule, so that each vectorises
-                case Opt::adam: rule<Opt::adam>(c, k, p + a, g + a, pm, pv); break;
-                case Opt::sgd: rule<Opt::sgd>(c, k, p + a, g + a, pm, pv); break;
-                case Opt::rmsprop: rule<Opt::rmsprop>(c, k, p + a, g + a, pm, pv); break;
-                case Opt::adagrad: rule<Opt::adagrad>(c, k, p + a, g + a, pm, pv); break;
-            }
+            with_elementwise([&](auto set) { decltype(set)::opt_rules(c, k, p + a, g + a, pm, pv); });
         });
     }
 
   private:
     OptCoeffs<T> coeffs_{};  // of update number `step`, set by begin_step()
-
-    // The rule over n elements. The coefficients by value and restrict pointers: nothing the loop
-    // writes can alias what it reads, so the compiler vectorises it (sqrt and division included,
-    // with -fno-math-errno).
-    template <Opt K>
-    static void rule(const OptCoeffs<T> c, long n, T* __restrict p, const T* __restrict g,
-                      T* __restrict m, T* __restrict v) {
-        for (long i = 0; i < n; ++i) opt_rule<K>(c, i, p, g, m, v);
-    }
 };
 
 }  // namespace vaecpp
