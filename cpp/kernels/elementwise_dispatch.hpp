@@ -25,6 +25,14 @@
 #include "kernels/activation_formulas.hpp"
 #include "kernels/optimizer_rules.hpp"
 
+// The small vector functions of a set are inlined into its loops (a call per register would cost
+// more than the work, and must not leave the set's instruction set).
+#if defined(__GNUC__)
+#define VAECPP_EW_INLINE inline __attribute__((always_inline))
+#else
+#define VAECPP_EW_INLINE inline
+#endif
+
 namespace vaecpp {
 
 struct EwGeneric {

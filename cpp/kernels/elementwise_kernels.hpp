@@ -42,7 +42,7 @@ static inline void store(T* p, vec<T> v) {
 // x = n ln2 + r with |r| <= ln2 / 2, x clamped to where 2^n is a normal number (NaN stays NaN);
 // returns 2^n. n is rounded by adding 1.5 * 2^mantissa, whose low bits then hold it.
 template <typename T>
-static inline vec<T> exp_reduce(vec<T> x, vec<T>& r) {
+VAECPP_EW_INLINE static vec<T> exp_reduce(vec<T> x, vec<T>& r) {
     using I = typename Vec<T>::itype;
     constexpr bool f = sizeof(T) == 4;
     const T lo = f ? T(-87) : T(-708), hi = f ? T(88) : T(709);
@@ -63,7 +63,7 @@ static inline vec<T> exp_reduce(vec<T> x, vec<T>& r) {
 // expm1(r) for |r| <= ln2 / 2: r + r^2 (1/2! + r (1/3! + ...)), to r^7 in float (the next term
 // is below 2e-8 r), to r^13 in double (below 2e-17 r).
 template <typename T>
-static inline vec<T> expm1_reduced(vec<T> r) {
+VAECPP_EW_INLINE static vec<T> expm1_reduced(vec<T> r) {
     constexpr double c[] = {1.0 / 2,          1.0 / 6,          1.0 / 24,          1.0 / 120,
                             1.0 / 720,        1.0 / 5040,       1.0 / 40320,       1.0 / 362880,
                             1.0 / 3628800,    1.0 / 39916800,   1.0 / 479001600,   1.0 / 6227020800};
@@ -75,7 +75,7 @@ static inline vec<T> expm1_reduced(vec<T> r) {
 
 // e^x: 2^n (1 + expm1(r)); 0 below the normal range, inf above it.
 template <typename T>
-static inline vec<T> vexp(vec<T> x) {
+VAECPP_EW_INLINE static vec<T> vexp(vec<T> x) {
     vec<T> r;
     const vec<T> s = exp_reduce<T>(x, r);
     const vec<T> e = s + s * expm1_reduced<T>(r);
@@ -87,7 +87,7 @@ static inline vec<T> vexp(vec<T> x) {
 // e^x - 1: 2^n expm1(r) + (2^n - 1), exact in form for |x| <= ln2 / 2 (n = 0); -1 far below
 // zero, inf above the range.
 template <typename T>
-static inline vec<T> vexpm1(vec<T> x) {
+VAECPP_EW_INLINE static vec<T> vexpm1(vec<T> x) {
     vec<T> r;
     const vec<T> s = exp_reduce<T>(x, r);
     const vec<T> e = s * expm1_reduced<T>(r) + (s - T(1));
@@ -99,7 +99,7 @@ static inline vec<T> vexpm1(vec<T> x) {
 // where 1 + x > sqrt 2, log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716, formed from x
 // without cancellation: s = x / (x + 2), or (x - 1) / (x + 3).
 template <typename T>
-static inline vec<T> vlog1p_unit(vec<T> x) {
+VAECPP_EW_INLINE static vec<T> vlog1p_unit(vec<T> x) {
     constexpr double c[] = {1.0 / 3,  1.0 / 5,  1.0 / 7,  1.0 / 9,  1.0 / 11, 1.0 / 13,
                             1.0 / 15, 1.0 / 17, 1.0 / 19, 1.0 / 21, 1.0 / 23};
     constexpr int deg = sizeof(T) == 4 ? 5 : 11;  // the next term: below 5e-11 s, 2e-20 s
@@ -112,49 +112,45 @@ static inline vec<T> vlog1p_unit(vec<T> x) {
     return (big ? splat(T(0.6931471805599453)) : vec<T>{}) + at;
 }
 
-// f(x) of the transcendental activations (the formulas of act_value).
+// f(x) of the transcendental activations, a register at a time (the formulas of act_value): the
+// maps of map_vec, one functor per activation so that the switch stays out of the loop (functors
+// rather than lambdas: GCC gives a lambda's operator() no `#pragma GCC target`).
 template <typename T>
-static inline vec<T> act_vec(Act a, vec<T> x) {
-    const vec<T> zero{}, one = splat(T(1));
-    switch (a) {
-        case Act::elu:  // x > 0 ? x : alpha (e^x - 1)
-            return x > zero ? x : T(kEluAlpha) * vexpm1<T>(x);
-        case Act::tanh: {  // sign(x) (1 - e^-2|x|) / (1 + e^-2|x|), through expm1
-            const vec<T> t = vexpm1<T>(T(-2) * (x < zero ? -x : x));
-            const vec<T> y = -t / (T(2) + t);
-            return x < zero ? -y : y;
-        }
-        case Act::sigmoid: {  // with e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below
-            const vec<T> e = vexp<T>(x < zero ? x : -x);
-            return (x >= zero ? one : e) / (one + e);
-        }
-        case Act::softplus:  // max(x, 0) + log1p(exp(-|x|))
-            return (x > zero ? x : zero) + vlog1p_unit<T>(vexp<T>(x < zero ? x : -x));
-        default:
-            return x;
-    }
-}
-
-// The maps of map_vec: functors rather than lambdas, so that their calls are compiled for this
-// set too (GCC gives a lambda's operator() no `#pragma GCC target`).
-struct ActMap {
-    Act a;
-    template <typename V>
-    V operator()(V x) const {
-        return act_vec<typename std::remove_reference<decltype(x[0])>::type>(a, x);
+struct Elu {  // x > 0 ? x : alpha (e^x - 1)
+    VAECPP_EW_INLINE vec<T> operator()(vec<T> x) const {
+        return x > vec<T>{} ? x : T(kEluAlpha) * vexpm1<T>(x);
     }
 };
-struct SoftplusGradMap {  // softplus'(x) from y = softplus(x): 1 - e^-y
-    template <typename V>
-    V operator()(V y) const {
-        return -vexpm1<typename std::remove_reference<decltype(y[0])>::type>(-y);
+template <typename T>
+struct Tanh {  // sign(x) (1 - e^-2|x|) / (1 + e^-2|x|), through expm1
+    VAECPP_EW_INLINE vec<T> operator()(vec<T> x) const {
+        const vec<T> t = vexpm1<T>(T(-2) * (x < vec<T>{} ? -x : x));
+        const vec<T> y = -t / (T(2) + t);
+        return x < vec<T>{} ? -y : y;
     }
+};
+template <typename T>
+struct Sigmoid {  // with e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below
+    VAECPP_EW_INLINE vec<T> operator()(vec<T> x) const {
+        const vec<T> e = vexp<T>(x < vec<T>{} ? x : -x);
+        return (x >= vec<T>{} ? splat(T(1)) : e) / (T(1) + e);
+    }
+};
+template <typename T>
+struct Softplus {  // max(x, 0) + log1p(exp(-|x|))
+    VAECPP_EW_INLINE vec<T> operator()(vec<T> x) const {
+        return (x > vec<T>{} ? x : vec<T>{}) + vlog1p_unit<T>(vexp<T>(x < vec<T>{} ? x : -x));
+    }
+};
+template <typename T>
+struct SoftplusGrad {  // softplus'(x) from y = softplus(x): 1 - e^-y
+    VAECPP_EW_INLINE vec<T> operator()(vec<T> y) const { return -vexpm1<T>(-y); }
 };
 
 // out[i] = f(in[i]) for n elements, a register at a time; the last partial register is padded
 // with zeros (every f here is finite at 0), so each element goes through the same instructions.
 template <typename T, typename F>
-static inline void map_vec(T* out, const T* in, long n, F f) {
+VAECPP_EW_INLINE static void map_vec(T* out, const T* in, long n, F f) {
     constexpr int VL = Vec<T>::n;
     long i = 0;
     for (; i + VL <= n; i += VL) store(out + i, f(load(in + i)));
@@ -183,8 +179,17 @@ static void bias_act(T* y, const T* b, long rows, long cols, long ld, Act a) {
             case Act::leaky_relu:
                 for (long j = 0; j < cols; ++j) row[j] = row[j] > 0 ? row[j] : T(kLeakySlope) * row[j];
                 break;
-            default:
-                map_vec(row, row, cols, ActMap{a});
+            case Act::elu:
+                map_vec(row, row, cols, Elu<T>{});
+                break;
+            case Act::tanh:
+                map_vec(row, row, cols, Tanh<T>{});
+                break;
+            case Act::sigmoid:
+                map_vec(row, row, cols, Sigmoid<T>{});
+                break;
+            case Act::softplus:
+                map_vec(row, row, cols, Softplus<T>{});
                 break;
         }
     }
@@ -221,7 +226,7 @@ static void act_grad(T* da, const T* dout, const T* y, long rows, long cols, lon
                 T s[kChunk];
                 for (long j0 = 0; j0 < cols; j0 += kChunk) {
                     const long n = std::min(kChunk, cols - j0);
-                    map_vec(s, o + j0, n, SoftplusGradMap{});
+                    map_vec(s, o + j0, n, SoftplusGrad<T>{});
                     for (long j = 0; j < n; ++j) d[j0 + j] = g[j0 + j] * s[j];
                 }
                 break;
@@ -237,7 +242,7 @@ static void act_grad(T* da, const T* dout, const T* y, long rows, long cols, lon
 // The sum: per lane in T over chunks of 256 values, each chunk's lanes then added in order in
 // double (the last partial register's values one by one).
 template <typename T>
-static inline vec<T> bernoulli_term(vec<T> lv, vec<T> xv, T w, vec<T>& g) {
+VAECPP_EW_INLINE static vec<T> bernoulli_term(vec<T> lv, vec<T> xv, T w, vec<T>& g) {
     const vec<T> zero{}, one = splat(T(1));
     const vec<T> e = vexp<T>(lv < zero ? lv : -lv);
     g = w * ((lv >= zero ? one : e) / (one + e) - xv);
