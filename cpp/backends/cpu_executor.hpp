@@ -183,7 +183,8 @@ class CpuExecutor final : public Executor<T> {
         auto done = [&](const Layer<T>& l) {
             if (update) update_layer(l);
         };
-        m.dec.backward(dz_.data(), dp_.data(), z_.data(), int(R), ctx, ga_.data(), gb_.data(), done);
+        m.dec.backward(dz_.data(), dp_.data(), z_.data(), int(R), ctx, ga_.data(), gb_.data(),
+                       done);
         if (m.cfg.iwae) {
             iwae_latent_backward(dmu_.data(), dlv_.data(), dz_.data(), z_.data(), eps_.data(),
                                  lv_.data(), wn_.data(), B, K, L, m.cfg.prior_std);

@@ -136,7 +136,8 @@ inline std::map<std::string, double> profile_mlp_step(int B, int D, const std::v
             if (i == first_dec) std::copy(dz.begin(), dz.end(), d[mu].begin());
             if (i == mu) std::copy(dh.begin(), dh.end(), d[mu - 1].begin());
         }
-        if (!per_layer) timed("optimizer", [&] { opt.update(params.data(), grads.data(), np, ranges); });
+        if (!per_layer)
+            timed("optimizer", [&] { opt.update(params.data(), grads.data(), np, ranges); });
     }
     for (auto& kv : t) kv.second /= steps;
     return t;

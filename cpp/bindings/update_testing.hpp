@@ -35,7 +35,8 @@ py::tuple train(const py::dict& config, const py::dict& optimizer, const Arr<T>&
     m.opt.step = first_step;
     {
         py::gil_scoped_release nogil;
-        for (int k = 0; k < epochs; ++k) e.train_epoch(X.data(), X.shape(0), batch_size, true, k, {});
+        for (int k = 0; k < epochs; ++k)
+            e.train_epoch(X.data(), X.shape(0), batch_size, true, k, {});
     }
     return py::make_tuple(to_numpy(m.params), to_numpy(m.opt.m), to_numpy(m.opt.v), m.opt.step);
 }
@@ -46,9 +47,9 @@ inline void bind_update_testing(pybind11::module_& m) {
     namespace py = pybind11;
     auto bind = [&](const char* name, auto tag) {
         using T = decltype(tag);
-        m.def(name, &update_testing::train<T>, py::arg("config"), py::arg("optimizer"), py::arg("x"),
-              py::arg("batch_size"), py::arg("epochs"), py::arg("update_in_backward"),
-              py::arg("first_step") = 0);
+        m.def(name, &update_testing::train<T>, py::arg("config"), py::arg("optimizer"),
+              py::arg("x"), py::arg("batch_size"), py::arg("epochs"),
+              py::arg("update_in_backward"), py::arg("first_step") = 0);
     };
     bind("train_f32", float{});
     bind("train_f64", double{});

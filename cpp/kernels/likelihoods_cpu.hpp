@@ -1,6 +1,6 @@
 // Fast likelihood kernels (the fused Bernoulli loss and gradient).
-// CPU only (run-time dispatched SIMD loops, OpenMP): kept apart from the scalar formulas, which the CUDA
-// backend compiles too.
+// CPU only (run-time dispatched SIMD loops, OpenMP): kept apart from the scalar formulas, which
+// the CUDA backend compiles too.
 #pragma once
 
 #include <algorithm>
@@ -25,7 +25,8 @@ void bernoulli_nll_grad(T* nll, T* dp, const T* x, const T* l, int B, int D, T w
 #pragma omp parallel for schedule(static) if (long(B) * D >= kParallelMin)
         for (int b = 0; b < B; ++b) {
             const long o = long(b) * D;
-            const double acc = decltype(set)::bernoulli_row(dp ? dp + o : nullptr, x + o, l + o, D, w);
+            T* dpb = dp ? dp + o : nullptr;
+            const double acc = decltype(set)::bernoulli_row(dpb, x + o, l + o, D, w);
             nll[b] = T(mean ? acc / D : acc);
         }
     });

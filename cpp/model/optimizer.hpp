@@ -78,7 +78,7 @@ struct Optimizer {
             const long a = off + i0, k = i1 - i0;
             T* pm = mp ? mp + a : nullptr;  // a moment the rule does not use may be empty
             T* pv = vp ? vp + a : nullptr;
-            with_elementwise([&](auto set) { decltype(set)::opt_rules(c, k, p + a, g + a, pm, pv); });
+            with_elementwise([&](auto s) { decltype(s)::opt_rules(c, k, p + a, g + a, pm, pv); });
         });
     }
 
