@@ -94,6 +94,29 @@ def test_activations_match_reference(dtype, act):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_loops_keep_nan_and_infinity_as_the_reference(dtype):
+    """The vectorised exp / expm1 / log1p (elementwise_kernels.hpp) clamp their range: NaN must
+    still come out as NaN (a NaN loss stops training) and +-inf give the reference's limits."""
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 100, -100, 1e-30],
+                       dtype=dtype)
+    x = np.concatenate([special, np.linspace(-3, 3, 23).astype(dtype)])  # off the vector width
+    with np.errstate(invalid="ignore", over="ignore"):
+        for act in ACTS:
+            fast, ref = K.act_forward(x, act, True, 1), K.act_forward(x, act, False, 1)
+            np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref), err_msg=act)
+            # below the normal range (sigmoid(-100) in float32) the fast loops give 0, as the
+            # engine's flushed denormals do
+            np.testing.assert_allclose(fast, ref, rtol=RTOL[dtype], atol=np.finfo(dtype).tiny,
+                                       err_msg=act)
+        logits = np.stack([x, x[::-1]])
+        pixels = np.tile((np.arange(x.size) % 2).astype(dtype), (2, 1))
+        for got, want in zip(K.bernoulli_nll_grad(pixels, logits, 1.0, True, 1),
+                             K.bernoulli_nll_grad(pixels, logits, 1.0, False, 1)):
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 8, atol=np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B,D", [(1, 1), (3, 257), (50, 784)])
 def test_bernoulli_matches_reference(dtype, B, D):
     rng = np.random.default_rng(D)

@@ -80,3 +80,85 @@ def test_optimizer_names_and_errors():
         optimizers.SGD(learning_rate=-1)
     with pytest.raises(TypeError):
         optimizers.get(3)
+
+
+# ---- the optimizer step inside backward, bit for bit the one after it ----------------------------
+# Training without a collective steps each layer's weights as soon as its gradient is complete
+# (CpuExecutor::backward_updating); with one (and before), the step is one pass over the flat
+# buffer after the whole backward. Same rule, same coefficients, same clipping per weight array:
+# the weights and moments must be identical, not close.
+UPDATE_CASES = {
+    "adam": optimizers.Adam(learning_rate=3e-3),
+    "adam-clipnorm-wd": optimizers.Adam(learning_rate=3e-3, clipnorm=0.05, weight_decay=0.05),
+    "sgd-momentum": optimizers.SGD(learning_rate=0.05, momentum=0.9),
+    "sgd-nesterov-clipvalue": optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True,
+                                             clipvalue=0.01),
+    "rmsprop-clipnorm": optimizers.RMSprop(learning_rate=1e-3, clipnorm=0.1),
+    "adagrad-wd": optimizers.Adagrad(learning_rate=0.05, weight_decay=0.01),
+}
+
+
+def engine_config(dtype, threads, dropout=0.2, hidden=(300, 19), input_dim=240):
+    # 240 x 300 weights: large enough that two threads split each layer's update (and the
+    # products); odd widths, so that parts start and end off the vector width
+    from vaecpp import _config
+    return _config.resolve(input_dim, latent_dim=3, hidden=hidden, dropout=dropout, seed=5,
+                           dtype=dtype, threads=threads).engine
+
+
+def binary_rows(n, d, dtype, seed=0):
+    return (np.random.default_rng(seed).uniform(size=(n, d)) < 0.3).astype(dtype)
+
+
+def train(dtype, threads, opt, update_in_backward, first_step=0, epochs=2, **model):
+    cfg = engine_config(dtype, threads, **model)
+    x = binary_rows(150, cfg["input_shape"][0], dtype)
+    fn = _testing.train_f32 if dtype == np.float32 else _testing.train_f64
+    # batch 32 of 150 rows: a short last batch
+    return fn(cfg, opt.get_config(), x, 32, epochs, update_in_backward, first_step)
+
+
+def same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", UPDATE_CASES)
+def test_update_in_backward_is_bit_identical_to_one_pass_after(name, dtype, threads):
+    opt = UPDATE_CASES[name]
+    fused = train(dtype, threads, opt, True)
+    after = train(dtype, threads, opt, False)
+    assert fused[3] == after[3] == 10  # 2 epochs of 5 batches: one step each
+    for what, f, a in zip(("weights", "m", "v"), fused[:3], after[:3]):
+        assert same_bits(f, a), f"{what} differ: max abs diff {np.abs(f - a).max(initial=0):.3g}"
+    assert not np.array_equal(fused[0], train(dtype, threads, opt, True, epochs=0)[0])
+
+
+def test_the_comparison_sees_a_step_shifted_by_one():
+    """The check above can fail: had the step count moved before backward read it (the dropout
+    masks) or the coefficients been those of another step, the weights would differ."""
+    opt = UPDATE_CASES["adam"]
+    base = train(np.float32, 1, opt, False)
+    shifted = train(np.float32, 1, opt, True, first_step=1)
+    assert shifted[3] == base[3] + 1
+    assert not same_bits(base[0], shifted[0])
+    no_dropout = dict(dropout=0.0)
+    assert same_bits(train(np.float32, 2, opt, True, **no_dropout)[0],
+                     train(np.float32, 2, opt, False, **no_dropout)[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_runs_the_update_in_backward(dtype):
+    """VAE.fit trains as the in-backward path above (the entry point is the engine's own)."""
+    import vaecpp
+    opt = UPDATE_CASES["adam-clipnorm-wd"]
+    cfg = engine_config(dtype, 2)
+    x = binary_rows(150, cfg["input_shape"][0], dtype)
+    vae = vaecpp.VAE(240, latent_dim=3, hidden=(300, 19), dropout=0.2, seed=5, dtype=dtype,
+                     threads=2)
+    vae.compile(optimizers.Adam(learning_rate=3e-3, clipnorm=0.05, weight_decay=0.05))
+    vae.fit(x, epochs=2, batch_size=32, verbose=0)
+    fused = train(np.dtype(dtype).type, 2, opt, True)
+    assert same_bits(np.concatenate([w.ravel() for w in vae.get_weights()]), fused[0])
+    assert vae.step == fused[3]

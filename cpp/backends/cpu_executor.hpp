@@ -17,7 +17,18 @@ namespace vaecpp {
 template <typename T>
 class CpuExecutor final : public Executor<T> {
   public:
-    explicit CpuExecutor(Model<T>& model) : m(model) {}
+    // update_in_backward: a training step without a collective updates each layer's weights as
+    // soon as their gradient is complete (backward_updating); false: in one pass after the whole
+    // backward, as a step with a collective does (the tests compare the two, bit for bit).
+    explicit CpuExecutor(Model<T>& model, bool update_in_backward = true)
+        : m(model), update_in_backward_(update_in_backward) {
+        long off = 0;
+        for (Layer<T>* l : m.all_layers()) {
+            const long n = l->num_params();
+            if (n > 0) parts_.push_back({l, off, n});
+            off += n;
+        }
+    }
 
     void reserve(int B, int K) override {
         const long R = long(B) * K;
@@ -94,40 +105,24 @@ class CpuExecutor final : public Executor<T> {
         return sums(B);
     }
 
-    // ELBO: the loss is mean_b(nll_b + beta kl_b); IWAE: mean_b(-bound_b). Every layer's backward
-    // runs once, setting its part of the gradient.
-    void backward(const Rows& rows, bool training) override {
-        const int B = rows.B, K = m.K(), L = m.L, P = m.P, D = m.D;
-        const long R = long(B) * K;
-        const T* x = xbatch_.data();
-        Ctx ctx = context(training, rows.first * K);
-        ctx.set_grads = true;
-        const T w = T(1.0 / rows.mean_over());
-        if (!dp_ready_) m.grad_rows(dp_.data(), xr_, p_, R, w);
-        dp_ready_ = false;
-        if (m.cfg.iwae)  // row r's gradient is weighted by its normalised importance weight
-            for (long r = 0; r < R; ++r)
-                for (long i = 0; i < long(P) * D; ++i) dp_[r * P * D + i] *= T(wn_[r]);
-        m.dec.backward(dz_.data(), dp_.data(), z_.data(), int(R), ctx, ga_.data(), gb_.data());
-        if (m.cfg.iwae) {
-            iwae_latent_backward(dmu_.data(), dlv_.data(), dz_.data(), z_.data(), eps_.data(),
-                                 lv_.data(), wn_.data(), B, K, L, m.cfg.prior_std);
-        } else {
-            std::fill(dmu_.begin(), dmu_.begin() + long(B) * L, T(0));
-            std::fill(dlv_.begin(), dlv_.begin() + long(B) * L, T(0));
-            reparam_backward(dmu_.data(), dlv_.data(), dz_.data(), lv_.data(), eps_.data(),
-                             long(B) * L);
-            kl_backward(dmu_.data(), dlv_.data(), mu_.data(), lv_.data(), long(B) * L,
-                        m.cfg.prior_std, T(m.cfg.beta) * w);
-        }
-        heads_backward(B);
-        ctx.row_offset = rows.first;
-        m.enc.backward(nullptr, dh_.data(), x, B, ctx, ga_.data(), gb_.data());
+    // Sets every gradient (backward_pass below); backward_updating also steps the optimizer.
+    void backward(const Rows& rows, bool training) override { backward_pass(rows, training, false); }
+
+    void backward_updating(const Rows& rows) override {
+        backward_pass(rows, true, update_in_backward_);
     }
 
     void zero_grads() override { std::fill(m.grads.begin(), m.grads.end(), T(0)); }
 
     void update() override {
+        if (updated_ > 0) {  // backward_updating() has stepped every layer
+            if (updated_ != m.num_params())
+                throw std::logic_error("vaecpp: the layers updated in backward hold " +
+                                       std::to_string(updated_) + " of the model's " +
+                                       std::to_string(m.num_params()) + " parameters");
+            updated_ = 0;
+            return;
+        }
         m.opt.update(m.params.data(), m.grads.data(), long(m.params.size()), m.weight_ranges);
     }
 
@@ -158,7 +153,68 @@ class CpuExecutor final : public Executor<T> {
     }
 
   private:
+    // A layer's weights in the flat buffers, for the update of one layer.
+    struct Part {
+        const Layer<T>* layer;
+        long off, n;
+    };
+
     Model<T>& m;
+    const bool update_in_backward_;
+    std::vector<Part> parts_;  // the layers with weights, in parameter order
+    long updated_ = 0;         // parameters stepped by the last backward_updating()
+
+    // ELBO: the loss is mean_b(nll_b + beta kl_b); IWAE: mean_b(-bound_b). Every layer's backward
+    // runs once, setting its part of the gradient; with `update`, the optimizer step of each
+    // layer's weights follows as soon as its gradient is complete (they are not read again), on
+    // coefficients computed once (the step count moves after ctx took it for the dropout masks).
+    void backward_pass(const Rows& rows, bool training, bool update) {
+        const int B = rows.B, K = m.K(), L = m.L, P = m.P, D = m.D;
+        const long R = long(B) * K;
+        const T* x = xbatch_.data();
+        Ctx ctx = context(training, rows.first * K);
+        ctx.set_grads = true;
+        const T w = T(1.0 / rows.mean_over());
+        if (!dp_ready_) m.grad_rows(dp_.data(), xr_, p_, R, w);
+        dp_ready_ = false;
+        if (m.cfg.iwae)  // row r's gradient is weighted by its normalised importance weight
+            for (long r = 0; r < R; ++r)
+                for (long i = 0; i < long(P) * D; ++i) dp_[r * P * D + i] *= T(wn_[r]);
+        updated_ = 0;
+        if (update) m.opt.begin_step();  // after the last call that may throw (grad_rows)
+        auto done = [&](const Layer<T>& l) {
+            if (update) update_layer(l);
+        };
+        m.dec.backward(dz_.data(), dp_.data(), z_.data(), int(R), ctx, ga_.data(), gb_.data(),
+                       done);
+        if (m.cfg.iwae) {
+            iwae_latent_backward(dmu_.data(), dlv_.data(), dz_.data(), z_.data(), eps_.data(),
+                                 lv_.data(), wn_.data(), B, K, L, m.cfg.prior_std);
+        } else {
+            std::fill(dmu_.begin(), dmu_.begin() + long(B) * L, T(0));
+            std::fill(dlv_.begin(), dlv_.begin() + long(B) * L, T(0));
+            reparam_backward(dmu_.data(), dlv_.data(), dz_.data(), lv_.data(), eps_.data(),
+                             long(B) * L);
+            kl_backward(dmu_.data(), dlv_.data(), mu_.data(), lv_.data(), long(B) * L,
+                        m.cfg.prior_std, T(m.cfg.beta) * w);
+        }
+        heads_backward(B);
+        done(*m.mu_head);
+        done(*m.lv_head);
+        ctx.row_offset = rows.first;
+        m.enc.backward(nullptr, dh_.data(), x, B, ctx, ga_.data(), gb_.data(), done);
+    }
+
+    // The optimizer step of one layer's weights (its part of the flat buffers).
+    void update_layer(const Layer<T>& l) {
+        for (const Part& part : parts_)
+            if (part.layer == &l) {
+                m.opt.apply(m.params.data(), m.grads.data(), part.off, part.n, m.weight_ranges);
+                updated_ += part.n;
+                return;
+            }
+    }
+
     const T* data_ = nullptr;  // the attached data set
     const T* h_ = nullptr;     // encoder output of the last forward
     const T* p_ = nullptr;     // decoder output of the last forward

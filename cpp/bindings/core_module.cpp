@@ -509,6 +509,7 @@ PYBIND11_MODULE(_core, m) {
         d["fast_gemm"] = have_fast_gemm();
         d["gemm_kernels"] = gemm_kernels_name();    // the set picked for this CPU (kernels/gemm.hpp)
         d["gemm_blocking"] = gemm_blocking_info();  // register tile and cache blocks
+        d["elementwise_kernels"] = elementwise_kernels_name();  // kernels/elementwise_dispatch.hpp
         d["cpu_caches"] = std::map<std::string, long>{{"l1d", cpu_caches().l1d}, {"l2", cpu_caches().l2}};
         d["cpu_caches_source"] = std::string(cpu_caches().source);
         d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +

@@ -26,8 +26,11 @@ namespace vaecpp {
 // Encoder D -> hidden... (relu) -> two heads (latent, linear) and decoder latent -> reversed
 // hidden (relu) -> D logits, Bernoulli likelihood, Adam; `steps` steps on random data after one
 // warm-up step. Returns seconds per step of "products", "activations", "likelihood", "optimizer".
+// per_layer: each layer's optimizer step right after its backward, as the engine does in training
+// without a collective (CpuExecutor::backward_updating); else one pass after the whole backward.
 inline std::map<std::string, double> profile_mlp_step(int B, int D, const std::vector<int>& hidden,
-                                                      int latent, int threads, int steps) {
+                                                      int latent, int threads, int steps,
+                                                      bool per_layer = true) {
     using T = float;
     using clock = std::chrono::steady_clock;
     if (B < 1 || D < 1 || latent < 1 || threads < 1 || steps < 1 || hidden.empty())
@@ -106,6 +109,7 @@ inline std::map<std::string, double> profile_mlp_step(int B, int D, const std::v
             bernoulli_nll_grad<T>(nll.data(), d.back().data(), x.data(), outs.back().data(), B, D,
                                   T(1.0 / B));
         });
+        if (per_layer) opt.begin_step();
         for (size_t i = layers.size(); i-- > 0;) {
             const L& l = layers[i];
             const T* W = params.data() + l.w;
@@ -125,10 +129,15 @@ inline std::map<std::string, double> profile_mlp_step(int B, int D, const std::v
                 dense_backward<T>(dinp, g, g + long(l.C) * l.OC, d[i].data(), input_of(i),
                                   outs[i].data(), W, B, l.C, l.OC, Act::linear, i == mu, false);
             });
+            if (per_layer)
+                timed("optimizer", [&] {
+                    opt.apply(params.data(), grads.data(), l.w, long(l.C) * l.OC + l.OC, ranges);
+                });
             if (i == first_dec) std::copy(dz.begin(), dz.end(), d[mu].begin());
             if (i == mu) std::copy(dh.begin(), dh.end(), d[mu - 1].begin());
         }
-        timed("optimizer", [&] { opt.update(params.data(), grads.data(), np, ranges); });
+        if (!per_layer)
+            timed("optimizer", [&] { opt.update(params.data(), grads.data(), np, ranges); });
     }
     for (auto& kv : t) kv.second /= steps;
     return t;

@@ -7,6 +7,7 @@
 #include "bindings/convert.hpp"
 #include "bindings/fp_mode_testing.hpp"
 #include "bindings/step_profile.hpp"
+#include "bindings/update_testing.hpp"
 #include "kernels/kl.hpp"
 
 namespace py = pybind11;
@@ -266,13 +267,14 @@ PYBIND11_MODULE(_testing, m) {
     m.doc() = "vaecpp's engine pieces for tests and benchmarks (private)";
     bind_harness(m);
     bind_kernels(m);
+    bind_update_testing(m);  // train_f32 / train_f64: the optimizer step in or after backward
     // Seconds per step of each kind of work of an MLP VAE's training step (step_profile.hpp).
     m.def("step_profile", [](int B, int D, const std::vector<int>& hidden, int latent, int threads,
-                             int steps) {
+                             int steps, bool per_layer) {
         py::gil_scoped_release nogil;
-        return profile_mlp_step(B, D, hidden, latent, threads, steps);
+        return profile_mlp_step(B, D, hidden, latent, threads, steps, per_layer);
     }, py::arg("batch"), py::arg("input_dim"), py::arg("hidden"), py::arg("latent"),
-       py::arg("threads") = 1, py::arg("steps") = 20);
+       py::arg("threads") = 1, py::arg("steps") = 20, py::arg("per_layer") = true);
     // The floating-point mode register (x86-64: MXCSR) of this thread, and of an OpenMP team's.
     m.def("fp_bits", &fp_mode::get, "this thread's floating-point mode register");
     m.def("set_fp_bits", [](uint64_t b) { fp_mode::set(fp_mode::Bits(b)); });

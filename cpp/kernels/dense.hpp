@@ -55,21 +55,11 @@ void dense_backward_ref(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* o
 
 // ---- fast kernels ----------------------------------------------------------------------------------
 
-// db[j] (+)= sum_r da[r, j] over a column block (+= when accumulate); the rows are summed in order
-// (as the reference), a chunk of columns at a time so the partial sums stay in registers.
+// db[j] (+)= sum_r da[r, j] over a column block (+= when accumulate), the rows summed in order
+// (as the reference), in the instruction set picked at run time (elementwise_kernels.hpp).
 template <typename T>
 void colsum(T* db, const T* da, long rows, long cols, long ld, bool accumulate) {
-    constexpr long kChunk = 256;
-    T acc[kChunk];
-    for (long j0 = 0; j0 < cols; j0 += kChunk) {
-        const long n = std::min(kChunk, cols - j0);
-        std::fill(acc, acc + n, T(0));
-        for (long r = 0; r < rows; ++r) {
-            const T* __restrict row = da + r * ld + j0;
-            for (long j = 0; j < n; ++j) acc[j] += row[j];
-        }
-        for (long j = 0; j < n; ++j) db[j0 + j] = accumulate ? db[j0 + j] + acc[j] : acc[j];
-    }
+    with_elementwise([&](auto set) { decltype(set)::colsum(db, da, rows, cols, ld, accumulate); });
 }
 
 // Threads worth using for a (B,C) x (C,OC)-sized GEMM split over `n` columns. With only a few

@@ -1,6 +1,7 @@
 // The optimizers' update rules for one element, Keras 3's (keras/src/optimizers/*.py), including
-// where epsilon goes. Eigen-free and VAECPP_HD: the CPU loop (optimizers.hpp) and the CUDA kernel
-// (cpp/cuda/optimizers.cu) run this same code.
+// where epsilon goes. Eigen-free and VAECPP_HD: the CPU loop (opt_rule_loop in
+// elementwise_kernels.hpp, one per instruction set) and the CUDA kernel
+// (backends/cuda/optimizers.cu) run this same code.
 #pragma once
 
 #include <cmath>

@@ -7,6 +7,12 @@
 
 namespace vaecpp {
 
+// The default of Stack::backward's `done`: nothing to do when a layer's gradient is complete.
+struct NoHook {
+    template <typename L>
+    void operator()(L&) const {}
+};
+
 template <typename T>
 struct Stack {
     std::vector<LayerPtr<T>> layers;
@@ -57,8 +63,10 @@ struct Stack {
     }
 
     // dout is (B, out_size) and is overwritten; dx (B, in_size) may be null. ga/gb are scratch
-    // buffers of (B, max_width). For an empty stack dx = dout.
-    void backward(T* dx, T* dout, const T* x, int B, Ctx ctx, T* ga, T* gb) {
+    // buffers of (B, max_width). For an empty stack dx = dout. done(layer) is called as soon as a
+    // layer's gradient is complete (its weights are not read again by this backward).
+    template <typename Done = NoHook>
+    void backward(T* dx, T* dout, const T* x, int B, Ctx ctx, T* ga, T* gb, Done&& done = Done{}) {
         if (layers.empty()) {
             if (dx) std::copy(dout, dout + long(B) * out_size(), dx);
             return;
@@ -71,6 +79,7 @@ struct Stack {
             Layer<T>& l = *layers[i];
             if (ctx.set_grads && !l.writes_grads()) std::fill(l.grads, l.grads + l.num_params(), T(0));
             l.backward(dinp, g, inp, outs[i].data(), B, ctx);
+            done(l);
             g = dinp;
         }
     }

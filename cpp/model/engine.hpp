@@ -227,7 +227,7 @@ class Engine {
                 exec_->restore_state();
                 throw NonFiniteLoss(k, nb, s.loss);
             }
-            exec_->backward(rows, true);
+            exec_->backward_updating(rows);  // the update of each layer may start here
         } else {
             if (rows.B > 0)
                 exec_->backward(rows, true);

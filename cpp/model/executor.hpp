@@ -46,6 +46,10 @@ struct Executor {
     virtual void update() = 0;
     // After update(): the weights' moving average, where the optimizer keeps one (use_ema).
     virtual void average_weights() = 0;
+    // backward(rows, true) of a training step whose gradients need no all-reduce, after which
+    // update() follows. A backend may apply the step to each layer's weights as soon as their
+    // gradient is complete, while it is in cache; update() then does what is left (nothing).
+    virtual void backward_updating(const Rows& rows) { backward(rows, true); }
     // grads (num_params,) of the last backward, to the host, and back (the ranks' sum).
     virtual void read_grads(T* out) = 0;
     virtual void write_grads(const T* in) = 0;

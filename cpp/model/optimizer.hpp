@@ -1,5 +1,6 @@
-// Optimizers over one flat parameter buffer; their moments mirror its layout, so each update is a
-// single loop over the element rule of optimizer_rules.hpp (Keras 3's rules).
+// Optimizers over one flat parameter buffer; their moments mirror its layout, so an update is a
+// loop over the element rule of optimizer_rules.hpp (Keras 3's rules), over the whole buffer or,
+// in training without a collective, over each layer's part as soon as its gradient is complete.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include "core/buffers.hpp"
 #include "core/threads.hpp"
+#include "kernels/elementwise_dispatch.hpp"
 #include "kernels/optimizer_rules.hpp"
 
 namespace vaecpp {
@@ -43,57 +45,62 @@ struct Optimizer {
         });
     }
 
-    // Keras's clipnorm acts on each weight array separately; `ranges` are their (offset, size).
-    void clip(T* g, long n, const std::vector<std::pair<long, long>>& ranges) const {
+    // Keras's clipnorm acts on each weight array separately; `ranges` are their (offset, size)
+    // in the flat buffer, and those inside [off, off + n) are clipped.
+    void clip(T* g, long off, long n, const std::vector<std::pair<long, long>>& ranges) const {
         if (spec.clipvalue > 0) {
             const T c = T(spec.clipvalue);
-            for (long i = 0; i < n; ++i) g[i] = clip_value(g[i], c);
+            for (long i = off; i < off + n; ++i) g[i] = clip_value(g[i], c);
         }
         if (spec.clipnorm > 0) {
-            for (auto [off, len] : ranges) {
+            for (auto [a, len] : ranges) {
+                if (a < off || a + len > off + n) continue;
                 double ss = 0;
-                for (long i = off; i < off + len; ++i) ss += double(g[i]) * g[i];
+                for (long i = a; i < a + len; ++i) ss += double(g[i]) * g[i];
                 double norm = std::sqrt(ss);
                 if (norm > spec.clipnorm) {
                     const T f = T(spec.clipnorm / norm);
-                    for (long i = off; i < off + len; ++i) g[i] *= f;
+                    for (long i = a; i < a + len; ++i) g[i] *= f;
                 }
             }
         }
     }
 
-    // p -= update(g); g may be modified by clipping.
+    // One optimizer step over the whole flat buffer: p -= update(g); g may be modified by clipping.
     void update(T* p, T* g, long n, const std::vector<std::pair<long, long>>& ranges) {
-        clip(g, n, ranges);
+        begin_step();
+        apply(p, g, 0, n, ranges);
+    }
+
+    // The same step in parts (e.g. each layer's weights as soon as its gradient is complete):
+    // begin_step() once, then apply() to parts that together cover the buffer once. Every element
+    // goes through the same rule with the same coefficients as in update(), and clipnorm's arrays
+    // lie each inside one part, so the result is update()'s, bit for bit.
+    void begin_step() {
         ++step;
-        const OptCoeffs<T> c = opt_coeffs<T>(spec, step);
+        coeffs_ = opt_coeffs<T>(spec, step);
+    }
+
+    // Clipping and the rule over elements [off, off + n) of the flat buffers p, g and the moments.
+    void apply(T* p, T* g, long off, long n, const std::vector<std::pair<long, long>>& ranges) {
+        clip(g, off, n, ranges);
+        const OptCoeffs<T> c = coeffs_;
         T* mp = m.data();
         T* vp = v.data();
-        // One pass over the flat buffers (the rules of optimizer_rules.hpp, shared with the CUDA
-        // kernels), one contiguous part per thread; memory-bound, so split only large models.
+        // The rules of optimizer_rules.hpp (shared with the CUDA kernels) in the instruction set
+        // picked at run time (opt_rules in elementwise_kernels.hpp), one contiguous part per
+        // thread; memory-bound, so split only large parts.
         const int nt = threads_for(double(n), double(kParallelMin), n / 64 + 1);
         parallel_parts(n, nt, 64, [&](long i0, long i1) {
-            const long k = i1 - i0;
-            T* pm = mp ? mp + i0 : nullptr;  // a moment the rule does not use may be empty
-            T* pv = vp ? vp + i0 : nullptr;
-            switch (c.kind) {  // one loop per rule, so that each vectorises
-                case Opt::adam: apply<Opt::adam>(c, k, p + i0, g + i0, pm, pv); break;
-                case Opt::sgd: apply<Opt::sgd>(c, k, p + i0, g + i0, pm, pv); break;
-                case Opt::rmsprop: apply<Opt::rmsprop>(c, k, p + i0, g + i0, pm, pv); break;
-                case Opt::adagrad: apply<Opt::adagrad>(c, k, p + i0, g + i0, pm, pv); break;
-            }
+            const long a = off + i0, k = i1 - i0;
+            T* pm = mp ? mp + a : nullptr;  // a moment the rule does not use may be empty
+            T* pv = vp ? vp + a : nullptr;
+            with_elementwise([&](auto s) { decltype(s)::opt_rules(c, k, p + a, g + a, pm, pv); });
         });
     }
 
   private:
-    // The rule over n elements. The coefficients by value and restrict pointers: nothing the loop
-    // writes can alias what it reads, so the compiler vectorises it (sqrt and division included,
-    // with -fno-math-errno).
-    template <Opt K>
-    static void apply(const OptCoeffs<T> c, long n, T* __restrict p, const T* __restrict g,
-                      T* __restrict m, T* __restrict v) {
-        for (long i = 0; i < n; ++i) opt_rule<K>(c, i, p, g, m, v);
-    }
+    OptCoeffs<T> coeffs_{};  // of update number `step`, set by begin_step()
 };
 
 }  // namespace vaecpp

@@ -186,6 +186,7 @@ def cmd_info(out=None):
     print(f"native build (-march=native): {'yes' if info.get('native') else 'no'}", file=out)
     print(f"CPU features used by this build: {' '.join(info.get('simd') or []) or 'none detected'}", file=out)
     print(f"matrix product kernels: {info.get('gemm_kernels', '?')}", file=out)
+    print(f"element-wise kernels: {info.get('elementwise_kernels', '?')}", file=out)
     eigen = info.get("eigen", "?") + (f" ({info['eigen_from']})" if "eigen_from" in info else "")
     print(f"Eigen: {eigen}, compiler: {info.get('compiler', '?')}", file=out)
     return 0
