@@ -6,6 +6,7 @@
 
 #include "bindings/convert.hpp"
 #include "bindings/fp_mode_testing.hpp"
+#include "bindings/gemm_bench.hpp"
 #include "bindings/step_profile.hpp"
 #include "kernels/kl.hpp"
 
@@ -308,4 +309,12 @@ PYBIND11_MODULE(_testing, m) {
         }
         return 2.0 * double(n) * n * n / best * 1e-9;
     }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1, py::arg("kernel") = "engine");
+    // GFLOP/s of one product of a (B, C) -> (B, OC) Dense layer ("forward", "dW" or "dX"), split
+    // between threads as the layer splits it (gemm_bench.hpp).
+    m.def("gemm_layer_bench", [](const std::string& layout, int B, int C, int OC, int reps,
+                                 int threads, const std::string& kernel) {
+        py::gil_scoped_release nogil;
+        return gemm_layer_rate(layout, B, C, OC, reps, threads, kernel);
+    }, py::arg("layout"), py::arg("B"), py::arg("C"), py::arg("OC"), py::arg("reps") = 20,
+       py::arg("threads") = 1, py::arg("kernel") = "engine");
 }
