@@ -647,9 +647,9 @@ def report(info, args, threads, configs, gemm, gemm_n, rows, n_train):
     out.append("")
     out.append(f"## Machine GEMM rate (float32, {gemm_n}^3)")
     out.append("")
-    out.append("The machine's large-GEMM rate at each thread count is the best of the four "
-               "products on one large product; '% GEMM' below divides by it. NumPy's is its BLAS "
-               "(OpenBLAS in its wheels), its threads pinned with threadpoolctl.")
+    out.append("The machine's large-GEMM rate at each thread count is the fastest of four "
+               "implementations of one large product; '% GEMM' below divides by it. NumPy's is "
+               "its BLAS (OpenBLAS in its wheels), its threads pinned with threadpoolctl.")
     out.append("")
     out.append("| threads | vaecpp's product GFLOP/s | Eigen GFLOP/s | torch.matmul GFLOP/s | "
                "NumPy GFLOP/s | machine rate | vaecpp % of best library |")

@@ -8,9 +8,10 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from vaecpp import _core
+from vaecpp import _core, _testing
 
 INFO = _core.build_info()
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -97,3 +98,38 @@ def test_vaecpp_info_names_the_kernel_set():
     out = subprocess.run([sys.executable, "-m", "vaecpp", "info"], capture_output=True, text=True,
                          check=True).stdout
     assert f"matrix product kernels: {INFO['gemm_kernels']}" in out
+
+
+@needs_dispatch
+@pytest.mark.skipif(not HAS_V3, reason="this CPU has no AVX2 + FMA")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_v4_tile_on_avx2_vectors_matches_the_reference(dtype):
+    """The AVX-512 set's 12-row tile and row tiling, compiled for 8-lane AVX2 vectors, run on any
+    AVX2 CPU (the v4 set itself needs AVX-512): every tile height 1..12, merged remainders, blocks
+    of rows and of k, ragged strips and both transposes match the reference, and cutting C into
+    row and column blocks changes no bit."""
+    K_ = _testing.kernels
+    rng = np.random.default_rng(5)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for M, N, K in [(1, 3, 1), (5, 40, 70), (11, 17, 300), (12, 32, 129), (13, 100, 257),
+                    (25, 48, 33), (50, 200, 784), (131, 24, 40), (300, 9, 600)]:
+        for trans_a, trans_b in [(False, False), (True, False), (False, True), (True, True)]:
+            a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+            b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+            c0 = rng.standard_normal((M, N)).astype(dtype)
+            ref = K_.gemm(a, b, c0, trans_a, trans_b, True, False)
+            got = K_.gemm_v4_tile(a, b, c0, trans_a, trans_b, True)
+            assert np.max(np.abs(got - ref)) <= tol * np.sqrt(K) * max(1.0, np.abs(ref).max())
+            r, j = M // 3, min(N, 16)
+            cut = np.empty_like(got)
+            for r0, r1 in ((0, r), (r, M)):
+                for j0, j1 in ((0, j), (j, N)):
+                    if r0 == r1 or j0 == j1:
+                        continue
+                    ap = a[:, r0:r1] if trans_a else a[r0:r1]
+                    bp = b[j0:j1] if trans_b else b[:, j0:j1]
+                    cut[r0:r1, j0:j1] = K_.gemm_v4_tile(np.ascontiguousarray(ap),
+                                                         np.ascontiguousarray(bp),
+                                                         np.ascontiguousarray(c0[r0:r1, j0:j1]),
+                                                         trans_a, trans_b, True)
+            np.testing.assert_array_equal(cut, got)

@@ -6,6 +6,8 @@
 
 #include "bindings/convert.hpp"
 #include "bindings/fp_mode_testing.hpp"
+#include "bindings/gemm_bench.hpp"
+#include "bindings/gemm_tile_testing.hpp"
 #include "bindings/step_profile.hpp"
 #include "bindings/update_testing.hpp"
 #include "kernels/kl.hpp"
@@ -162,9 +164,10 @@ void bind_kernels_for(py::module_& k) {
           py::arg("db0"), py::arg("dinp0"), py::arg("accumulate_dinp"), py::arg("fast"),
           py::arg("threads"), py::arg("accumulate_grads") = true);
     // C (+)= op(A) @ op(B) through the engine's product (fast) or Eigen (reference); C0 is the
-    // starting C when accumulating.
-    k.def("gemm", [](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b, bool accumulate,
-                     bool fast) {
+    // starting C when accumulating. gemm_v4_tile: through the AVX-512 set's tile on AVX2 vectors.
+    using GemmFn = void (*)(long, long, long, const T*, long, long, const T*, long, bool, T*, long, bool);
+    auto product = [](GemmFn f, const A& a, const A& b, const A& c0, bool trans_a, bool trans_b,
+                      bool accumulate) {
         if (a.ndim() != 2 || b.ndim() != 2) throw ValueError("A and B must be matrices");
         const long M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
         const long N = trans_b ? b.shape(0) : b.shape(1);
@@ -174,9 +177,16 @@ void bind_kernels_for(py::module_& k) {
         py::array_t<T> c({M, N});
         std::copy(c0.data(), c0.data() + M * N, c.mutable_data());
         const long sai = trans_a ? 1 : a.shape(1), sak = trans_a ? a.shape(1) : 1;
-        (fast ? gemm<T> : gemm_ref<T>)(M, N, K, a.data(), sai, sak, b.data(), b.shape(1), trans_b,
-                                       c.mutable_data(), N, accumulate);
+        f(M, N, K, a.data(), sai, sak, b.data(), b.shape(1), trans_b, c.mutable_data(), N, accumulate);
         return c;
+    };
+    k.def("gemm", [product](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b,
+                            bool accumulate, bool fast) {
+        return product(fast ? gemm<T> : gemm_ref<T>, a, b, c0, trans_a, trans_b, accumulate);
+    });
+    k.def("gemm_v4_tile", [product](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b,
+                                    bool accumulate) {
+        return product(gemm_v4_tile<T>, a, b, c0, trans_a, trans_b, accumulate);
     });
     k.def("act_forward", [](const A& x, const std::string& act, bool fast, int threads) {
         py::array_t<T> out(x.size());
@@ -310,4 +320,12 @@ PYBIND11_MODULE(_testing, m) {
         }
         return 2.0 * double(n) * n * n / best * 1e-9;
     }, py::arg("n") = 2048, py::arg("reps") = 5, py::arg("threads") = 1, py::arg("kernel") = "engine");
+    // GFLOP/s of one product of a (B, C) -> (B, OC) Dense layer ("forward", "dW" or "dX"), split
+    // between threads as the layer splits it (gemm_bench.hpp).
+    m.def("gemm_layer_bench", [](const std::string& layout, int B, int C, int OC, int reps,
+                                 int threads, const std::string& kernel) {
+        py::gil_scoped_release nogil;
+        return gemm_layer_rate(layout, B, C, OC, reps, threads, kernel);
+    }, py::arg("layout"), py::arg("B"), py::arg("C"), py::arg("OC"), py::arg("reps") = 20,
+       py::arg("threads") = 1, py::arg("kernel") = "engine");
 }

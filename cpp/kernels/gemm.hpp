@@ -28,7 +28,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>  // the kernels' fused multiply-add (gemm_kernels.hpp, fmadd)
 #endif
 

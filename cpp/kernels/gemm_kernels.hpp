@@ -271,15 +271,24 @@ inline long mc_for(long M) {
 }
 
 // One block of C (rows of A's packed block by a packed (kb, nc) block of B): the strips of B
-// outside, so that each strip stays in L1 while A's row tiles stream past it from L2.
+// outside, so that each strip stays in L1 while A's row tiles stream past it from L2. The next
+// strip is fetched into L2 a few lines per tile meanwhile (B's panel is larger than L2 when C
+// is: its first tile would otherwise wait on L3 for every line).
 template <typename T>
 void block_product(const RowTiles& rows, long kb, const T* Ap, const T* P, const Strip* st, long ns,
                    T* C, long ldc, bool accumulate) {
-    constexpr long VL = Simd<T>::n;
+    constexpr long VL = Simd<T>::n, kLine = 64;
+    const long tiles = rows.full + (rows.r1 > 0) + (rows.r2 > 0);
     for (long s = 0; s < ns; ++s) {
         const Strip& q = st[s];
         const T* Bs = P + kb * q.j;
+        const char* next = reinterpret_cast<const char*>(P + kb * q.j + kb * q.w);
+        const long next_bytes = s + 1 < ns ? kb * st[s + 1].w * long(sizeof(T)) : 0;
+        const long per_tile = next_bytes / kLine / tiles + 1;
+        long fetched = 0;
         rows.each([&](long i, long R) {
+            for (long u = 0; u < per_tile && fetched < next_bytes; ++u, fetched += kLine)
+                __builtin_prefetch(next + fetched, 0, 2);
             const T* Ai = Ap + i * kb;
             T* Ci = C + i * ldc + q.j;
             if (q.n < q.w) {  // ragged columns: through an (R, VL) copy of C
