@@ -22,6 +22,7 @@
 #include <string>
 #include <type_traits>
 
+#include "core/cpu_isa.hpp"
 #include "kernels/activation_formulas.hpp"
 #include "kernels/optimizer_rules.hpp"
 
@@ -80,12 +81,9 @@ inline EwKernels pick_kernels() {
     const char* e = std::getenv("VAECPP_ELEMENTWISE_KERNELS");
     const std::string want = e ? e : "auto";
     if (want == "generic") return EwKernels::generic;
-    __builtin_cpu_init();
-    const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    if (v4 && want != "v3") return EwKernels::v4;
-    return v3 ? EwKernels::v3 : EwKernels::generic;
+    const CpuIsa isa = cpu_isa_level();
+    if (isa == CpuIsa::v4 && want != "v3") return EwKernels::v4;
+    return isa != CpuIsa::baseline ? EwKernels::v3 : EwKernels::generic;
 #else
     return EwKernels::generic;
 #endif

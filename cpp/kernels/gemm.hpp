@@ -35,6 +35,7 @@
 #include "core/buffers.hpp"
 #include "core/threads.hpp"
 #include "core/cpu_caches.hpp"
+#include "core/cpu_isa.hpp"
 
 namespace vaecpp {
 
@@ -165,12 +166,9 @@ inline GemmKernels pick_kernels() {
     const std::string want = e ? e : "auto";
     if (want == "eigen") return GemmKernels::eigen;
 #if defined(VAECPP_GEMM_DISPATCH)
-    __builtin_cpu_init();
-    const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    if (v4 && want != "v3") return GemmKernels::v4;
-    return v3 ? GemmKernels::v3 : GemmKernels::eigen;
+    const CpuIsa isa = cpu_isa_level();
+    if (isa == CpuIsa::v4 && want != "v3") return GemmKernels::v4;
+    return isa != CpuIsa::baseline ? GemmKernels::v3 : GemmKernels::eigen;
 #elif defined(VAECPP_FAST_GEMM)
     return GemmKernels::native;
 #else
