@@ -122,9 +122,17 @@ def _gb(nbytes):
     return f"{nbytes / 1e9:.3g} GB"
 
 
+# Results smaller than this are not checked: reading the limits costs file reads (~70 us), more
+# than a one-point decode itself, and no limit this process can run under is that small.
+_UNCHECKED_BYTES = 16 << 20
+
+
 def check_memory(nbytes, what):
     """ValueError when ``what`` would need more than :func:`memory_limit` bytes (``nbytes``, an
-    estimate made before anything is allocated); the message names both sizes."""
+    estimate made before anything is allocated); the message names both sizes. Results under
+    16 MiB are let through unchecked."""
+    if nbytes < _UNCHECKED_BYTES:
+        return
     limit = memory_limit()
     if limit and nbytes > limit:
         raise ValueError(f"{what} would need about {_gb(nbytes)} of memory, more than the "
