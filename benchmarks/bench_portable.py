@@ -29,9 +29,9 @@ WORKER = r"""
 import json, sys, time
 sys.path.insert(0, {here!r})
 import bench_train, vaecpp
-config, threads, epochs, subset = {config!r}, {threads}, {epochs}, {subset}
+config, threads, epochs, subset, synthetic = {config!r}, {threads}, {epochs}, {subset}, {synthetic}
 hidden, latent, batch = bench_train.CONFIGS[config]
-x, _ = bench_train.load_data(subset=subset)
+x, _ = bench_train.load_data(subset=subset, synthetic=synthetic)
 vae = vaecpp.VAE(bench_train.D, latent_dim=latent, hidden=hidden, seed=0, threads=threads)
 vae.compile(optimizer=vaecpp.optimizers.Adam(learning_rate=1e-3))
 times = []
@@ -45,8 +45,9 @@ print(json.dumps(dict(times=times[1:], loss=h.history["loss"][-1], native=info["
 """
 
 
-def run(python, config, threads, epochs, subset):
-    code = WORKER.format(here=HERE, config=config, threads=threads, epochs=epochs, subset=subset)
+def run(python, config, threads, epochs, subset, synthetic):
+    code = WORKER.format(here=HERE, config=config, threads=threads, epochs=epochs, subset=subset,
+                         synthetic=synthetic)
     out = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -60,6 +61,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3, help="epochs per run, the first not timed")
     p.add_argument("--rounds", type=int, default=3, help="runs per build, the fastest kept")
     p.add_argument("--subset", type=int, default=None, help="first N training rows only")
+    p.add_argument("--synthetic", action="store_true", help="random data instead of Fashion-MNIST")
     args = p.parse_args(argv)
     sys.path.insert(0, HERE)
     import bench_train
@@ -76,7 +78,7 @@ def main(argv=None):
                 # the slower one on a shared VM
                 order = list(builds.items())[:: 1 if rnd % 2 == 0 else -1]
                 for name, python in order:
-                    r = run(python, config, threads, args.epochs, args.subset)
+                    r = run(python, config, threads, args.epochs, args.subset, args.synthetic)
                     t = min(r["times"])
                     best[name] = min(best.get(name, t), t)
                     meta[name] = r

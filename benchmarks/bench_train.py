@@ -1,7 +1,7 @@
 """vaecpp vs PyTorch on the CPU, side by side: training speed, GEMM efficiency, memory, losses and
 inference speed of the same Bernoulli VAE on Fashion-MNIST.
 
-    python benchmarks/bench_train.py            # full run (~25 min on 2 cores), writes RESULTS.md
+    python benchmarks/bench_train.py            # full run (~60 min on 2 cores), writes RESULTS.md
     python benchmarks/bench_train.py --quick    # smoke run: 1 timed epoch on 6000 rows
     python benchmarks/bench_train.py --threads 2 --configs wide-deep --epochs 5
 

@@ -60,3 +60,17 @@ def test_bench_distributed_quick_runs(tmp_path):
     assert "| 784-200-2, 100 | 315,988 (1.26 MB) |" in text
     assert "| 64 KB |" in text and "**Measured: latency" in text
     assert "| 784-200-2, 100 | 10 GbE (TCP) | " in text
+
+
+@pytest.mark.slow
+def test_bench_portable_runs(tmp_path):
+    # both "builds" are this interpreter's: the script's plumbing, not a comparison
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_portable.py"),
+           "--native", sys.executable, "--portable", sys.executable, "--configs", "seed-flexible",
+           "--threads", "1", "--epochs", "2", "--rounds", "1", "--subset", "300"]
+    if not os.path.exists(DATA):
+        cmd.append("--synthetic")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "| seed-flexible 784-200-2 | 100 | 1 |" in proc.stdout
+    assert "portable build: gemm" in proc.stdout
