@@ -123,7 +123,8 @@ def _gb(nbytes):
 
 
 # Results smaller than this are not checked: reading the limits costs file reads (~70 us), more
-# than a one-point decode itself, and no limit this process can run under is that small.
+# than a one-point decode itself, and the check is there for caller-chosen sizes far beyond the
+# machine (a sample or a grid of millions of images), not for results of a few megabytes.
 _UNCHECKED_BYTES = 16 << 20
 
 
