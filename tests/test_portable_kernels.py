@@ -174,10 +174,11 @@ def test_unknown_request_falls_back_to_the_best_set():
     assert run_with("avx9000")["kernels"] == INFO["elementwise_kernels"]
 
 
-def test_vaecpp_info_names_the_elementwise_set():
+def test_vaecpp_info_names_both_kernel_sets():
     out = subprocess.run([sys.executable, "-m", "vaecpp", "info"], capture_output=True, text=True,
                          check=True).stdout
     assert f"element-wise kernels: {INFO['elementwise_kernels']}" in out
+    assert f"matrix product kernels: {INFO['gemm_kernels']}" in out
 
 
 @pytest.mark.skipif(INFO["native"] or not DISPATCH or shutil.which("objdump") is None,
