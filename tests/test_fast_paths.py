@@ -296,6 +296,26 @@ def test_gemm_sums_do_not_depend_on_how_c_is_cut(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [True, False])
+def test_gemm_then_rows_hands_over_each_final_element_once(dtype, trans_a):
+    """gemm_then_rows (a layer's weight gradient with the optimizer step fused in: dense.hpp)
+    gives gemm()'s product bit for bit and hands rows() every element of C exactly once, already
+    final: K within one block of kc (the fused path: tiles of rows, strips of B inside) and beyond
+    it (gemm, then the rows), one or two rows, ragged strips, more columns than one packed panel
+    of B (4096)."""
+    rng = np.random.default_rng(13)
+    for M, N, K in [(784, 200, 50), (1, 5, 3), (2, 17, 7), (7, 40, 128), (50, 33, 256),
+                    (13, 100, 257), (9, 24, 600), (5, 4100, 3)]:
+        a = rand(rng, (K, M) if trans_a else (M, K), dtype)
+        b = rand(rng, (K, N), dtype)
+        c, seen, visits = K_.gemm_then_rows(a, b, trans_a)
+        whole = K_.gemm(a, b, np.zeros((M, N), dtype), trans_a, False, False, True)
+        np.testing.assert_array_equal(c, whole, err_msg=f"{(M, N, K)}")
+        np.testing.assert_array_equal(seen, c, err_msg=f"{(M, N, K)}: rows() saw an unfinished C")
+        assert visits.min() == visits.max() == 1, f"{(M, N, K)}: visits {visits.min()}..{visits.max()}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES + [(128, 400, 20), (256, 784, 1024), (1, 1024, 784)])
 def test_dense_kernels_give_the_same_bits_at_any_thread_count(dtype, shape):
     """1 and 2 threads split the products differently (columns, or rows when there are more rows

@@ -110,12 +110,12 @@ def binary_rows(n, d, dtype, seed=0):
     return (np.random.default_rng(seed).uniform(size=(n, d)) < 0.3).astype(dtype)
 
 
-def train(dtype, threads, opt, update_in_backward, first_step=0, epochs=2, **model):
+def train(dtype, threads, opt, update_in_backward, first_step=0, epochs=2, batch=32, **model):
     cfg = engine_config(dtype, threads, **model)
-    x = binary_rows(150, cfg["input_shape"][0], dtype)
+    x = binary_rows(150 if batch < 150 else 2 * batch + 7, cfg["input_shape"][0], dtype)
     fn = _testing.train_f32 if dtype == np.float32 else _testing.train_f64
     # batch 32 of 150 rows: a short last batch
-    return fn(cfg, opt.get_config(), x, 32, epochs, update_in_backward, first_step)
+    return fn(cfg, opt.get_config(), x, batch, epochs, update_in_backward, first_step)
 
 
 def same_bits(a, b):
@@ -126,13 +126,48 @@ def same_bits(a, b):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", UPDATE_CASES)
 def test_update_in_backward_is_bit_identical_to_one_pass_after(name, dtype, threads):
+    """Without clipping, each Dense layer's weights step inside its backward, fused into the
+    weight gradient's product (dense.hpp); with it, each layer's after its backward."""
     opt = UPDATE_CASES[name]
     fused = train(dtype, threads, opt, True)
     after = train(dtype, threads, opt, False)
     assert fused[3] == after[3] == 10  # 2 epochs of 5 batches: one step each
-    for what, f, a in zip(("weights", "m", "v"), fused[:3], after[:3]):
+    for what, f, a in zip(("weights", "m", "v", "gradients"), fused[:3] + fused[4:],
+                          after[:3] + after[4:]):
         assert same_bits(f, a), f"{what} differ: max abs diff {np.abs(f - a).max(initial=0):.3g}"
     assert not np.array_equal(fused[0], train(dtype, threads, opt, True, epochs=0)[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_update_fused_into_a_product_over_more_rows_than_one_block(dtype, threads):
+    """A batch of 300 rows is more than one block of k of the weight gradient's product (kc is at
+    most 256 for float32, 128 for float64 on most CPUs): the product, then the step."""
+    opt = UPDATE_CASES["adam"]
+    fused = train(dtype, threads, opt, True, batch=300, dropout=0.0)
+    after = train(dtype, threads, opt, False, batch=300, dropout=0.0)
+    for what, f, a in zip(("weights", "m", "v", "gradients"), fused[:3] + fused[4:],
+                          after[:3] + after[4:]):
+        assert same_bits(f, a), f"{what} differ: max abs diff {np.abs(f - a).max(initial=0):.3g}"
+
+
+def test_update_fused_with_eigens_product_is_bit_identical():
+    """The same comparison with the product forced to Eigen's (VAECPP_GEMM_KERNELS=eigen, read once
+    per process: a child process): the fused step then follows Eigen's whole product."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys; sys.path.insert(0, {!r}); import numpy as np; import test_optimizers as t\n"
+            "for th in (1, 2):\n"
+            "    f = t.train(np.float32, th, t.UPDATE_CASES['adam'], True)\n"
+            "    a = t.train(np.float32, th, t.UPDATE_CASES['adam'], False)\n"
+            "    assert all(t.same_bits(x, y) for x, y in zip(f[:3] + f[4:], a[:3] + a[4:]))\n"
+            "from vaecpp import _core; print(_core.build_info()['gemm_kernels'])\n"
+            ).format(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, VAECPP_GEMM_KERNELS="eigen")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "eigen"
 
 
 def test_the_comparison_sees_a_step_shifted_by_one():
@@ -148,16 +183,17 @@ def test_the_comparison_sees_a_step_shifted_by_one():
                      train(np.float32, 2, opt, False, **no_dropout)[0])
 
 
+@pytest.mark.parametrize("name", ["adam", "adam-clipnorm-wd"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fit_runs_the_update_in_backward(dtype):
+def test_fit_runs_the_update_in_backward(dtype, name):
     """VAE.fit trains as the in-backward path above (the entry point is the engine's own)."""
     import vaecpp
-    opt = UPDATE_CASES["adam-clipnorm-wd"]
+    opt = UPDATE_CASES[name]
     cfg = engine_config(dtype, 2)
     x = binary_rows(150, cfg["input_shape"][0], dtype)
     vae = vaecpp.VAE(240, latent_dim=3, hidden=(300, 19), dropout=0.2, seed=5, dtype=dtype,
                      threads=2)
-    vae.compile(optimizers.Adam(learning_rate=3e-3, clipnorm=0.05, weight_decay=0.05))
+    vae.compile(opt)
     vae.fit(x, epochs=2, batch_size=32, verbose=0)
     fused = train(np.dtype(dtype).type, 2, opt, True)
     assert same_bits(np.concatenate([w.ravel() for w in vae.get_weights()]), fused[0])

@@ -182,9 +182,7 @@ class CpuExecutor final : public Executor<T> {
                 for (long i = 0; i < long(P) * D; ++i) dp_[r * P * D + i] *= T(wn_[r]);
         updated_ = 0;
         if (update) m.opt.begin_step();  // after the last call that may throw (grad_rows)
-        auto done = [&](const Layer<T>& l) {
-            if (update) update_layer(l);
-        };
+        StepHook done{*this, update, update && m.opt.steps_in_backward()};
         m.dec.backward(dz_.data(), dp_.data(), z_.data(), int(R), ctx, ga_.data(), gb_.data(),
                        done);
         if (m.cfg.iwae) {
@@ -199,21 +197,50 @@ class CpuExecutor final : public Executor<T> {
                         m.cfg.prior_std, T(m.cfg.beta) * w);
         }
         heads_backward(B);
-        done(*m.mu_head);
-        done(*m.lv_head);
+        if (update) {
+            update_layer(*m.mu_head);
+            update_layer(*m.lv_head);
+        }
         ctx.row_offset = rows.first;
         m.enc.backward(nullptr, dh_.data(), x, B, ctx, ga_.data(), gb_.data(), done);
     }
 
+    // A layer's part of the flat buffers (null for a layer without weights).
+    const Part* part_of(const Layer<T>& l) const {
+        for (const Part& part : parts_)
+            if (part.layer == &l) return &part;
+        return nullptr;
+    }
+
     // The optimizer step of one layer's weights (its part of the flat buffers).
     void update_layer(const Layer<T>& l) {
-        for (const Part& part : parts_)
-            if (part.layer == &l) {
-                m.opt.apply(m.params.data(), m.grads.data(), part.off, part.n, m.weight_ranges);
-                updated_ += part.n;
-                return;
-            }
+        if (const Part* part = part_of(l)) {
+            m.opt.apply(m.params.data(), m.grads.data(), part->off, part->n, m.weight_ranges);
+            updated_ += part->n;
+        }
     }
+
+    // The stacks' backward hook (Stack::backward). In a training step that updates, a layer steps
+    // its own weights inside backward where the optimizer allows it (in_backward) and the layer
+    // can (Dense), else it is stepped here as soon as its gradient is complete.
+    struct StepHook {
+        CpuExecutor& ex;
+        bool update, in_backward;
+        WeightStep<T> step{};
+        const WeightStep<T>* step_for(const Layer<T>& l) {
+            const Part* part = in_backward ? ex.part_of(l) : nullptr;
+            if (!part) return nullptr;
+            step = ex.m.opt.weight_step(ex.m.params.data() + part->off, part->off);
+            return &step;
+        }
+        void operator()(const Layer<T>& l, bool stepped) {
+            if (!update) return;
+            if (!stepped)
+                ex.update_layer(l);
+            else if (const Part* part = ex.part_of(l))
+                ex.updated_ += part->n;
+        }
+    };
 
     const T* data_ = nullptr;  // the attached data set
     const T* h_ = nullptr;     // encoder output of the last forward

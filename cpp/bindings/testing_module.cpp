@@ -155,9 +155,14 @@ void bind_kernels_for(py::module_& k) {
               std::copy(dW0.data(), dW0.data() + long(C) * OC, dW.mutable_data());
               std::copy(db0.data(), db0.data() + OC, db.mutable_data());
               std::copy(dinp0.data(), dinp0.data() + long(B) * C, dinp.mutable_data());
-              (fast ? dense_backward<T> : dense_backward_ref<T>)(
-                  dinp.mutable_data(), dW.mutable_data(), db.mutable_data(), g.data(), x.data(),
-                  y.data(), W.data(), B, C, OC, a, accumulate_dinp, accumulate_grads);
+              if (fast)
+                  dense_backward<T>(dinp.mutable_data(), dW.mutable_data(), db.mutable_data(),
+                                    g.data(), x.data(), y.data(), W.data(), B, C, OC, a,
+                                    accumulate_dinp, accumulate_grads);
+              else
+                  dense_backward_ref<T>(dinp.mutable_data(), dW.mutable_data(), db.mutable_data(),
+                                        g.data(), x.data(), y.data(), W.data(), B, C, OC, a,
+                                        accumulate_dinp, accumulate_grads);
               return py::make_tuple(dinp, dW, db);
           },
           py::arg("x"), py::arg("W"), py::arg("b"), py::arg("dout"), py::arg("act"), py::arg("dW0"),
@@ -187,6 +192,32 @@ void bind_kernels_for(py::module_& k) {
     k.def("gemm_v4_tile", [product](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b,
                                     bool accumulate) {
         return product(gemm_v4_tile<T>, a, b, c0, trans_a, trans_b, accumulate);
+    });
+    // C = op(A) @ B through gemm_then_rows, and what its rows() callback saw: seen holds each
+    // element of C as it was when rows() was handed it, visits how often it was handed.
+    k.def("gemm_then_rows", [](const A& a, const A& b, bool trans_a) {
+        if (a.ndim() != 2 || b.ndim() != 2) throw ValueError("A and B must be matrices");
+        const long M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+        const long N = b.shape(1);
+        if (b.shape(0) != K) throw ValueError("inner dimensions differ");
+        py::array_t<T> c({M, N}), seen({M, N});
+        py::array_t<int> visits({M, N});
+        T* C = c.mutable_data();
+        T* S = seen.mutable_data();
+        int* V = visits.mutable_data();
+        std::fill(C, C + M * N, T(0));
+        std::fill(S, S + M * N, T(0));
+        std::fill(V, V + M * N, 0);
+        const long sai = trans_a ? 1 : a.shape(1), sak = trans_a ? a.shape(1) : 1;
+        gemm_then_rows<T>(M, N, K, a.data(), sai, sak, b.data(), N, C, N,
+                          [&](long i, long r, long j, long n) {
+                              for (long u = i; u < i + r; ++u)
+                                  for (long v = j; v < j + n; ++v) {
+                                      S[u * N + v] = C[u * N + v];
+                                      ++V[u * N + v];
+                                  }
+                          });
+        return py::make_tuple(c, seen, visits);
     });
     k.def("act_forward", [](const A& x, const std::string& act, bool fast, int threads) {
         py::array_t<T> out(x.size());

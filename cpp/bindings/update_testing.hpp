@@ -20,7 +20,7 @@ namespace py = pybind11;
 using namespace py_convert;
 
 // `epochs` epochs of shuffled minibatches of X from the initial weights, with the optimizer's step
-// count starting at `first_step`; returns (params, m, v, step).
+// count starting at `first_step`; returns (params, m, v, step, grads of the last batch).
 template <typename T>
 py::tuple train(const py::dict& config, const py::dict& optimizer, const Arr<T>& X, int batch_size,
                 int epochs, bool update_in_backward, long first_step) {
@@ -38,7 +38,8 @@ py::tuple train(const py::dict& config, const py::dict& optimizer, const Arr<T>&
         for (int k = 0; k < epochs; ++k)
             e.train_epoch(X.data(), X.shape(0), batch_size, true, k, {});
     }
-    return py::make_tuple(to_numpy(m.params), to_numpy(m.opt.m), to_numpy(m.opt.v), m.opt.step);
+    return py::make_tuple(to_numpy(m.params), to_numpy(m.opt.m), to_numpy(m.opt.v), m.opt.step,
+                          to_numpy(m.grads));
 }
 
 }  // namespace update_testing

@@ -12,6 +12,7 @@
 #include "core/buffers.hpp"
 #include "core/threads.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/weight_step.hpp"
 
 namespace vaecpp {
 
@@ -101,36 +102,64 @@ void dense_forward(T* out, const T* inp, const T* W, const T* b, int B, int C, i
 // is false (a training step: no pass to clear them first). Phase 1 (split over OC): da, dW[:, blk]
 // and db[blk] of each thread's columns. Phase 2 (split over C, after a barrier since it reads all
 // of da): dinp[:, blk].
+// With `step` (accumulate_grads false), the optimizer step of this layer's weights as well
+// (weight_step.hpp; step->p is W then b): the bias's right after db, in phase 1; W's fused into
+// its gradient's product in a phase 3 split over W's rows as phase 2 is (each thread steps the
+// rows of W its dinp product has read, after it), each tile of rows stepped as soon as its dW
+// rows are final, while they are in cache (gemm_then_rows), a thread's rows one stretch of
+// memory. dW and db are set as without it, and every element steps by the same rule as in a
+// later pass over them.
 template <typename T>
 void dense_backward(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, const T* W, int B,
-                    int C, int OC, Act act, bool accumulate_dinp = false, bool accumulate_grads = true) {
+                    int C, int OC, Act act, bool accumulate_dinp = false, bool accumulate_grads = true,
+                    const WeightStep<T>* step = nullptr) {
+    if (step && accumulate_grads) throw std::logic_error("dense_backward: a step needs set gradients");
+    // Eigen's product (no fast kernel set) sums in an order that depends on the shape it is given:
+    // there dW is formed by columns as without a step, and phase 3 only steps.
+    const bool fused = step && have_fast_gemm();
     auto grads = [&](long j0, long j1) {
         // da = dout * f'(y);  dW[:, j0:j1] (+)= inp^T @ da[:, j0:j1];  db[j0:j1] (+)= colsum(da)
         const long n = j1 - j0;
         act_grad_block(dout + j0, dout + j0, out + j0, B, n, OC, act);
-        gemm<T>(C, n, B, inp, 1, C, dout + j0, OC, false, dW + j0, OC, accumulate_grads);  // A = inp^T
+        if (!fused) gemm<T>(C, n, B, inp, 1, C, dout + j0, OC, false, dW + j0, OC, accumulate_grads);  // A = inp^T
         colsum(db + j0, dout + j0, B, n, OC, accumulate_grads);
+        if (step) step_elements(*step, long(C) * OC + j0, n, db + j0);  // b[j0:j1]
     };
     auto input_grad = [&](long c0, long c1) {
         // dinp[:, c0:c1] (+)= da @ W[c0:c1, :]^T
         gemm<T>(B, c1 - c0, OC, dout, OC, 1, W + c0 * OC, OC, true, dinp + c0, C, accumulate_dinp);
     };
+    auto grads_stepping = [&](long c0, long c1) {
+        // dW[c0:c1, :] = inp[:, c0:c1]^T @ da, then W[rows, :] stepped on each tile of its rows
+        if (!fused) return step_elements(*step, c0 * OC, (c1 - c0) * OC, dW + c0 * OC);
+        gemm_then_rows<T>(c1 - c0, OC, B, inp + c0, 1, C, dout, OC, dW + c0 * OC, OC,
+                          [&](long i, long r, long j, long n) {
+                              if (n == OC) {  // whole rows: one stretch of memory
+                                  const long at = (c0 + i) * OC;
+                                  return step_elements(*step, at, r * OC, dW + at);
+                              }
+                              for (long u = c0 + i; u < c0 + i + r; ++u)
+                                  step_elements(*step, u * OC + j, n, dW + u * OC + j);
+                          });
+    };
     const int nt = gemm_threads(B, C, OC, std::min(C, OC));
     if (nt <= 1) {
         grads(0, OC);
         if (dinp) input_grad(0, C);
+        if (step) grads_stepping(0, C);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
         const int t = omp_get_thread_num(), p = omp_get_num_threads();
-        auto r = split_range(OC, p, t, kColAlign);
-        if (r.first < r.second) grads(r.first, r.second);
-        if (dinp) {
+        const auto cols = split_range(OC, p, t, kColAlign);
+        if (cols.first < cols.second) grads(cols.first, cols.second);
+        if (dinp || step) {
 #pragma omp barrier
-            r = split_range(C, p, t, kColAlign);
-            if (r.first < r.second) input_grad(r.first, r.second);
+            const auto r = split_range(C, p, t, kColAlign);
+            if (dinp && r.first < r.second) input_grad(r.first, r.second);
+            if (step && r.first < r.second) grads_stepping(r.first, r.second);
         }
 #endif
     }

@@ -270,6 +270,25 @@ inline long mc_for(long M) {
     return ((M + nb - 1) / nb + kMR - 1) / kMR * kMR;
 }
 
+// C[0:R, strip q] (+)= an R-row tile of packed A (Ai) @ strip q of packed B (Bs, kb rows).
+template <typename T>
+inline void strip_tile(const Strip& q, long R, long kb, const T* Ai, const T* Bs, T* Ci, long ldc,
+                       bool accumulate) {
+    constexpr long VL = Simd<T>::n;
+    if (q.n < q.w) {  // ragged columns: through an (R, VL) copy of C
+        T tmp[kMR * VL];
+        for (long r = 0; r < R; ++r)
+            for (long j = 0; j < VL; ++j) tmp[r * VL + j] = accumulate && j < q.n ? Ci[r * ldc + j] : T(0);
+        tile_rows<T, 1>(R, kb, Ai, Bs, tmp, VL, accumulate);
+        for (long r = 0; r < R; ++r)
+            for (long j = 0; j < q.n; ++j) Ci[r * ldc + j] = tmp[r * VL + j];
+    } else if (q.w == kNV * VL) {
+        tile_rows<T, kNV>(R, kb, Ai, Bs, Ci, ldc, accumulate);
+    } else {
+        tile_rows<T, 1>(R, kb, Ai, Bs, Ci, ldc, accumulate);
+    }
+}
+
 // One block of C (rows of A's packed block by a packed (kb, nc) block of B): the strips of B
 // outside, so that each strip stays in L1 while A's row tiles stream past it from L2. The next
 // strip is fetched into L2 a few lines per tile meanwhile (B's panel is larger than L2 when C
@@ -277,7 +296,7 @@ inline long mc_for(long M) {
 template <typename T>
 void block_product(const RowTiles& rows, long kb, const T* Ap, const T* P, const Strip* st, long ns,
                    T* C, long ldc, bool accumulate) {
-    constexpr long VL = Simd<T>::n, kLine = 64;
+    constexpr long kLine = 64;
     const long tiles = rows.full + (rows.r1 > 0) + (rows.r2 > 0);
     for (long s = 0; s < ns; ++s) {
         const Strip& q = st[s];
@@ -289,21 +308,7 @@ void block_product(const RowTiles& rows, long kb, const T* Ap, const T* P, const
         rows.each([&](long i, long R) {
             for (long u = 0; u < per_tile && fetched < next_bytes; ++u, fetched += kLine)
                 __builtin_prefetch(next + fetched, 0, 2);
-            const T* Ai = Ap + i * kb;
-            T* Ci = C + i * ldc + q.j;
-            if (q.n < q.w) {  // ragged columns: through an (R, VL) copy of C
-                T tmp[kMR * VL];
-                for (long r = 0; r < R; ++r)
-                    for (long j = 0; j < VL; ++j)
-                        tmp[r * VL + j] = accumulate && j < q.n ? Ci[r * ldc + j] : T(0);
-                tile_rows<T, 1>(R, kb, Ai, Bs, tmp, VL, accumulate);
-                for (long r = 0; r < R; ++r)
-                    for (long j = 0; j < q.n; ++j) Ci[r * ldc + j] = tmp[r * VL + j];
-            } else if (q.w == kNV * VL) {
-                tile_rows<T, kNV>(R, kb, Ai, Bs, Ci, ldc, accumulate);
-            } else {
-                tile_rows<T, 1>(R, kb, Ai, Bs, Ci, ldc, accumulate);
-            }
+            strip_tile(q, R, kb, Ap + i * kb, Bs, C + i * ldc + q.j, ldc, accumulate);
         });
     }
 }
@@ -386,5 +391,43 @@ void gemm_fast(long M, long N, long K, const T* A, long sai, long sak, const T* 
                 block_product(rows, kb, Ap, P, st, ns, C + i0 * ldc + j0, ldc, accumulate || k0 > 0);
             }
         }
+    }
+}
+
+// C (M,N) = A (M,K) @ B (K,N), B not transposed, then rows(i, r, j, n) on each block of C's rows
+// [i, i + r) and columns [j, j + n) as soon as it is final (a layer's weight gradient dW = X^T dY,
+// then the optimizer step of those weights: tests/test_optimizers.py). When K fits one block of
+// kc (a batch of at most kc rows) the row tiles run outside and B's strips inside, B packed whole
+// (it lives in L2): a tile's rows of C are complete after one sweep over the strips and are
+// handed to rows() while still in L1, and rows() walks down C and its companion arrays in order.
+// Every element is the sum gemm_fast forms (k in order from zero within one block); with a
+// larger K, gemm_fast then rows() a tile at a time.
+template <typename T, typename Rows>
+void gemm_then_rows(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
+                    T* C, long ldc, Rows&& rows) {
+    constexpr long VL = Simd<T>::n;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || kc_for<T>(K) < K) {
+        gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, false, C, ldc, false);
+        for (long i = 0; i < M; i += kMR) rows(i, std::min<long>(kMR, M - i), 0L, N);
+        return;
+    }
+    const long ncm = std::min(blocking<T>().nc_max, N);
+    T* P = scratch<T>(0, size_t(K) * size_t(ncm + VL));
+    T* Ap = scratch<T>(1, size_t(K) * size_t(kMR) + VL);  // one row tile (+ VL: pack_a's slack)
+    static thread_local std::vector<Strip> strips;
+    strips.resize(size_t(ncm / VL + 2));
+    Strip* st = strips.data();
+    for (long j0 = 0; j0 < N; j0 += ncm) {
+        const long nc = std::min(ncm, N - j0);
+        const long ns = make_strips<T>(nc, st);
+        pack_b(P, B + j0, ldb, false, K, st, ns);
+        RowTiles(M).each([&](long i, long R) {
+            // C[i:i+R, j0:j0+nc] = A[i:i+R, :] @ B[:, j0:j0+nc], then rows() on it
+            pack_a(Ap, A + i * sai, sai, sak, R, K);
+            for (long s = 0; s < ns; ++s)
+                strip_tile(st[s], R, K, Ap, P + K * st[s].j, C + i * ldc + j0 + st[s].j, ldc, false);
+            rows(i, R, j0, nc);
+        });
     }
 }

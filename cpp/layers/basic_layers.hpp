@@ -35,6 +35,13 @@ struct DenseLayer : Layer<T> {
                        B, C, OC, act, false, !ctx.set_grads);
     }
     bool writes_grads() const override { return true; }
+    bool backward_stepping(T* dinp, T* dout, const T* inp, const T* out, int B, const Ctx& ctx,
+                           const WeightStep<T>& step) override {
+        if (!ctx.set_grads) return false;
+        dense_backward(dinp, this->grads, this->grads + long(C) * OC, dout, inp, out, this->params,
+                       B, C, OC, act, false, false, &step);
+        return true;
+    }
 };
 
 template <typename T>

@@ -11,6 +11,7 @@
 
 #include "core/threads.hpp"
 #include "core/rng.hpp"
+#include "kernels/weight_step.hpp"
 
 namespace vaecpp {
 
@@ -108,6 +109,14 @@ struct Layer {
     // Whether backward honours ctx.set_grads itself; for the other layers the stack zeroes grads
     // first.
     virtual bool writes_grads() const { return false; }
+    // backward (with ctx.set_grads) and the optimizer step of this layer's weights (step.p is
+    // params), the step applied inside it as soon as each part of the gradient is final; grads are
+    // set as by backward. Returns false, having done nothing, where the layer cannot (the caller
+    // then runs backward and steps the weights after it).
+    virtual bool backward_stepping(T* /*dinp*/, T* /*dout*/, const T* /*inp*/, const T* /*out*/,
+                                   int /*B*/, const Ctx& /*ctx*/, const WeightStep<T>& /*step*/) {
+        return false;
+    }
 };
 
 // Glorot-uniform (Keras's default kernel initialiser): U(-r, r), r = sqrt(6 / (fan_in + fan_out)).

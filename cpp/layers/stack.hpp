@@ -7,10 +7,12 @@
 
 namespace vaecpp {
 
-// The default of Stack::backward's `done`: nothing to do when a layer's gradient is complete.
+// The default of Stack::backward's `hook`: no optimizer step inside backward, nothing to do when a
+// layer's gradient is complete.
+template <typename T>
 struct NoHook {
-    template <typename L>
-    void operator()(L&) const {}
+    const WeightStep<T>* step_for(const Layer<T>&) const { return nullptr; }
+    void operator()(const Layer<T>&, bool /*stepped*/) const {}
 };
 
 template <typename T>
@@ -63,10 +65,12 @@ struct Stack {
     }
 
     // dout is (B, out_size) and is overwritten; dx (B, in_size) may be null. ga/gb are scratch
-    // buffers of (B, max_width). For an empty stack dx = dout. done(layer) is called as soon as a
-    // layer's gradient is complete (its weights are not read again by this backward).
-    template <typename Done = NoHook>
-    void backward(T* dx, T* dout, const T* x, int B, Ctx ctx, T* ga, T* gb, Done&& done = Done{}) {
+    // buffers of (B, max_width). For an empty stack dx = dout. hook.step_for(layer) is the
+    // optimizer step the layer may apply inside its backward (Layer::backward_stepping) or null;
+    // hook(layer, stepped) is called as soon as a layer's gradient is complete (its weights are
+    // not read again by this backward), stepped telling whether the layer applied that step.
+    template <typename Hook = NoHook<T>>
+    void backward(T* dx, T* dout, const T* x, int B, Ctx ctx, T* ga, T* gb, Hook&& hook = Hook{}) {
         if (layers.empty()) {
             if (dx) std::copy(dout, dout + long(B) * out_size(), dx);
             return;
@@ -78,8 +82,10 @@ struct Stack {
             T* dinp = i == 0 ? dx : (g == ga ? gb : ga);
             Layer<T>& l = *layers[i];
             if (ctx.set_grads && !l.writes_grads()) std::fill(l.grads, l.grads + l.num_params(), T(0));
-            l.backward(dinp, g, inp, outs[i].data(), B, ctx);
-            done(l);
+            const WeightStep<T>* step = hook.step_for(l);
+            const bool stepped = step && l.backward_stepping(dinp, g, inp, outs[i].data(), B, ctx, *step);
+            if (!stepped) l.backward(dinp, g, inp, outs[i].data(), B, ctx);
+            hook(l, stepped);
             g = dinp;
         }
     }

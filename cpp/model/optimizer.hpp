@@ -1,6 +1,7 @@
 // Optimizers over one flat parameter buffer; their moments mirror its layout, so an update is a
 // loop over the element rule of optimizer_rules.hpp (Keras 3's rules), over the whole buffer or,
-// in training without a collective, over each layer's part as soon as its gradient is complete.
+// in training without a collective, over each layer's part as soon as its gradient is complete
+// (a Dense layer's weights inside its backward: weight_step.hpp).
 #pragma once
 
 #include <algorithm>
@@ -10,8 +11,8 @@
 
 #include "core/buffers.hpp"
 #include "core/threads.hpp"
-#include "kernels/elementwise_dispatch.hpp"
 #include "kernels/optimizer_rules.hpp"
+#include "kernels/weight_step.hpp"
 
 namespace vaecpp {
 
@@ -92,11 +93,21 @@ struct Optimizer {
         // thread; memory-bound, so split only large parts.
         const int nt = threads_for(double(n), double(kParallelMin), n / 64 + 1);
         parallel_parts(n, nt, 64, [&](long i0, long i1) {
-            const long a = off + i0, k = i1 - i0;
+            const long a = off + i0;
             T* pm = mp ? mp + a : nullptr;  // a moment the rule does not use may be empty
             T* pv = vp ? vp + a : nullptr;
-            with_elementwise([&](auto s) { decltype(s)::opt_rules(c, k, p + a, g + a, pm, pv); });
+            step_elements(c, i1 - i0, p + a, g + a, pm, pv);
         });
+    }
+
+    // Whether a layer may apply this step to its own weights inside backward (weight_step): no
+    // clipping, which needs a whole weight array's gradient (clipnorm) or changes it first.
+    bool steps_in_backward() const { return spec.clipnorm == 0 && spec.clipvalue == 0; }
+
+    // The step (after begin_step()) of the parameters p that start at offset `off` of the flat
+    // buffer, for their layer's backward to apply (weight_step.hpp).
+    WeightStep<T> weight_step(T* p, long off) {
+        return {coeffs_, p, m.empty() ? nullptr : m.data() + off, v.empty() ? nullptr : v.data() + off};
     }
 
   private:
