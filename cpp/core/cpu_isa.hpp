@@ -22,4 +22,13 @@ inline CpuIsa cpu_isa_level() {
 #endif
 }
 
+// The name build_info() and `vaecpp info` give a kernel set compiled for the level.
+inline const char* cpu_isa_name(CpuIsa isa) {
+    switch (isa) {
+        case CpuIsa::v4: return "x86-64-v4 (AVX-512)";
+        case CpuIsa::v3: return "x86-64-v3 (AVX2+FMA)";
+        default: return "x86-64 baseline";
+    }
+}
+
 }  // namespace vaecpp

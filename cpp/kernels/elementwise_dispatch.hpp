@@ -98,8 +98,8 @@ inline EwKernels elementwise_kernels() {
 // The name build_info() and `vaecpp info` give the set in use.
 inline std::string elementwise_kernels_name() {
     switch (elementwise_kernels()) {
-        case EwKernels::v4: return "x86-64-v4 (AVX-512)";
-        case EwKernels::v3: return "x86-64-v3 (AVX2+FMA)";
+        case EwKernels::v4: return cpu_isa_name(CpuIsa::v4);
+        case EwKernels::v3: return cpu_isa_name(CpuIsa::v3);
         default: break;
     }
 #if defined(__AVX512F__)

@@ -185,8 +185,8 @@ inline GemmKernels gemm_kernels() {
 // The name build_info() and `vaecpp info` give the set in use.
 inline std::string gemm_kernels_name() {
     switch (gemm_kernels()) {
-        case GemmKernels::v4: return "x86-64-v4 (AVX-512)";
-        case GemmKernels::v3: return "x86-64-v3 (AVX2+FMA)";
+        case GemmKernels::v4: return cpu_isa_name(CpuIsa::v4);
+        case GemmKernels::v3: return cpu_isa_name(CpuIsa::v3);
 #if defined(__AVX512F__)
         case GemmKernels::native: return "native (AVX-512)";
 #else
