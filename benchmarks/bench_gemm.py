@@ -5,7 +5,8 @@ shapes, each split between threads as the layer splits it.
     python benchmarks/bench_gemm.py                     # 2048^3 and the VAE grid, 1 and 2 threads
     python benchmarks/bench_gemm.py --threads 1 --batches 50 --widths 512
 
-Layouts of a (B, C) -> (B, OC) layer: forward X @ W, dW = X^T @ dY, dX = dY @ W^T. The grid is
+Layouts of a (B, C) -> (B, OC) layer: forward X @ W, dW = X^T @ dY (vaecpp: as a training step
+forms it, gemm_then_rows split over W's rows, without the optimizer step), dX = dY @ W^T. The grid is
 B in --batches by width in --widths, both as an encoder layer (C = 784, OC = width) and as a
 decoder layer (C = width, OC = 784). Rates are GFLOP/s (2 B C OC per product), best of --reps.
 torch is optional (its column is left out without it); NumPy's threads are pinned with

@@ -126,6 +126,9 @@ class CpuExecutor final : public Executor<T> {
         m.opt.update(m.params.data(), m.grads.data(), long(m.params.size()), m.weight_ranges);
     }
 
+    // Parameters the last training step stepped inside their layer's backward (tests).
+    long stepped_in_layers() const { return stepped_in_layers_; }
+
     void average_weights() override { m.opt.average(m.params.data(), long(m.params.size())); }
 
     void read_grads(T* out) override { std::copy(m.grads.begin(), m.grads.end(), out); }
@@ -163,6 +166,7 @@ class CpuExecutor final : public Executor<T> {
     const bool update_in_backward_;
     std::vector<Part> parts_;  // the layers with weights, in parameter order
     long updated_ = 0;         // parameters stepped by the last backward_updating()
+    long stepped_in_layers_ = 0;  // of those, stepped by their layer's own backward
 
     // ELBO: the loss is mean_b(nll_b + beta kl_b); IWAE: mean_b(-bound_b). Every layer's backward
     // runs once, setting its part of the gradient; with `update`, the optimizer step of each
@@ -180,7 +184,7 @@ class CpuExecutor final : public Executor<T> {
         if (m.cfg.iwae)  // row r's gradient is weighted by its normalised importance weight
             for (long r = 0; r < R; ++r)
                 for (long i = 0; i < long(P) * D; ++i) dp_[r * P * D + i] *= T(wn_[r]);
-        updated_ = 0;
+        updated_ = stepped_in_layers_ = 0;
         if (update) m.opt.begin_step();  // after the last call that may throw (grad_rows)
         StepHook done{*this, update, update && m.opt.steps_in_backward()};
         m.dec.backward(dz_.data(), dp_.data(), z_.data(), int(R), ctx, ga_.data(), gb_.data(),
@@ -235,10 +239,12 @@ class CpuExecutor final : public Executor<T> {
         }
         void operator()(const Layer<T>& l, bool stepped) {
             if (!update) return;
-            if (!stepped)
+            if (!stepped) {
                 ex.update_layer(l);
-            else if (const Part* part = ex.part_of(l))
+            } else if (const Part* part = ex.part_of(l)) {
                 ex.updated_ += part->n;
+                ex.stepped_in_layers_ += part->n;
+            }
         }
     };
 

@@ -17,7 +17,8 @@
 namespace vaecpp {
 
 // GFLOP/s of the best of `reps` runs of one product of a (B, C) -> (B, OC) layer, float32:
-// "forward" out = X @ W, "dW" dW = X^T @ dY, "dX" dX = dY @ W^T.
+// "forward" out = X @ W, "dW" dW = X^T @ dY (as a training step forms it, the optimizer step
+// left out), "dX" dX = dY @ W^T.
 inline double gemm_layer_rate(const std::string& layout, int B, int C, int OC, int reps, int threads,
                               const std::string& kernel) {
     if (B < 1 || C < 1 || OC < 1 || reps < 1 || threads < 1)
@@ -48,10 +49,11 @@ inline double gemm_layer_rate(const std::string& layout, int B, int C, int OC, i
                 gemm<float>(B, j1 - j0, C, X.data(), C, 1, W.data() + j0, OC, false, out.data() + j0,
                             OC, false);
             });
-        } else if (layout == "dW") {  // dW[:, j0:j1] = X^T @ dY[:, j0:j1]
-            parallel_parts(OC, nt_back, kColAlign, [&](long j0, long j1) {
-                gemm<float>(C, j1 - j0, B, X.data(), 1, C, dY.data() + j0, OC, false,
-                            out.data() + j0, OC, false);
+        } else if (layout == "dW") {  // dW[c0:c1, :] = X[:, c0:c1]^T @ dY, as in a training step
+            // (gemm_then_rows, split over W's rows; here with nothing to do on each tile of rows)
+            parallel_parts(C, nt_back, kColAlign, [&](long c0, long c1) {
+                gemm_then_rows<float>(c1 - c0, OC, B, X.data() + c0, 1, C, dY.data(), OC,
+                                      out.data() + c0 * OC, OC, [](long, long, long, long) {});
             });
         } else {  // dX[:, c0:c1] = dY @ W[c0:c1, :]^T
             parallel_parts(C, nt_back, kColAlign, [&](long c0, long c1) {

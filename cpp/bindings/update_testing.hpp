@@ -20,12 +20,15 @@ namespace py = pybind11;
 using namespace py_convert;
 
 // `epochs` epochs of shuffled minibatches of X from the initial weights, with the optimizer's step
-// count starting at `first_step`; returns (params, m, v, step, grads of the last batch).
+// count starting at `first_step`; returns (params, m, v, step, grads of the last batch, how many
+// parameters the last step stepped inside their layer's backward).
 template <typename T>
 py::tuple train(const py::dict& config, const py::dict& optimizer, const Arr<T>& X, int batch_size,
                 int epochs, bool update_in_backward, long first_step) {
+    CpuExecutor<T>* ex = nullptr;
     Engine<T> e(vae_config(config), [&](Model<T>& m) {
-        return std::unique_ptr<Executor<T>>(new CpuExecutor<T>(m, update_in_backward));
+        ex = new CpuExecutor<T>(m, update_in_backward);
+        return std::unique_ptr<Executor<T>>(ex);
     });
     Model<T>& m = e.model;
     check_rows(X, m.D, "x");
@@ -39,7 +42,7 @@ py::tuple train(const py::dict& config, const py::dict& optimizer, const Arr<T>&
             e.train_epoch(X.data(), X.shape(0), batch_size, true, k, {});
     }
     return py::make_tuple(to_numpy(m.params), to_numpy(m.opt.m), to_numpy(m.opt.v), m.opt.step,
-                          to_numpy(m.grads));
+                          to_numpy(m.grads), ex->stepped_in_layers());
 }
 
 }  // namespace update_testing
