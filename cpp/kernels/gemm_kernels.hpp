@@ -313,6 +313,25 @@ void block_product(const RowTiles& rows, long kb, const T* Ap, const T* P, const
     }
 }
 
+// A product's per-thread scratch: B's packed panel (kb rows of up to ncm columns, strips padded
+// to whole vectors), A's packed rows (a_size values, + VL of slack for pack_a) and the list of an
+// ncm-wide panel's strips.
+template <typename T>
+struct Panels {
+    T* P;
+    T* Ap;
+    Strip* st;
+};
+
+template <typename T>
+inline Panels<T> panels(long kb, long ncm, long a_size) {
+    constexpr long VL = Simd<T>::n;
+    static thread_local std::vector<Strip> strips;
+    strips.resize(size_t(ncm / VL + 2));
+    return {scratch<T>(0, size_t(kb) * size_t(ncm + VL)), scratch<T>(1, size_t(a_size) + VL),
+            strips.data()};
+}
+
 // C[0:m, :] (+)= A[0:m, :] @ B for a few rows and B not transposed (a one-point decode is a
 // matrix-vector product that reads each weight once, so packing B would double its cost): B is
 // read in place, four rows at a time from start to end, into one row of sums per row of C kept
@@ -363,7 +382,6 @@ void few_rows(long m, long N, long K, const T* A, long sai, long sak, const T* B
 template <typename T>
 void gemm_fast(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
                bool b_trans, T* C, long ldc, bool accumulate) {
-    constexpr long VL = Simd<T>::n;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!accumulate)
@@ -372,23 +390,20 @@ void gemm_fast(long M, long N, long K, const T* A, long sai, long sak, const T* 
     }
     if (M < kMR / 2 && !b_trans) return few_rows(M, N, K, A, sai, sak, B, ldb, C, ldc, accumulate);
     const long kc = kc_for<T>(K), mc = mc_for<T>(M), ncm = std::min(blocking<T>().nc_max, N);
-    T* P = scratch<T>(0, size_t(kc) * size_t(ncm + VL));
-    T* Ap = scratch<T>(1, size_t(kc) * size_t(mc) + VL);  // + VL: pack_a's slack
-    static thread_local std::vector<Strip> strips;
-    strips.resize(size_t(ncm / VL + 2));
-    Strip* st = strips.data();
+    const Panels<T> pan = panels<T>(kc, ncm, kc * mc);
     for (long j0 = 0; j0 < N; j0 += ncm) {
         const long nc = std::min(ncm, N - j0);
-        const long ns = make_strips<T>(nc, st);
+        const long ns = make_strips<T>(nc, pan.st);
         for (long k0 = 0; k0 < K; k0 += kc) {
             const long kb = std::min(kc, K - k0);
             // C[:, j0:j0+nc] (+)= A[:, k0:k0+kb] @ B[k0:k0+kb, j0:j0+nc]
-            pack_b(P, b_trans ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, b_trans, kb, st, ns);
+            pack_b(pan.P, b_trans ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, b_trans, kb, pan.st, ns);
             for (long i0 = 0; i0 < M; i0 += mc) {
                 const RowTiles rows(std::min(mc, M - i0));
                 const T* Ai = A + i0 * sai + k0 * sak;
-                rows.each([&](long i, long R) { pack_a(Ap + i * kb, Ai + i * sai, sai, sak, R, kb); });
-                block_product(rows, kb, Ap, P, st, ns, C + i0 * ldc + j0, ldc, accumulate || k0 > 0);
+                rows.each([&](long i, long R) { pack_a(pan.Ap + i * kb, Ai + i * sai, sai, sak, R, kb); });
+                block_product(rows, kb, pan.Ap, pan.P, pan.st, ns, C + i0 * ldc + j0, ldc,
+                              accumulate || k0 > 0);
             }
         }
     }
@@ -405,7 +420,6 @@ void gemm_fast(long M, long N, long K, const T* A, long sai, long sak, const T* 
 template <typename T, typename Rows>
 void gemm_then_rows(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
                     T* C, long ldc, Rows&& rows) {
-    constexpr long VL = Simd<T>::n;
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || kc_for<T>(K) < K) {
         gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, false, C, ldc, false);
@@ -413,20 +427,18 @@ void gemm_then_rows(long M, long N, long K, const T* A, long sai, long sak, cons
         return;
     }
     const long ncm = std::min(blocking<T>().nc_max, N);
-    T* P = scratch<T>(0, size_t(K) * size_t(ncm + VL));
-    T* Ap = scratch<T>(1, size_t(K) * size_t(kMR) + VL);  // one row tile (+ VL: pack_a's slack)
-    static thread_local std::vector<Strip> strips;
-    strips.resize(size_t(ncm / VL + 2));
-    Strip* st = strips.data();
+    const Panels<T> pan = panels<T>(K, ncm, K * kMR);  // A: one row tile at a time
     for (long j0 = 0; j0 < N; j0 += ncm) {
         const long nc = std::min(ncm, N - j0);
-        const long ns = make_strips<T>(nc, st);
-        pack_b(P, B + j0, ldb, false, K, st, ns);
+        const long ns = make_strips<T>(nc, pan.st);
+        pack_b(pan.P, B + j0, ldb, false, K, pan.st, ns);
         RowTiles(M).each([&](long i, long R) {
             // C[i:i+R, j0:j0+nc] = A[i:i+R, :] @ B[:, j0:j0+nc], then rows() on it
-            pack_a(Ap, A + i * sai, sai, sak, R, K);
-            for (long s = 0; s < ns; ++s)
-                strip_tile(st[s], R, K, Ap, P + K * st[s].j, C + i * ldc + j0 + st[s].j, ldc, false);
+            pack_a(pan.Ap, A + i * sai, sai, sak, R, K);
+            for (long s = 0; s < ns; ++s) {
+                const Strip& q = pan.st[s];
+                strip_tile(q, R, K, pan.Ap, pan.P + K * q.j, C + i * ldc + j0 + q.j, ldc, false);
+            }
             rows(i, R, j0, nc);
         });
     }
