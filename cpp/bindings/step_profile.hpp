@@ -133,25 +133,20 @@ inline std::map<std::string, double> profile_mlp_step(int B, int D, const std::v
                       : i == first_dec ? dz.data()
                       : i == mu || i == lv ? dh.data()
                                            : d[i - 1].data();
-            const bool head = i == mu || i == lv;
-            if (fuse && !head) {
-                const WeightStep<T> ws = opt.weight_step(params.data() + l.w, l.w);
-                timed("fused", [&] {
-                    dense_backward<T>(dinp, g, g + long(l.C) * l.OC, d[i].data(), input_of(i),
-                                      outs[i].data(), W, B, l.C, l.OC, Act::linear, false, false, &ws);
-                });
-            } else {
-                timed(per_layer && !head ? "unfused" : "products", [&] {
-                    dense_backward<T>(dinp, g, g + long(l.C) * l.OC, d[i].data(), input_of(i),
-                                      outs[i].data(), W, B, l.C, l.OC, Act::linear, i == mu, false);
-                });
-                if (per_layer && head)
-                    timed("optimizer", [&] {
-                        opt.apply(params.data(), grads.data(), l.w, long(l.C) * l.OC + l.OC, ranges);
-                    });
-                else if (per_layer)  // the even steps' separate pass (not counted)
-                    opt.apply(params.data(), grads.data(), l.w, long(l.C) * l.OC + l.OC, ranges);
-            }
+            const bool head = i == mu || i == lv, fused = fuse && !head;
+            const WeightStep<T> ws = opt.weight_step(params.data() + l.w, l.w);
+            timed(fused ? "fused" : per_layer && !head ? "unfused" : "products", [&] {
+                dense_backward<T>(dinp, g, g + long(l.C) * l.OC, d[i].data(), input_of(i),
+                                  outs[i].data(), W, B, l.C, l.OC, Act::linear, i == mu, false,
+                                  fused ? &ws : nullptr);
+            });
+            auto step_layer = [&] {
+                opt.apply(params.data(), grads.data(), l.w, long(l.C) * l.OC + l.OC, ranges);
+            };
+            if (per_layer && head)
+                timed("optimizer", step_layer);
+            else if (per_layer && !fused)  // the even steps' separate pass (not counted)
+                step_layer();
             if (i == first_dec) std::copy(dz.begin(), dz.end(), d[mu].begin());
             if (i == mu) std::copy(dh.begin(), dh.end(), d[mu - 1].begin());
         }

@@ -134,10 +134,6 @@ void dense_backward(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, 
         if (!fused) return step_elements(*step, c0 * OC, (c1 - c0) * OC, dW + c0 * OC);
         gemm_then_rows<T>(c1 - c0, OC, B, inp + c0, 1, C, dout, OC, dW + c0 * OC, OC,
                           [&](long i, long r, long j, long n) {
-                              if (n == OC) {  // whole rows: one stretch of memory
-                                  const long at = (c0 + i) * OC;
-                                  return step_elements(*step, at, r * OC, dW + at);
-                              }
                               for (long u = c0 + i; u < c0 + i + r; ++u)
                                   step_elements(*step, u * OC + j, n, dW + u * OC + j);
                           });
