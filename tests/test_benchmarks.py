@@ -74,3 +74,23 @@ def test_bench_portable_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| seed-flexible 784-200-2 | 100 | 1 |" in proc.stdout
     assert "portable build: gemm" in proc.stdout
+
+
+def test_adam_floor_builds_and_prints_its_table(tmp_path):
+    """benchmarks/adam_floor.cpp (the divide/square-root floor of Adam's rule in RESULTS.md)
+    compiles as the README says and prints its three rows."""
+    import re
+    import shutil
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    if shutil.which("g++") is None or not (" avx2" in flags and " fma" in flags):
+        pytest.skip("needs g++ and an x86-64 CPU with AVX2 + FMA")
+    exe = tmp_path / "adam_floor"
+    subprocess.run(["g++", "-O2", "-mavx2", "-mfma", os.path.join(ROOT, "benchmarks", "adam_floor.cpp"),
+                    "-o", str(exe)], check=True, timeout=120)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = re.findall(r"^\| (sqrt and div \(Adam's\)|div only|sqrt only) \| (\d+\.\d+) \|$", out, re.M)
+    assert [r[0] for r in rows] == ["sqrt and div (Adam's)", "div only", "sqrt only"], out
+    assert all(float(r[1]) > 0 for r in rows)

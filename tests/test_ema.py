@@ -133,3 +133,81 @@ def test_config_round_trip():
     again = optimizers.Optimizer.from_config(opt.get_config())
     assert again.get_config() == opt.get_config()
     assert "ema_momentum=0.95" in repr(again)
+
+
+class _Record(vaecpp.callbacks.Callback):
+    """Keeps, at each epoch end, the model's weights, the optimizer's average and the logs."""
+
+    def __init__(self):
+        self.weights, self.avg, self.logs = [], [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(params(self.model))
+        self.avg.append(self.model.get_optimizer_state()["ema"].copy())
+        self.logs.append(dict(logs))
+
+
+def _evaluate_with(weights, x_val):
+    """The validation loss of a model holding `weights` (the twins' seed: the same noise)."""
+    judge = small_vae()
+    judge.compile(optimizers.Adam(learning_rate=0.05))
+    judge._engine.set_params(weights)
+    return judge.evaluate(x_val, batch_size=16, verbose=0)
+
+
+@pytest.mark.parametrize("swap_on_epoch", [False, True])
+def test_swap_ema_weights_validates_with_the_average(swap_on_epoch):
+    """With SwapEMAWeights each epoch's val_loss is that of the optimizer's average at that point
+    (a twin trained without the callback gives the average; a third model evaluates it), while
+    training steps the raw weights as without it: the twins' losses and final weights are the
+    same bits. With swap_on_epoch the callbacks after it see the averaged weights at epoch end,
+    and the average the raw ones (Keras swaps in place); without it, the raw weights."""
+    x, x_val = data(64).astype("float32"), data(32, seed=1).astype("float32")
+    a, b = small_vae(), small_vae()
+    for m in (a, b):
+        m.compile(optimizers.Adam(learning_rate=0.05, use_ema=True, ema_momentum=0.8))
+    seen_a, seen_b = _Record(), _Record()
+    ha = a.fit(x, batch_size=16, epochs=3, validation_data=x_val, verbose=0,
+               callbacks=[vaecpp.callbacks.SwapEMAWeights(swap_on_epoch), seen_a])
+    hb = b.fit(x, batch_size=16, epochs=3, validation_data=x_val, verbose=0, callbacks=[seen_b])
+    assert ha.history["loss"] == hb.history["loss"]
+    np.testing.assert_array_equal(params(a), params(b))  # fit ended with the average in both
+    for epoch in range(3):
+        raw, avg = seen_b.weights[epoch], seen_b.avg[epoch]
+        assert not np.array_equal(raw, avg)
+        assert ha.history["val_loss"][epoch] == pytest.approx(_evaluate_with(avg, x_val), rel=1e-6)
+        assert hb.history["val_loss"][epoch] == pytest.approx(_evaluate_with(raw, x_val), rel=1e-6)
+        if swap_on_epoch:
+            np.testing.assert_array_equal(seen_a.weights[epoch], avg)
+            np.testing.assert_array_equal(seen_a.avg[epoch], raw)
+        else:
+            np.testing.assert_array_equal(seen_a.weights[epoch], raw)
+            np.testing.assert_array_equal(seen_a.avg[epoch], avg)
+
+
+def test_swap_ema_weights_leaves_the_average_when_training_stops_early():
+    """An early stop (here by a callback after SwapEMAWeights, with swap_on_epoch) still ends fit
+    with the weights set to the average of the raw trajectory, as without the callback."""
+    x, x_val = data(64).astype("float32"), data(32, seed=1).astype("float32")
+    a, b = small_vae(), small_vae()
+    for m in (a, b):
+        m.compile(optimizers.Adam(learning_rate=0.05, use_ema=True, ema_momentum=0.8))
+
+    def stop_after_two(epoch, logs):
+        if epoch == 1:
+            a.stop_training = True
+    a.fit(x, batch_size=16, epochs=5, validation_data=x_val, verbose=0,
+          callbacks=[vaecpp.callbacks.SwapEMAWeights(swap_on_epoch=True),
+                     vaecpp.callbacks.LambdaCallback(on_epoch_end=stop_after_two)])
+    b.fit(x, batch_size=16, epochs=2, validation_data=x_val, verbose=0)
+    np.testing.assert_array_equal(params(a), params(b))
+    np.testing.assert_array_equal(a.get_optimizer_state()["ema"], b.get_optimizer_state()["ema"])
+
+
+def test_swap_ema_weights_needs_use_ema():
+    vae = small_vae()
+    vae.compile(optimizers.Adam(learning_rate=0.05))
+    with pytest.raises(ValueError, match="use_ema=True"):
+        vae.fit(data(), epochs=1, verbose=0, callbacks=[vaecpp.callbacks.SwapEMAWeights()])
+    with pytest.raises(TypeError, match="swap_on_epoch"):
+        vaecpp.callbacks.SwapEMAWeights(swap_on_epoch="yes")

@@ -448,44 +448,52 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
     beta_schedule = model._beta_schedule
     model.stop_training = False
     cb.on_train_begin({})
-    for epoch in range(initial_epoch, epochs):
-        cb.on_epoch_begin(epoch, {})
-        if beta_schedule is not None:
-            engine.beta = _checks.number(beta_schedule(epoch), f"beta({epoch})", 0.0,
-                                         dtype=model.dtype)
-        engine.set_learning_rate(_checks.number(  # a schedule may have changed it
-            model.optimizer.learning_rate, "learning_rate", 0.0, open_minimum=True,
-            dtype=model.dtype))
-        hook = report if verbose == 1 or batch_cbs else None
-        try:
-            sums = train.train_epoch(engine, epoch, shuffle, hook, begin if batch_cbs else None,
-                                     dist)
-        except _core.NonFiniteLoss as e:
-            if not terminate_on_nan:
-                raise FloatingPointError(
-                    f"epoch {epoch + 1}: {e}; training stopped and the weights of the last "
-                    f"good step were kept") from None
-            cb.on_epoch_end(epoch, {"loss": float("nan")})
-            break
-        if sums["n"] == 0:  # a generator that had run dry
-            break
-        if dist is not None:
-            dist.average_state(engine)
-        logs = means(sums)
-        if beta_schedule is not None:
-            logs["beta"] = engine.beta
-        if log_lr:  # the rate this epoch ran with
-            logs["learning_rate"] = model.optimizer.learning_rate
-        if val is not None and validate_now(epoch):
-            logs.update({"val_" + k: v
-                         for k, v in means(val.evaluate(engine, batch_size, dist)).items()})
-        cb.on_epoch_end(epoch, logs)
-        exhausted = train.exhausted
-        if dist is not None:  # a callback on any rank (e.g. rank 0's) stops them all, and so
-            # does any rank's generator that ran dry
-            model.stop_training, exhausted = dist.any(model.stop_training, exhausted)
-        if model.stop_training or exhausted:
-            break
+    swappers = [c for c in user_cbs if isinstance(c, cbks.SwapEMAWeights)]
+    try:
+        for epoch in range(initial_epoch, epochs):
+            cb.on_epoch_begin(epoch, {})
+            if beta_schedule is not None:
+                engine.beta = _checks.number(beta_schedule(epoch), f"beta({epoch})", 0.0,
+                                             dtype=model.dtype)
+            engine.set_learning_rate(_checks.number(  # a schedule may have changed it
+                model.optimizer.learning_rate, "learning_rate", 0.0, open_minimum=True,
+                dtype=model.dtype))
+            hook = report if verbose == 1 or batch_cbs else None
+            try:
+                sums = train.train_epoch(engine, epoch, shuffle, hook, begin if batch_cbs else None,
+                                         dist)
+            except _core.NonFiniteLoss as e:
+                if not terminate_on_nan:
+                    raise FloatingPointError(
+                        f"epoch {epoch + 1}: {e}; training stopped and the weights of the last "
+                        f"good step were kept") from None
+                cb.on_epoch_end(epoch, {"loss": float("nan")})
+                break
+            if sums["n"] == 0:  # a generator that had run dry
+                break
+            if dist is not None:
+                dist.average_state(engine)
+            logs = means(sums)
+            if beta_schedule is not None:
+                logs["beta"] = engine.beta
+            if log_lr:  # the rate this epoch ran with
+                logs["learning_rate"] = model.optimizer.learning_rate
+            if val is not None and validate_now(epoch):
+                cb.on_test_begin({})
+                val_logs = {"val_" + k: v
+                            for k, v in means(val.evaluate(engine, batch_size, dist)).items()}
+                cb.on_test_end(dict(val_logs))
+                logs.update(val_logs)
+            cb.on_epoch_end(epoch, logs)
+            exhausted = train.exhausted
+            if dist is not None:  # a callback on any rank (e.g. rank 0's) stops them all, and so
+                # does any rank's generator that ran dry
+                model.stop_training, exhausted = dist.any(model.stop_training, exhausted)
+            if model.stop_training or exhausted:
+                break
+    finally:  # the raw weights back where a callback swapped in the average, however it ended
+        for c in swappers:
+            c.swap_back()
     if epochs > initial_epoch and getattr(model.optimizer, "use_ema", False):
         engine.finalize_average()  # Keras's finalize_variable_values: the averaged weights
     cb.on_train_end({})

@@ -1,6 +1,7 @@
 """Training callbacks with Keras's hook names, one file per concern.
 
-``fit`` calls ``on_train_begin``, ``on_epoch_begin(epoch)``, ``on_epoch_end(epoch, logs)`` and
+``fit`` calls ``on_train_begin``, ``on_epoch_begin(epoch)``, ``on_test_begin`` and
+``on_test_end(logs)`` around an epoch's validation, ``on_epoch_end(epoch, logs)`` and
 ``on_train_end``; a callback may set ``model.stop_training = True`` to stop after the epoch.
 
 ``on_train_batch_end(step, logs)`` gets the model's global optimizer step (``vae.step``, also
@@ -22,6 +23,7 @@ so count steps from the ``step`` argument rather than from calls. Setting
 ``terminate_on_nan``   TerminateOnNaN
 ``learning_rate``      LearningRateScheduler, ReduceLROnPlateau
 ``images``             ImageSnapshots
+``swap_ema_weights``   SwapEMAWeights (validate with the optimizer's moving average, use_ema)
 ``tensorboard``        TensorBoard (needs the optional tensorboardX: ``vaecpp[tensorboard]``)
 =====================  ======================================================================
 """
@@ -35,11 +37,12 @@ from .images import ImageSnapshots
 from .lambda_callback import LambdaCallback
 from .learning_rate import LearningRateScheduler, ReduceLROnPlateau
 from .progress import ProgressBar, format_logs
+from .swap_ema_weights import SwapEMAWeights
 from .tensorboard import TensorBoard
 from .terminate_on_nan import TerminateOnNaN
 
 __all__ = [
     "Callback", "History", "ProgressBar", "EarlyStopping", "ModelCheckpoint", "LambdaCallback",
     "CSVLogger", "TerminateOnNaN", "LearningRateScheduler", "ReduceLROnPlateau",
-    "PeriodicCheckpoint", "ImageSnapshots", "TensorBoard",
+    "PeriodicCheckpoint", "ImageSnapshots", "TensorBoard", "SwapEMAWeights",
 ]

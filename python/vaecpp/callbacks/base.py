@@ -37,6 +37,12 @@ class Callback:
     def on_epoch_end(self, epoch, logs=None):
         pass
 
+    def on_test_begin(self, logs=None):
+        """Before the validation at the end of an epoch of ``fit``."""
+
+    def on_test_end(self, logs=None):
+        """After that validation; ``logs`` holds its ``val_*`` means."""
+
     def on_train_batch_begin(self, step, logs=None):
         """Before a training batch; ``step`` is the global optimizer step, the steps done so far
         (see the package notes: with array data this hook is throttled). Calls
