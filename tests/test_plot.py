@@ -203,3 +203,34 @@ def test_nearest_neighbours_finds_copies():
     assert fig.axes[1].get_title().startswith("#7 d=0.0")
     with pytest.raises(ValueError, match="values each"):
         plot.nearest_neighbours(samples, train[:, :5], k=1)
+
+
+def test_nearest_neighbour_indices_in_blocks_match_brute_force():
+    """Blocks of samples and of training images (ragged ends, k larger than a block, ties) give
+    the brute-force answer; memory stays at a few blocks' worth (before: a samples x training
+    images float64 matrix, 2 GB for 4,096 samples against 60,000 images)."""
+    import tracemalloc
+    rng = np.random.default_rng(9)
+    train = rng.integers(0, 3, size=(103, 4)).astype(np.uint8)  # many equal distances
+    samples = rng.integers(0, 3, size=(37, 4)).astype(np.float32)
+    brute = ((samples[:, None, :].astype(np.float64) - train[None, :, :]) ** 2).sum(-1)
+    for k, chunk, sample_chunk in [(1, 10, 5), (5, 7, 36), (12, 5, 1), (103, 64, 64), (200, 1000, 1000)]:
+        idx, dist = plot.nearest_neighbour_indices(samples, train, k=k, chunk=chunk,
+                                                   sample_chunk=sample_chunk)
+        kk = min(k, len(train))
+        assert idx.shape == dist.shape == (37, kk)
+        np.testing.assert_allclose(dist ** 2, np.sort(brute, axis=1)[:, :kk], atol=1e-9)
+        np.testing.assert_allclose(dist ** 2, np.take_along_axis(brute, idx, axis=1), atol=1e-9)
+        assert all(len(set(row)) == kk for row in idx.tolist())
+        # equal distances in index order
+        d_sorted = np.round(dist ** 2, 6)
+        same = d_sorted[:, 1:] == d_sorted[:, :-1]
+        assert (idx[:, 1:][same] > idx[:, :-1][same]).all()
+    big_samples, big_train = rng.random((2000, 64)), rng.random((6000, 64)).astype(np.float32)
+    tracemalloc.start()
+    plot.nearest_neighbour_indices(big_samples, big_train, k=3, chunk=1024, sample_chunk=128)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16e6, f"peak {peak / 1e6:.1f} MB (the whole distance matrix is 96 MB)"
+    with pytest.raises(ValueError, match="k must be"):
+        plot.nearest_neighbour_indices(samples, train, k=0)

@@ -454,8 +454,12 @@ def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,
     return _image_rows([decoded], titles=[titles])
 
 
-def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096):
+def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096, sample_chunk=256):
     """Indices and Euclidean distances of the ``k`` nearest training images to each sample.
+
+    Distances are computed for blocks of ``sample_chunk`` samples against blocks of ``chunk``
+    training images, keeping each sample's ``k`` best so far, so memory stays at a few blocks'
+    worth whatever the number of samples and training images.
 
     Returns
     -------
@@ -464,26 +468,39 @@ def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096):
     distances : numpy.ndarray
         ``(n_samples, k)`` float.
     """
-    a = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    a_all = np.asarray(samples).reshape(len(samples), -1)
     train = np.asarray(train_images)
     b_all = train.reshape(len(train), -1)
-    if a.shape[1] != b_all.shape[1]:
+    if a_all.shape[1] != b_all.shape[1]:
         raise ValueError(
-            f"samples have {a.shape[1]} values each, training images {b_all.shape[1]}"
+            f"samples have {a_all.shape[1]} values each, training images {b_all.shape[1]}"
         )
-    k = min(int(k), len(train))
-    d2 = np.empty((len(a), len(train)))
-    a2 = (a * a).sum(axis=1)[:, None]
-    for start in range(0, len(train), chunk):
-        b = b_all[start : start + chunk].astype(np.float64)
-        d2[:, start : start + chunk] = a2 - 2.0 * a @ b.T + (b * b).sum(axis=1)[None, :]
-    idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(train) else np.tile(
-        np.arange(len(train)), (len(a), 1))
-    part = np.take_along_axis(d2, idx, axis=1)
-    order = np.argsort(part, axis=1, kind="stable")
-    idx = np.take_along_axis(idx, order, axis=1)
-    dist = np.sqrt(np.maximum(np.take_along_axis(part, order, axis=1), 0.0))
-    return idx, dist
+    chunk = _limits.integer(chunk, "chunk")
+    sample_chunk = _limits.integer(sample_chunk, "sample_chunk")
+    k = min(_limits.integer(k, "k"), len(train))
+    n = len(a_all)
+    if k == 0:  # no training images
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0))
+    best_d = np.full((n, k), np.inf)
+    best_i = np.zeros((n, k), dtype=np.int64)
+    for s0 in range(0, n, sample_chunk):
+        a = a_all[s0 : s0 + sample_chunk].astype(np.float64)
+        a2 = (a * a).sum(axis=1)[:, None]
+        d_keep, i_keep = best_d[s0 : s0 + sample_chunk], best_i[s0 : s0 + sample_chunk]
+        for start in range(0, len(train), chunk):
+            b = b_all[start : start + chunk].astype(np.float64)
+            d2 = a2 - 2.0 * a @ b.T + (b * b).sum(axis=1)[None, :]
+            idx = np.broadcast_to(np.arange(start, start + len(b)), d2.shape)
+            # this block's candidates and the k kept so far: the k smallest (distance, index)
+            d_cand = np.concatenate([d_keep, d2], axis=1)
+            i_cand = np.concatenate([i_keep, idx], axis=1)
+            part = np.argpartition(d_cand, k - 1, axis=1)[:, :k]
+            d_keep = np.take_along_axis(d_cand, part, axis=1)
+            i_keep = np.take_along_axis(i_cand, part, axis=1)
+        order = np.lexsort((i_keep, d_keep), axis=1)  # nearest first, equal distances by index
+        best_d[s0 : s0 + sample_chunk] = np.take_along_axis(d_keep, order, axis=1)
+        best_i[s0 : s0 + sample_chunk] = np.take_along_axis(i_keep, order, axis=1)
+    return best_i, np.sqrt(np.maximum(best_d, 0.0))
 
 
 def nearest_neighbours(samples, train_images, k=3, image_shape=None, value_range=(0.0, 1.0)):
