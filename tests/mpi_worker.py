@@ -162,6 +162,41 @@ class RaiseOnRankOne(cb.Callback):
             raise KeyboardInterrupt
 
 
+class FailOutsideTheBatches(cb.Callback):
+    """A ValueError on one rank in epoch 2, in the hook named (outside the engine's batches)."""
+
+    def __init__(self, hook, on_rank):
+        self.hook, self.on_rank = hook, on_rank
+
+    def _maybe(self, hook, epoch):
+        if hook == self.hook and rank == self.on_rank and epoch == 1:
+            raise ValueError(f"{hook} failed on rank {rank}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._maybe("on_epoch_begin", epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._maybe("on_epoch_end", epoch)
+
+    def on_test_end(self, logs=None):
+        self._maybe("on_test_end", len(self.model.history.history.get("loss", [])))
+
+
+def array_failure(callbacks):
+    """fit on arrays with a callback that fails on one rank: what each rank raised, its step,
+    weights and epochs."""
+    vae = model()
+    try:
+        vae.fit(data(200), batch_size=20, epochs=4, verbose=0, validation_data=data(40, seed=1),
+                callbacks=list(callbacks), distributed=comm)
+        raise AssertionError("no error")
+    except Exception as e:
+        if isinstance(e, AssertionError):
+            raise
+        save(kind=np.array(type(e).__name__), message=np.array(str(e)), step=np.array(vae.step),
+             weights=flat_weights(vae))
+
+
 class StopOnRankZeroAtStep3(cb.Callback):
     def on_train_batch_end(self, step, logs=None):
         if rank == 0 and step == 3:
@@ -261,6 +296,9 @@ try:
         stream_failure(batches(6, bad=(3, np.nan)))
     elif scenario in ("interrupt_begin", "interrupt_end"):
         stream_failure(batches(6), [RaiseOnRankOne(scenario.split("_")[1])])
+    elif scenario.startswith("fail_"):  # fail_<hook>_<rank>: a callback error outside batches
+        hook, on_rank = scenario[len("fail_"):].rsplit("_", 1)
+        array_failure([FailOutsideTheBatches(hook, int(on_rank))])
     else:
         raise SystemExit(f"unknown scenario {scenario}")
 except Exception:

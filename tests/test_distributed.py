@@ -219,6 +219,27 @@ def test_a_failure_on_one_rank_stops_every_rank_in_a_stream(tmp_path, scenario, 
         assert "rank 1 stopped with an error before batch 4" in str(ranks[0]["message"])
 
 
+@pytest.mark.parametrize("hook,failing,steps", [
+    ("on_epoch_end", 0, 20),     # after epoch 2's 10 steps
+    ("on_epoch_begin", 1, 10),   # before epoch 2's first batch
+    ("on_test_end", 1, 20),      # after epoch 2's validation
+])
+def test_an_error_outside_the_batches_on_one_rank_stops_every_rank(tmp_path, hook, failing, steps):
+    """A callback raising on one rank between batches (a checkpoint's full disk, say) ends fit on
+    every rank at the same point, no rank left waiting in a collective (launch's timeout): the
+    failing rank raises its own error, the others a RuntimeError naming it."""
+    ranks = launch(tmp_path, f"fail_{hook}_{failing}", 2, timeout=120)
+    for r, got in enumerate(ranks):
+        if r == failing:
+            assert str(got["kind"]) == "ValueError"
+            assert str(got["message"]) == f"{hook} failed on rank {r}"
+        else:
+            assert str(got["kind"]) == "RuntimeError"
+            assert f"rank {failing} stopped with an error" in str(got["message"])
+        assert int(got["step"]) == steps
+        np.testing.assert_array_equal(got["weights"], ranks[0]["weights"])
+
+
 def test_one_rank_is_training_without_distributed():
     """A communicator of one rank (MPI's singleton start, no mpiexec) trains bit for bit as no
     communicator at all; run in a subprocess so that MPI starts and ends there."""

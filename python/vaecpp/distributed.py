@@ -109,6 +109,13 @@ class Distributed:
         out = tuple(bool(v > 0) for v in a)
         return out[0] if len(out) == 1 else out
 
+    def failed_ranks(self, failed):
+        """The ranks that say ``failed`` (every rank gets the same list, in rank order)."""
+        a = np.zeros(self.size)
+        a[self.rank] = bool(failed)
+        self.allreduce(a)
+        return [r for r in range(self.size) if a[r] > 0]
+
     def broadcast_model(self, engine):
         """Weights, BatchNorm state, optimizer moments and step from rank 0 to every rank."""
         for get, put in ((engine.get_params, engine.set_params),

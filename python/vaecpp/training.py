@@ -445,13 +445,31 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
                 begin()  # the engine goes on with the next batch of this epoch
         return not model.stop_training
 
+    def settle(where, fn, *args):
+        """fn(*args); with several ranks, an error in it on any rank is raised on every rank
+        once they all got here (the others would otherwise wait for it forever in their next
+        collective): its own error on the rank that had it, a RuntimeError naming it elsewhere."""
+        if dist is None:
+            return fn(*args)
+        error = None
+        try:
+            fn(*args)
+        except (Exception, KeyboardInterrupt) as e:
+            error = e
+        failed = dist.failed_ranks(error is not None)
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"distributed: rank {failed[0]} stopped with an error {where}; "
+                               f"its own traceback says which")
+
     beta_schedule = model._beta_schedule
     model.stop_training = False
-    cb.on_train_begin({})
     swappers = [c for c in user_cbs if isinstance(c, cbks.SwapEMAWeights)]
     try:
+        settle("in on_train_begin", cb.on_train_begin, {})
         for epoch in range(initial_epoch, epochs):
-            cb.on_epoch_begin(epoch, {})
+            settle(f"at the start of epoch {epoch + 1}", cb.on_epoch_begin, epoch, {})
             if beta_schedule is not None:
                 engine.beta = _checks.number(beta_schedule(epoch), f"beta({epoch})", 0.0,
                                              dtype=model.dtype)
@@ -479,12 +497,13 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
             if log_lr:  # the rate this epoch ran with
                 logs["learning_rate"] = model.optimizer.learning_rate
             if val is not None and validate_now(epoch):
-                cb.on_test_begin({})
+                settle(f"before the validation of epoch {epoch + 1}", cb.on_test_begin, {})
                 val_logs = {"val_" + k: v
                             for k, v in means(val.evaluate(engine, batch_size, dist)).items()}
-                cb.on_test_end(dict(val_logs))
                 logs.update(val_logs)
-            cb.on_epoch_end(epoch, logs)
+                settle(f"after the validation of epoch {epoch + 1}", cb.on_test_end,
+                       dict(val_logs))
+            settle(f"at the end of epoch {epoch + 1}", cb.on_epoch_end, epoch, logs)
             exhausted = train.exhausted
             if dist is not None:  # a callback on any rank (e.g. rank 0's) stops them all, and so
                 # does any rank's generator that ran dry
