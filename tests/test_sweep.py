@@ -1,11 +1,17 @@
-"""vaecpp.sweep: Optuna trials over VAE hyper-parameters, shared through an SQLite study.
+"""vaecpp.sweep: Optuna trials over VAE hyper-parameters, shared through an SQLite study, and
+through a PostgreSQL one (a throwaway server started for the test, as the workers of several
+hosts would share one).
 
 Tiny models (16 inputs, a few epochs) keep each trial at a fraction of a second.
 """
 
+import glob
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -44,6 +50,7 @@ import optuna
 import vaecpp
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 directory, n_trials, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+storage = sys.argv[4] if len(sys.argv) > 4 else None  # default: directory/study.db (SQLite)
 x, x_val = data()
 # Start together (imports take seconds on a busy machine), so that both workers run trials.
 open(f"{directory}.ready{worker}", "w").close()
@@ -53,24 +60,74 @@ while not all(os.path.exists(f"{directory}.ready{k}") for k in (0, 1)) and time.
 space = {"hidden": [(8,), (16, 8)], "latent_dim": [1, 2], "seed": worker,
          "learning_rate": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)}
 vaecpp.sweep(space, x, validation_data=(x_val, x_val), n_trials=n_trials, directory=directory,
-             epochs=2, batch_size=20, workers_per_host=2, sampler=optuna.samplers.RandomSampler(worker),
-             pruner=optuna.pruners.NopPruner())
+             storage=storage, epochs=2, batch_size=20, workers_per_host=2,
+             sampler=optuna.samplers.RandomSampler(worker), pruner=optuna.pruners.NopPruner())
 """
 
 
-def test_two_workers_share_one_sqlite_study(tmp_path):
+@pytest.fixture
+def postgresql_url():
+    """A database on a PostgreSQL server of its own (trust authentication on 127.0.0.1, a free
+    port, data in a temporary directory), stopped and removed afterwards. As root the server
+    runs as the ``postgres`` user (PostgreSQL refuses root). Skips, saying why, without the
+    server's programs or the psycopg2 driver."""
+    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if initdb[-1] is None:
+        pytest.skip("needs a PostgreSQL server (Debian: apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason="needs the psycopg driver (pip install '.[test]')")
+    bindir = os.path.dirname(initdb[-1])
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = tempfile.mkdtemp(prefix="vaecpp-pg-")
+    if as_user:
+        shutil.chown(root, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, log = os.path.join(root, "data"), os.path.join(root, "log")
+
+    def run(*cmd):
+        r = subprocess.run(as_user + list(cmd), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+
+    try:
+        run(f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "vaecpp", "--no-sync")
+        run(f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "start", "-o",
+            f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off")
+        try:
+            run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "vaecpp", "sweeps")
+            yield f"postgresql://vaecpp@127.0.0.1:{port}/sweeps"
+        finally:
+            run(f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study(tmp_path, request, database):
+    """Two worker processes started together run the trials of one study, each trial once, in
+    SQLite (the default: one machine) and in PostgreSQL (what workers on several hosts share)."""
+    url = request.getfixturevalue("postgresql_url") if database == "postgresql" else None
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     directory, n_trials = tmp_path / "sweep", 4
     env = dict(os.environ, VAECPP_THREADS="1", PYTHONWARNINGS="error")
-    workers = [subprocess.Popen([sys.executable, str(script), str(directory), str(n_trials), str(k)],
+    workers = [subprocess.Popen([sys.executable, str(script), str(directory), str(n_trials), str(k)]
+                                + ([url] if url else []),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
                for k in range(2)]
     for w in workers:
         out, _ = w.communicate(timeout=240)
         assert w.returncode == 0, out
 
-    study = optuna.load_study(study_name="vaecpp", storage=f"sqlite:///{directory}/study.db")
+    storage = optuna.storages.RDBStorage(url or f"sqlite:///{directory}/study.db")
+    try:
+        check_shared_study(optuna.load_study(study_name="vaecpp", storage=storage), directory,
+                           n_trials, url)
+    finally:
+        storage.engine.dispose()  # (the database's connections closed before its server stops)
+
+
+def check_shared_study(study, directory, n_trials, url):
     trials = study.get_trials()
     # Two workers that check the count at the same instant may each start one more trial.
     assert n_trials <= len(trials) <= n_trials + 1
@@ -97,7 +154,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert tuple(best.user_attrs["params"]["hidden"]) in ((8,), (16, 8))
     assert load_best(study).evaluate(x_val, batch_size=20) == pytest.approx(best.value, rel=1e-6)
     assert sorted(os.listdir(directory)) == sorted(
-        ["study.db"] + [f"trial-{t.number:05d}.vae" for t in trials])
+        ([] if url else ["study.db"]) + [f"trial-{t.number:05d}.vae" for t in trials])
 
 
 def test_a_finished_study_runs_no_more_trials(tmp_path):
