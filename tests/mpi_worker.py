@@ -178,13 +178,13 @@ class FailOutsideTheBatches(cb.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._maybe("on_epoch_end", epoch)
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs=None):  # (the model's history holds the epochs before this one)
         self._maybe("on_test_end", len(self.model.history.history.get("loss", [])))
 
 
 def array_failure(callbacks):
-    """fit on arrays with a callback that fails on one rank: what each rank raised, its step,
-    weights and epochs."""
+    """fit on arrays with a callback that fails on one rank: what each rank raised, its step and
+    weights."""
     vae = model()
     try:
         vae.fit(data(200), batch_size=20, epochs=4, verbose=0, validation_data=data(40, seed=1),

@@ -17,10 +17,11 @@ by default ``sqlite:///<directory>/study.db``. Every process that calls ``sweep`
 ``storage`` and ``study_name`` works on the same study, so running the same command in several
 terminals of one machine (SQLite) or on several hosts (a PostgreSQL or MySQL URL such as
 ``postgresql://user:password@dbhost/sweeps``, which needs the database's Python driver:
-``psycopg`` for SQLAlchemy 2.1, ``psycopg2`` before it) spreads the trials over them; ``n_trials`` is the total over all of them. SQLite
-suits the processes of one machine, not a network file system. ``storage`` may also be an
-``optuna.storages.RDBStorage`` (e.g. with ``heartbeat_interval=60``, experimental in Optuna, so
-that the trials of a killed worker are marked failed instead of running forever).
+``psycopg`` for SQLAlchemy 2.1, ``psycopg2`` before it) spreads the trials over them;
+``n_trials`` is the total over all of them. SQLite suits the processes of one machine, not a
+network file system. ``storage`` may also be an ``optuna.storages.RDBStorage`` (e.g. with
+``heartbeat_interval=60``, experimental in Optuna, so that the trials of a killed worker are
+marked failed instead of running forever).
 
 **Threads per trial.** Unless ``threads`` is given, each trial's model gets
 ``max(1, cores // (n_jobs * workers_per_host))`` OpenMP threads (:func:`trial_threads`), where
