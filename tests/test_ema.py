@@ -136,15 +136,14 @@ def test_config_round_trip():
 
 
 class _Record(vaecpp.callbacks.Callback):
-    """Keeps, at each epoch end, the model's weights, the optimizer's average and the logs."""
+    """Keeps, at each epoch end, the model's weights and the optimizer's average."""
 
     def __init__(self):
-        self.weights, self.avg, self.logs = [], [], []
+        self.weights, self.avg = [], []
 
     def on_epoch_end(self, epoch, logs=None):
         self.weights.append(params(self.model))
         self.avg.append(self.model.get_optimizer_state()["ema"].copy())
-        self.logs.append(dict(logs))
 
 
 def _evaluate_with(weights, x_val):

@@ -70,7 +70,7 @@ def postgresql_url():
     """A database on a PostgreSQL server of its own (trust authentication on 127.0.0.1, a free
     port, data in a temporary directory), stopped and removed afterwards. As root the server
     runs as the ``postgres`` user (PostgreSQL refuses root). Skips, saying why, without the
-    server's programs or the psycopg2 driver."""
+    server's programs or the psycopg driver."""
     initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
     if initdb[-1] is None:
         pytest.skip("needs a PostgreSQL server (Debian: apt-get install postgresql)")
