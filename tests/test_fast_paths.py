@@ -2,6 +2,7 @@
 results depend on the thread count only through rounding (and not at all run to run)."""
 
 import numpy as np
+import vaecpp
 import pytest
 
 from vaecpp import _core, _testing
@@ -297,22 +298,28 @@ def test_gemm_sums_do_not_depend_on_how_c_is_cut(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a", [True, False])
-def test_gemm_then_rows_hands_over_each_final_element_once(dtype, trans_a):
+@pytest.mark.parametrize("keep_c", [True, False])
+def test_gemm_then_rows_hands_over_each_final_element_once(dtype, trans_a, keep_c):
     """gemm_then_rows (a layer's weight gradient with the optimizer step fused in: dense.hpp)
-    gives gemm()'s product bit for bit and hands rows() every element of C exactly once, already
-    final: K within one block of kc (the fused path: tiles of rows, strips of B inside) and beyond
-    it (gemm, then the rows), one or two rows, ragged strips, more columns than one packed panel
-    of B (4096)."""
+    hands rows() every element of gemm()'s product exactly once, already final and bit for bit,
+    and writes it to C (unless keep_c is false and K fits one block: then C is left alone and
+    each tile is handed over from scratch): K within one block of kc (the fused path: tiles of
+    rows, strips of B inside) and beyond it (gemm, then the rows), one or two rows, ragged
+    strips, more columns than one packed panel of B (4096)."""
     rng = np.random.default_rng(13)
+    kc_max = vaecpp.build_info()["gemm_blocking"].get(np.dtype(dtype).name, {}).get("kc_max", 0)
     for M, N, K in [(784, 200, 50), (1, 5, 3), (2, 17, 7), (7, 40, 128), (50, 33, 256),
                     (13, 100, 257), (9, 24, 600), (5, 4100, 3)]:
         a = rand(rng, (K, M) if trans_a else (M, K), dtype)
         b = rand(rng, (K, N), dtype)
-        c, seen, visits = K_.gemm_then_rows(a, b, trans_a)
+        c, seen, visits = K_.gemm_then_rows(a, b, trans_a, keep_c)
         whole = K_.gemm(a, b, np.zeros((M, N), dtype), trans_a, False, False, True)
-        np.testing.assert_array_equal(c, whole, err_msg=f"{(M, N, K)}")
-        np.testing.assert_array_equal(seen, c, err_msg=f"{(M, N, K)}: rows() saw an unfinished C")
+        np.testing.assert_array_equal(seen, whole, err_msg=f"{(M, N, K)}: rows() saw another C")
         assert visits.min() == visits.max() == 1, f"{(M, N, K)}: visits {visits.min()}..{visits.max()}"
+        if keep_c or K > kc_max:  # kept, or formed whole before the rows (also Eigen: kc_max 0)
+            np.testing.assert_array_equal(c, whole, err_msg=f"{(M, N, K)}")
+        else:
+            assert not c.any(), f"{(M, N, K)}: C was written"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import vaecpp
 from vaecpp import _testing, optimizers
 
 
@@ -110,22 +111,24 @@ def binary_rows(n, d, dtype, seed=0):
     return (np.random.default_rng(seed).uniform(size=(n, d)) < 0.3).astype(dtype)
 
 
-def train(dtype, threads, opt, update_in_backward, first_step=0, epochs=2, batch=32, **model):
+def train(dtype, threads, opt, update_in_backward, first_step=0, epochs=2, batch=32,
+          keep_grads=True, **model):
     cfg = engine_config(dtype, threads, **model)
     x = binary_rows(150 if batch < 150 else 2 * batch + 7, cfg["input_shape"][0], dtype)
     fn = _testing.train_f32 if dtype == np.float32 else _testing.train_f64
     # batch 32 of 150 rows: a short last batch
-    return fn(cfg, opt.get_config(), x, batch, epochs, update_in_backward, first_step)
+    return fn(cfg, opt.get_config(), x, batch, epochs, update_in_backward, first_step, keep_grads)
 
 
 def same_bits(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-def assert_same_state(fused, after):
-    """The weights, moments and last gradients of two train() results are the same bits."""
-    for what, f, a in zip(("weights", "m", "v", "gradients"), fused[:3] + fused[4:5],
-                          after[:3] + after[4:5]):
+def assert_same_state(fused, after, gradients=True):
+    """The weights, moments and (with `gradients`) last gradients of two train() results are the
+    same bits."""
+    names = ("weights", "m", "v", "gradients")[:4 if gradients else 3]
+    for what, f, a in zip(names, fused[:3] + fused[4:5], after[:3] + after[4:5]):
         assert same_bits(f, a), f"{what} differ: max abs diff {np.abs(f - a).max(initial=0):.3g}"
 
 
@@ -145,6 +148,12 @@ def test_update_in_backward_is_bit_identical_to_one_pass_after(name, dtype, thre
     assert fused[5] == (0 if clips else fused[0].size - 2 * (19 * 3 + 3)) and after[5] == 0
     assert_same_state(fused, after)
     assert not np.array_equal(fused[0], train(dtype, threads, opt, True, epochs=0)[0])
+    # as in training: a layer stepping inside backward forms its weight gradient tile by tile in
+    # scratch and does not write it to the gradient buffer; the same steps all the same
+    lean = train(dtype, threads, opt, True, keep_grads=False)
+    assert_same_state(lean, after, gradients=False)
+    if not clips and vaecpp.build_info()["fast_gemm"]:
+        assert not same_bits(lean[4], after[4]), "the gradients were written after all"
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -158,6 +167,8 @@ def test_update_fused_into_a_product_over_more_rows_than_one_block(dtype, thread
     after = train(dtype, threads, opt, False, batch=300, dropout=0.0)
     assert fused[5] > 0
     assert_same_state(fused, after)
+    assert_same_state(train(dtype, threads, opt, True, batch=300, dropout=0.0, keep_grads=False),
+                      after, gradients=False)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -20,8 +20,10 @@ class CpuExecutor final : public Executor<T> {
     // update_in_backward: a training step without a collective updates each layer's weights as
     // soon as their gradient is complete (backward_updating); false: in one pass after the whole
     // backward, as a step with a collective does (the tests compare the two, bit for bit).
-    explicit CpuExecutor(Model<T>& model, bool update_in_backward = true)
-        : m(model), update_in_backward_(update_in_backward) {
+    // keep_grads: a layer that steps its weights inside backward writes their gradient to the
+    // gradient buffer too (read only by the tests: a training step does not need it there).
+    explicit CpuExecutor(Model<T>& model, bool update_in_backward = true, bool keep_grads = false)
+        : m(model), update_in_backward_(update_in_backward), keep_grads_(keep_grads) {
         long off = 0;
         for (Layer<T>* l : m.all_layers()) {
             const long n = l->num_params();
@@ -163,7 +165,7 @@ class CpuExecutor final : public Executor<T> {
     };
 
     Model<T>& m;
-    const bool update_in_backward_;
+    const bool update_in_backward_, keep_grads_;
     std::vector<Part> parts_;  // the layers with weights, in parameter order
     long updated_ = 0;         // parameters stepped by the last backward_updating()
     long stepped_in_layers_ = 0;  // of those, stepped by their layer's own backward
@@ -235,6 +237,7 @@ class CpuExecutor final : public Executor<T> {
             const Part* part = in_backward ? ex.part_of(l) : nullptr;
             if (!part) return nullptr;
             step = ex.m.opt.weight_step(ex.m.params.data() + part->off, part->off);
+            step.keep_grads = ex.keep_grads_;
             return &step;
         }
         void operator()(const Layer<T>& l, bool stepped) {

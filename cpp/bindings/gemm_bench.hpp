@@ -50,10 +50,12 @@ inline double gemm_layer_rate(const std::string& layout, int B, int C, int OC, i
                             OC, false);
             });
         } else if (layout == "dW") {  // dW[c0:c1, :] = X[:, c0:c1]^T @ dY, as in a training step
-            // (gemm_then_rows, split over W's rows; here with nothing to do on each tile of rows)
+            // (gemm_then_rows, split over W's rows, writing dW as the libraries' products do; here
+            // with nothing to do on each tile of rows)
             parallel_parts(C, nt_back, kColAlign, [&](long c0, long c1) {
                 gemm_then_rows<float>(c1 - c0, OC, B, X.data() + c0, 1, C, dY.data(), OC,
-                                      out.data() + c0 * OC, OC, [](long, long, long, long) {});
+                                      out.data() + c0 * OC, OC, true,
+                                      [](long, long, long, long, const float*, long) {});
             });
         } else {  // dX[:, c0:c1] = dY @ W[c0:c1, :]^T
             parallel_parts(C, nt_back, kColAlign, [&](long c0, long c1) {

@@ -194,8 +194,9 @@ void bind_kernels_for(py::module_& k) {
         return product(gemm_v4_tile<T>, a, b, c0, trans_a, trans_b, accumulate);
     });
     // C = op(A) @ B through gemm_then_rows, and what its rows() callback saw: seen holds each
-    // element of C as it was when rows() was handed it, visits how often it was handed.
-    k.def("gemm_then_rows", [](const A& a, const A& b, bool trans_a) {
+    // element of C as it was handed to rows(), visits how often it was handed; c is C after the
+    // call (left zero where gemm_then_rows did not write it: keep_c false).
+    k.def("gemm_then_rows", [](const A& a, const A& b, bool trans_a, bool keep_c) {
         if (a.ndim() != 2 || b.ndim() != 2) throw ValueError("A and B must be matrices");
         const long M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
         const long N = b.shape(1);
@@ -209,16 +210,16 @@ void bind_kernels_for(py::module_& k) {
         std::fill(S, S + M * N, T(0));
         std::fill(V, V + M * N, 0);
         const long sai = trans_a ? 1 : a.shape(1), sak = trans_a ? a.shape(1) : 1;
-        gemm_then_rows<T>(M, N, K, a.data(), sai, sak, b.data(), N, C, N,
-                          [&](long i, long r, long j, long n) {
-                              for (long u = i; u < i + r; ++u)
-                                  for (long v = j; v < j + n; ++v) {
-                                      S[u * N + v] = C[u * N + v];
-                                      ++V[u * N + v];
+        gemm_then_rows<T>(M, N, K, a.data(), sai, sak, b.data(), N, C, N, keep_c,
+                          [&](long i, long r, long j, long n, const T* ct, long ldt) {
+                              for (long u = 0; u < r; ++u)
+                                  for (long v = 0; v < n; ++v) {
+                                      S[(i + u) * N + j + v] = ct[u * ldt + v];
+                                      ++V[(i + u) * N + j + v];
                                   }
                           });
         return py::make_tuple(c, seen, visits);
-    });
+    }, py::arg("a"), py::arg("b"), py::arg("trans_a"), py::arg("keep_c") = true);
     k.def("act_forward", [](const A& x, const std::string& act, bool fast, int threads) {
         py::array_t<T> out(x.size());
         use_threads(threads);

@@ -21,13 +21,14 @@ using namespace py_convert;
 
 // `epochs` epochs of shuffled minibatches of X from the initial weights, with the optimizer's step
 // count starting at `first_step`; returns (params, m, v, step, grads of the last batch, how many
-// parameters the last step stepped inside their layer's backward).
+// parameters the last step stepped inside their layer's backward). keep_grads: the layers that
+// step inside backward write their weight gradients too (else those parts of grads are stale).
 template <typename T>
 py::tuple train(const py::dict& config, const py::dict& optimizer, const Arr<T>& X, int batch_size,
-                int epochs, bool update_in_backward, long first_step) {
+                int epochs, bool update_in_backward, long first_step, bool keep_grads) {
     CpuExecutor<T>* ex = nullptr;
     Engine<T> e(vae_config(config), [&](Model<T>& m) {
-        ex = new CpuExecutor<T>(m, update_in_backward);
+        ex = new CpuExecutor<T>(m, update_in_backward, keep_grads);
         return std::unique_ptr<Executor<T>>(ex);
     });
     Model<T>& m = e.model;
@@ -53,7 +54,8 @@ inline void bind_update_testing(pybind11::module_& m) {
         using T = decltype(tag);
         m.def(name, &update_testing::train<T>, py::arg("config"), py::arg("optimizer"),
               py::arg("x"), py::arg("batch_size"), py::arg("epochs"),
-              py::arg("update_in_backward"), py::arg("first_step") = 0);
+              py::arg("update_in_backward"), py::arg("first_step") = 0,
+              py::arg("keep_grads") = true);
     };
     bind("train_f32", float{});
     bind("train_f64", double{});

@@ -107,8 +107,9 @@ void dense_forward(T* out, const T* inp, const T* W, const T* b, int B, int C, i
 // its gradient's product in a phase 3 split over W's rows as phase 2 is (each thread steps the
 // rows of W its dinp product has read, after it), each tile of rows stepped as soon as its dW
 // rows are final, while they are in cache (gemm_then_rows), a thread's rows one stretch of
-// memory. dW and db are set as without it, and every element steps by the same rule as in a
-// later pass over them.
+// memory; dW is then written only if step->keep_grads (the tiles are formed in L1 and stepped
+// from there). db is set as without it (dW too where written), and every element steps by the
+// same rule as in a later pass over them.
 template <typename T>
 void dense_backward(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, const T* W, int B,
                     int C, int OC, Act act, bool accumulate_dinp = false, bool accumulate_grads = true,
@@ -133,9 +134,9 @@ void dense_backward(T* dinp, T* dW, T* db, T* dout, const T* inp, const T* out, 
         // dW[c0:c1, :] = inp[:, c0:c1]^T @ da, then W[rows, :] stepped on each tile of its rows
         if (!fused) return step_elements(*step, c0 * OC, (c1 - c0) * OC, dW + c0 * OC);
         gemm_then_rows<T>(c1 - c0, OC, B, inp + c0, 1, C, dout, OC, dW + c0 * OC, OC,
-                          [&](long i, long r, long j, long n) {
-                              for (long u = c0 + i; u < c0 + i + r; ++u)
-                                  step_elements(*step, u * OC + j, n, dW + u * OC + j);
+                          step->keep_grads, [&](long i, long r, long j, long n, const T* g, long ldg) {
+                              for (long u = 0; u < r; ++u)
+                                  step_elements(*step, (c0 + i + u) * OC + j, n, g + u * ldg);
                           });
     };
     const int nt = gemm_threads(B, C, OC, std::min(C, OC));

@@ -214,26 +214,29 @@ void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, lo
     }
 }
 
-// C (M,N) = A (M,K) @ B (K,N), then rows(i, r, j, n) on each block of C's rows [i, i + r) and
-// columns [j, j + n) (together: all of C, each element once) as soon as it is final, in the
-// kernel set in use (gemm_kernels.hpp: gemm_then_rows); Eigen's product, then rows() over blocks
-// of 8 rows. C is the product gemm() gives, bit for bit.
+// C (M,N) = A (M,K) @ B (K,N), then rows(i, r, j, n, c, ldc) on each block of C's rows
+// [i, i + r) and columns [j, j + n) (together: all of C, each element once) as soon as it is
+// final, c pointing at its element (i, j), rows ldc apart: in the kernel set in use
+// (gemm_kernels.hpp: gemm_then_rows, which may form a block in a tile of its own and leave C
+// unwritten unless keep_c); Eigen's product into C, then rows() over blocks of 8 rows. What
+// rows() sees is the product gemm() gives, bit for bit.
 template <typename T, typename Rows>
 void gemm_then_rows(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
-                    T* C, long ldc, Rows&& rows) {
+                    T* C, long ldc, bool keep_c, Rows&& rows) {
     switch (gemm_kernels()) {
 #if defined(VAECPP_GEMM_DISPATCH)
         case GemmKernels::v4:
-            return gemm_v4::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, rows);
+            return gemm_v4::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, keep_c, rows);
         case GemmKernels::v3:
-            return gemm_v3::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, rows);
+            return gemm_v3::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, keep_c, rows);
 #elif defined(VAECPP_FAST_GEMM)
         case GemmKernels::native:
-            return gemm_native::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, rows);
+            return gemm_native::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, keep_c, rows);
 #endif
         default:
             gemm_ref<T>(M, N, K, A, sai, sak, B, ldb, false, C, ldc, false);
-            for (long i = 0; i < M; i += 8) rows(i, std::min<long>(8, M - i), 0L, N);
+            for (long i = 0; i < M; i += 8)
+                rows(i, std::min<long>(8, M - i), 0L, N, static_cast<const T*>(C + i * ldc), ldc);
     }
 }
 

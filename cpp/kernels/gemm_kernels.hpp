@@ -127,7 +127,7 @@ inline void transpose_tile(typename Simd<T>::type* r) {
 // Per-thread scratch for the packed panels; grows once, never shrinks (no allocation per call).
 template <typename T>
 inline T* scratch(int which, size_t n) {
-    static thread_local Buffer<T> buf[2];
+    static thread_local Buffer<T> buf[3];
     if (buf[which].size() < n) buf[which].resize(n);
     return buf[which].data();
 }
@@ -409,37 +409,44 @@ void gemm_fast(long M, long N, long K, const T* A, long sai, long sak, const T* 
     }
 }
 
-// C (M,N) = A (M,K) @ B (K,N), B not transposed, then rows(i, r, j, n) on each block of C's rows
-// [i, i + r) and columns [j, j + n) as soon as it is final (a layer's weight gradient dW = X^T dY,
-// then the optimizer step of those weights: tests/test_optimizers.py). When K fits one block of
-// kc (a batch of at most kc rows) the row tiles run outside and B's strips inside, B packed whole
-// (it lives in L2): a tile's rows of C are complete after one sweep over the strips and are
-// handed to rows() while still in L1, and rows() walks down C and its companion arrays in order.
-// Every element is the sum gemm_fast forms (k in order from zero within one block); with a
-// larger K, gemm_fast then rows() a tile at a time.
+// C (M,N) = A (M,K) @ B (K,N), B not transposed, then rows(i, r, j, n, c, ldc) on each block of
+// C's rows [i, i + r) and columns [j, j + n) as soon as it is final, c pointing at its element
+// (i, j) and ldc apart from one row to the next (a layer's weight gradient dW = X^T dY, then the
+// optimizer step of those weights: tests/test_optimizers.py). When K fits one block of kc (a
+// batch of at most kc rows) the row tiles run outside and B's strips inside, B packed whole (it
+// lives in L2): a tile's rows of C are complete after one sweep over the strips and are handed
+// to rows() while still in L1, and rows() walks down its companion arrays in order. There,
+// unless keep_c, C itself is not written: each tile is formed in a per-thread tile in L1 and
+// handed over from it (a training step needs the gradient only for its step: not writing it
+// keeps 4 bytes per weight out of the caches and memory traffic of every step). Every element
+// is the sum gemm_fast forms (k in order from zero within one block); with a larger K,
+// gemm_fast into C then rows() a tile at a time.
 template <typename T, typename Rows>
 void gemm_then_rows(long M, long N, long K, const T* A, long sai, long sak, const T* B, long ldb,
-                    T* C, long ldc, Rows&& rows) {
+                    T* C, long ldc, bool keep_c, Rows&& rows) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || kc_for<T>(K) < K) {
         gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, false, C, ldc, false);
-        for (long i = 0; i < M; i += kMR) rows(i, std::min<long>(kMR, M - i), 0L, N);
+        for (long i = 0; i < M; i += kMR) rows(i, std::min<long>(kMR, M - i), 0L, N, C + i * ldc, ldc);
         return;
     }
     const long ncm = std::min(blocking<T>().nc_max, N);
     const Panels<T> pan = panels<T>(K, ncm, K * kMR);  // A: one row tile at a time
+    T* tile = keep_c ? nullptr : scratch<T>(2, size_t(kMR) * size_t(ncm));
     for (long j0 = 0; j0 < N; j0 += ncm) {
         const long nc = std::min(ncm, N - j0);
         const long ns = make_strips<T>(nc, pan.st);
         pack_b(pan.P, B + j0, ldb, false, K, pan.st, ns);
         RowTiles(M).each([&](long i, long R) {
-            // C[i:i+R, j0:j0+nc] = A[i:i+R, :] @ B[:, j0:j0+nc], then rows() on it
+            // C[i:i+R, j0:j0+nc] = A[i:i+R, :] @ B[:, j0:j0+nc] (in C or the tile), then rows()
+            T* Ct = keep_c ? C + i * ldc + j0 : tile;
+            const long ldt = keep_c ? ldc : nc;
             pack_a(pan.Ap, A + i * sai, sai, sak, R, K);
             for (long s = 0; s < ns; ++s) {
                 const Strip& q = pan.st[s];
-                strip_tile(q, R, K, pan.Ap, pan.P + K * q.j, C + i * ldc + j0 + q.j, ldc, false);
+                strip_tile(q, R, K, pan.Ap, pan.P + K * q.j, Ct + q.j, ldt, false);
             }
-            rows(i, R, j0, nc);
+            rows(i, R, j0, nc, static_cast<const T*>(Ct), ldt);
         });
     }
 }

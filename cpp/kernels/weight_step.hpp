@@ -11,13 +11,16 @@
 namespace vaecpp {
 
 // A layer's parameters p and the optimizer's moments m, v at the same offsets in their flat
-// buffers (null where the rule has none), with the coefficients of this step.
+// buffers (null where the rule has none), with the coefficients of this step. keep_grads: the
+// layer writes its weight gradient to its gradient buffer as well (the step does not need it
+// there where the layer fuses the step into the gradient's product: dense.hpp).
 template <typename T>
 struct WeightStep {
     OptCoeffs<T> c;
     T* p;
     T* m;
     T* v;
+    bool keep_grads = false;
 };
 
 // p[i], m[i], v[i] for i in [0, n) stepped on the gradient g[0, n) by the rule of c
