@@ -19,6 +19,7 @@ installs them) or without the data the notebook reads.
 """
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -55,17 +56,20 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from test_notebooks import KERNEL, NOTEBOOKS, _missing, kernel_specs, notebook_env  # noqa: E402,F401
 
 
+@dataclasses.dataclass(frozen=True)
 class Case:
     """A notebook with latent sliders and what its page must show."""
+    stem: str
+    fast: bool            # smoke-run mode (VAECPP_FAST=1), else the original settings
+    needs: tuple          # the data it reads (test_notebooks._missing)
+    humour: tuple         # the humour slider's two ends
+    min_change: float     # mean absolute pixel change from one end to the other
+    trained: str = ""     # text the page shows after full-settings training
+    printed: bool = False  # the notebook prints the change it computed
 
-    def __init__(self, stem, fast, needs, humour, min_change, trained=None, printed=False):
-        self.path = next(p for p in NOTEBOOKS if p.stem == stem)
-        self.fast = fast            # smoke-run mode (VAECPP_FAST=1), else the original settings
-        self.needs = needs          # the data it reads (test_notebooks._missing)
-        self.humour = humour        # the humour slider's two ends
-        self.min_change = min_change  # mean absolute pixel change from one end to the other
-        self.trained = trained      # text the page shows after full-settings training
-        self.printed = printed      # the notebook prints the change it computed
+    @property
+    def path(self):
+        return next(p for p in NOTEBOOKS if p.stem == self.stem)
 
 
 CASES = [
@@ -106,7 +110,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(params=CASES, ids=[c.path.stem for c in CASES])
+@pytest.fixture(params=CASES, ids=[c.stem for c in CASES])
 def case(request):
     return request.param
 
@@ -306,7 +310,7 @@ def test_humour_slider_sweeps_the_face_at_its_own_size(case, voila, browser):
     high = _picture(img)
     assert low.shape == high.shape == FACE[::-1]
     change = np.abs(high - low).mean()
-    print(f"\n{case.path.stem}: page with the trained notebook after {page_seconds:.0f} s; face "
+    print(f"\n{case.stem}: page with the trained notebook after {page_seconds:.0f} s; face "
           f"drawn at {box['width']:.0f} x {box['height']:.0f} px (PNG {natural[0]} x {natural[1]}); "
           f"humour {low_end} -> {high_end} changes the shown face by {change * 255:.1f}/255; "
           f"redraw after a key: {low_ms:.0f} ms, {high_ms:.0f} ms")
