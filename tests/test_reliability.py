@@ -710,6 +710,55 @@ def test_memory_limit_figures():
         _limits.check_memory(10**15, "x")
 
 
+def test_memory_limit_counts_what_is_available_now(monkeypatch, tmp_path):
+    """The limit is what can still be had now: MemAvailable + SwapFree (/proc/meminfo), what a
+    container's cgroup limit leaves beside its usage; a file that is absent or says "max" (no
+    limit) is skipped, and an old kernel's meminfo without MemAvailable counts as unknown."""
+    from vaecpp import _limits
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16384 kB\nMemFree:         1024 kB\n"
+                       "MemAvailable:    2048 kB\nSwapTotal:       4096 kB\nSwapFree:        1024 kB\n")
+    monkeypatch.setattr(_limits, "_MEMINFO", str(meminfo))
+    monkeypatch.setattr(_limits, "_CGROUP_FILES", ())
+    assert _limits.available_memory() == (2048 + 1024) * 1024
+    assert _limits.memory_limit() == (2048 + 1024) * 1024
+    with pytest.raises(ValueError, match=r"x would need about 0\.0168 GB of memory, more than the "
+                                         r"0\.00315 GB this process can use"):
+        _limits.check_memory(16_800_000, "x")
+
+    meminfo.write_text("MemTotal:       16384 kB\nMemFree:         1024 kB\n")  # before Linux 3.14
+    assert _limits.available_memory() == 0
+    monkeypatch.setattr(_limits, "_MEMINFO", str(tmp_path / "absent"))
+    assert _limits.available_memory() == 0
+    assert _limits.memory_limit() == min(m for m in (_limits.physical_memory(),
+                                                     _limits._address_space_left()) if m > 0)
+
+    v2_max, v2_now, v1_max, v1_now = (tmp_path / n for n in ("max", "current", "limit", "usage"))
+    monkeypatch.setattr(_limits, "_CGROUP_FILES", ((str(v2_max), str(v2_now)),
+                                                   (str(v1_max), str(v1_now))))
+    v2_max.write_text("max\n")  # no limit in v2: v1's files are read next
+    v1_max.write_text("1000000000\n")
+    assert _limits._cgroup_left() == 1_000_000_000  # v1's usage unknown: the limit
+    v1_now.write_text("900000000\n")
+    assert _limits._cgroup_left() == 100_000_000
+    v2_max.write_text("50000000\n")
+    v2_now.write_text("60000000\n")  # over the limit (reclaim pending): 1 byte left
+    assert _limits._cgroup_left() == 1
+    assert _limits.memory_limit() == 1
+    v2_max.write_text("max\n")
+    v1_max.write_text("not a number\n")
+    assert _limits._cgroup_left() == 0
+
+
+def test_available_memory_on_this_machine():
+    from vaecpp import _limits
+    if not os.path.exists("/proc/meminfo"):
+        pytest.skip("no /proc/meminfo (not Linux)")
+    have = _limits.available_memory()
+    assert 0 < have
+    assert _limits.memory_limit() <= have
+
+
 @pytest.fixture
 def small(blobs):
     return vaecpp.VAE(20, hidden=(8,), latent_dim=2, seed=0, threads=1), blobs[:16]

@@ -10,9 +10,10 @@ anything is built (``_file_checks``), and so are the model's own arguments: the 
 bounds them by :data:`INT_MAX` unless told otherwise).
 
 Memory: a result whose size a caller chooses (``sample(n)``, ``decode`` of many latent points, a
-plot's grid) is checked against :func:`memory_limit` before anything is allocated, and a request
-beyond it is a ``ValueError`` naming the size (:func:`check_memory`), not a ``MemoryError`` from
-NumPy half way or the kernel's out-of-memory killer.
+plot's grid) is checked against :func:`memory_limit` (what the machine, its container and this
+process can still give now) before anything is allocated, and a request beyond it is a
+``ValueError`` naming the size (:func:`check_memory`), not a ``MemoryError`` from NumPy half way
+or the kernel's out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -68,8 +69,11 @@ def shape(values, name="input_shape"):
 
 
 # ---- memory -------------------------------------------------------------------------------------
-_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max",                      # cgroup v2 (containers)
-                  "/sys/fs/cgroup/memory/memory.limit_in_bytes")    # cgroup v1
+# A container's memory limit and what its processes use now: cgroup v2, then v1.
+_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                  "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+_MEMINFO = "/proc/meminfo"  # Linux: MemAvailable, SwapFree
 
 
 def physical_memory():
@@ -81,16 +85,39 @@ def physical_memory():
         return 0
 
 
-def _cgroup_limit():
-    for path in _CGROUP_LIMITS:
-        try:
-            with open(path) as f:
-                text = f.read().strip()
-        except OSError:
+def _read_int(path):
+    """The integer a one-number file holds, or None (absent, unreadable, "max", garbage)."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_left():
+    """What the container's memory limit leaves: limit minus what its processes use now (at
+    least 1), the limit alone where the usage is unknown, 0 where there is no limit."""
+    for limit_path, usage_path in _CGROUP_FILES:
+        limit = _read_int(limit_path)
+        if limit is None:  # "max" (v2) means none; v1 writes a huge number for none
             continue
-        if text.isdigit():  # "max" (v2) means none; v1 writes a huge number for none
-            return int(text)
+        usage = _read_int(usage_path)
+        return limit if usage is None else max(limit - usage, 1)
     return 0
+
+
+def available_memory():
+    """What the kernel says this process can still get without the out-of-memory killer:
+    ``MemAvailable`` (free memory and the caches it can drop) plus ``SwapFree`` from
+    ``/proc/meminfo``, in bytes; 0 where unknown (not Linux)."""
+    try:
+        with open(_MEMINFO) as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        kib = int(fields["MemAvailable"].split()[0]) + int(fields.get("SwapFree", "0").split()[0])
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0
+    return max(kib, 1) * 1024
 
 
 def _address_space_left():
@@ -111,10 +138,12 @@ def _address_space_left():
 
 
 def memory_limit():
-    """The most memory, in bytes, one result may take: the machine's physical memory, or less
-    where a container's cgroup limit or this process's ``RLIMIT_AS`` (what is left of it) says
-    so; 0 where none of them is known (then nothing is refused)."""
-    limits = [m for m in (physical_memory(), _cgroup_limit(), _address_space_left()) if m > 0]
+    """The most memory, in bytes, one result may take now: the smallest of the machine's physical
+    memory, what the kernel reports available (:func:`available_memory`), what a container's
+    cgroup limit leaves and what this process's ``RLIMIT_AS`` leaves, of those that are known;
+    0 where none is (then nothing is refused)."""
+    limits = [m for m in (physical_memory(), available_memory(), _cgroup_left(),
+                          _address_space_left()) if m > 0]
     return min(limits, default=0)
 
 
