@@ -712,8 +712,9 @@ def test_memory_limit_figures():
 
 def test_memory_limit_counts_what_is_available_now(monkeypatch, tmp_path):
     """The limit is what can still be had now: MemAvailable + SwapFree (/proc/meminfo), what a
-    container's cgroup limit leaves beside its usage; a file that is absent or says "max" (no
-    limit) is skipped, and an old kernel's meminfo without MemAvailable counts as unknown."""
+    container's cgroup limit leaves beside its usage less its inactive file cache; a file that is
+    absent or says "max" (no limit) is skipped, and an old kernel's meminfo without MemAvailable
+    counts as unknown."""
     from vaecpp import _limits
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       16384 kB\nMemFree:         1024 kB\n"
@@ -733,18 +734,23 @@ def test_memory_limit_counts_what_is_available_now(monkeypatch, tmp_path):
     assert _limits.memory_limit() == min(m for m in (_limits.physical_memory(),
                                                      _limits._address_space_left()) if m > 0)
 
-    v2_max, v2_now, v1_max, v1_now = (tmp_path / n for n in ("max", "current", "limit", "usage"))
-    monkeypatch.setattr(_limits, "_CGROUP_FILES", ((str(v2_max), str(v2_now)),
-                                                   (str(v1_max), str(v1_now))))
+    v2_max, v2_now, v2_stat, v1_max, v1_now, v1_stat = (
+        tmp_path / n for n in ("max", "current", "stat2", "limit", "usage", "stat1"))
+    monkeypatch.setattr(_limits, "_CGROUP_FILES", ((str(v2_max), str(v2_now), str(v2_stat)),
+                                                   (str(v1_max), str(v1_now), str(v1_stat))))
     v2_max.write_text("max\n")  # no limit in v2: v1's files are read next
     v1_max.write_text("1000000000\n")
     assert _limits._cgroup_left() == 1_000_000_000  # v1's usage unknown: the limit
     v1_now.write_text("900000000\n")
-    assert _limits._cgroup_left() == 100_000_000
+    assert _limits._cgroup_left() == 100_000_000  # no memory.stat: all of the usage counts
+    v1_stat.write_text("cache 500000000\ninactive_file 1000\ntotal_inactive_file 300000000\n")
+    assert _limits._cgroup_left() == 400_000_000  # the hierarchy's inactive file cache drops
     v2_max.write_text("50000000\n")
-    v2_now.write_text("60000000\n")  # over the limit (reclaim pending): 1 byte left
+    v2_now.write_text("60000000\n")  # over the limit (reclaim pending), no cache: 1 byte left
     assert _limits._cgroup_left() == 1
     assert _limits.memory_limit() == 1
+    v2_stat.write_text("anon 10000000\nfile 50000000\ninactive_file 40000000\n")
+    assert _limits._cgroup_left() == 30_000_000
     v2_max.write_text("max\n")
     v1_max.write_text("not a number\n")
     assert _limits._cgroup_left() == 0

@@ -69,10 +69,13 @@ def shape(values, name="input_shape"):
 
 
 # ---- memory -------------------------------------------------------------------------------------
-# A container's memory limit and what its processes use now: cgroup v2, then v1.
-_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+# A container's memory limit, what its processes use now and the statistics that say how much of
+# that is file cache it can drop: cgroup v2, then v1.
+_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
+                  "/sys/fs/cgroup/memory.stat"),
                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                  "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+                  "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                  "/sys/fs/cgroup/memory/memory.stat"))
 _MEMINFO = "/proc/meminfo"  # Linux: MemAvailable, SwapFree
 
 
@@ -95,15 +98,30 @@ def _read_int(path):
     return int(text) if text.isdigit() else None
 
 
+def _inactive_file_cache(stat_path):
+    """The inactive file cache a cgroup's ``memory.stat`` reports (bytes; 0 where unknown): pages
+    the kernel drops before it refuses memory, counted in the usage all the same."""
+    try:
+        with open(stat_path) as f:
+            stats = dict(line.split(None, 1) for line in f if " " in line)
+        key = "total_inactive_file" if "total_inactive_file" in stats else "inactive_file"
+        return int(stats[key])
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
 def _cgroup_left():
-    """What the container's memory limit leaves: limit minus what its processes use now (at
-    least 1), the limit alone where the usage is unknown, 0 where there is no limit."""
-    for limit_path, usage_path in _CGROUP_FILES:
+    """What the container's memory limit leaves: the limit less what its processes use now, their
+    inactive file cache not counted (as ``docker stats`` does; at least 1), the limit alone where
+    the usage is unknown, 0 where there is no limit."""
+    for limit_path, usage_path, stat_path in _CGROUP_FILES:
         limit = _read_int(limit_path)
         if limit is None:  # "max" (v2) means none; v1 writes a huge number for none
             continue
         usage = _read_int(usage_path)
-        return limit if usage is None else max(limit - usage, 1)
+        if usage is None:
+            return limit
+        return max(limit - max(usage - _inactive_file_cache(stat_path), 0), 1)
     return 0
 
 
