@@ -52,15 +52,29 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 directory, n_trials, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 storage = sys.argv[4] if len(sys.argv) > 4 else None  # default: directory/study.db (SQLite)
 x, x_val = data()
-# Start together (imports take seconds on a busy machine), so that both workers run trials.
-open(f"{directory}.ready{worker}", "w").close()
-deadline = time.monotonic() + 60
-while not all(os.path.exists(f"{directory}.ready{k}") for k in (0, 1)) and time.monotonic() < deadline:
-    time.sleep(0.05)
+
+
+class Rendezvous(vaecpp.callbacks.Callback):
+    # Holds this worker's first trial until the other worker has started one, so that both run
+    # trials however late one of them starts (imports take seconds on a busy machine, a trial a
+    # fraction of one: a start barrier alone let one worker run all of them).
+    waited = False
+
+    def on_train_begin(self, logs=None):
+        if Rendezvous.waited:
+            return
+        Rendezvous.waited = True
+        open(f"{directory}.trial{worker}", "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(f"{directory}.trial{1 - worker}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 space = {"hidden": [(8,), (16, 8)], "latent_dim": [1, 2], "seed": worker,
          "learning_rate": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)}
 vaecpp.sweep(space, x, validation_data=(x_val, x_val), n_trials=n_trials, directory=directory,
              storage=storage, epochs=2, batch_size=20, workers_per_host=2,
+             callbacks=[Rendezvous()],
              sampler=optuna.samplers.RandomSampler(worker), pruner=optuna.pruners.NopPruner())
 """
 
