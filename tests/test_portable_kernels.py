@@ -18,7 +18,7 @@ from vaecpp import _core
 
 # The CPU's x86-64 levels as Linux reports them, and whether this build dispatches at all, as
 # for the matrix product's sets.
-from test_gemm_dispatch import DISPATCH, HAS_V3, HAS_V4, V3, V4  # noqa: E402
+from test_gemm_dispatch import DISPATCH, HAS_V3, HAS_V4, V3, V4, not_forced  # noqa: E402
 
 INFO = _core.build_info()
 needs_dispatch = pytest.mark.skipif(
@@ -130,6 +130,7 @@ def check(result):
 
 
 @needs_dispatch
+@not_forced
 def test_the_best_set_this_cpu_runs_is_picked():
     expected = V4 if HAS_V4 else V3 if HAS_V3 else None
     if expected:
@@ -170,8 +171,20 @@ def test_v4_set_matches_numpy_and_is_deterministic():
     check(r)
 
 
+@needs_dispatch
+@pytest.mark.skipif(not HAS_V3, reason="this CPU has no AVX2 + FMA: the v4 source cannot be "
+                    "compiled for it")
+def test_v4_source_on_avx2_matches_numpy_and_is_deterministic():
+    """The v4 set's loops (64-byte vectors: 16 floats, 8 doubles) compiled for AVX2, each vector
+    two AVX2 registers: their lane counts, remainders and Bernoulli lanes checked on a CPU
+    without AVX-512."""
+    r = run_with("v4-on-avx2")
+    assert r["kernels"] == "x86-64-v4 source on AVX2+FMA (tests)"
+    check(r)
+
+
 def test_unknown_request_falls_back_to_the_best_set():
-    assert run_with("avx9000")["kernels"] == INFO["elementwise_kernels"]
+    assert run_with("avx9000")["kernels"] == run_with("auto")["kernels"]
 
 
 def test_vaecpp_info_names_both_kernel_sets():

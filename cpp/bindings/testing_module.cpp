@@ -7,7 +7,7 @@
 #include "bindings/convert.hpp"
 #include "bindings/fp_mode_testing.hpp"
 #include "bindings/gemm_bench.hpp"
-#include "bindings/gemm_tile_testing.hpp"
+#include "bindings/gemm_v4_on_avx2_testing.hpp"
 #include "bindings/step_profile.hpp"
 #include "bindings/update_testing.hpp"
 #include "kernels/kl.hpp"
@@ -169,7 +169,7 @@ void bind_kernels_for(py::module_& k) {
           py::arg("db0"), py::arg("dinp0"), py::arg("accumulate_dinp"), py::arg("fast"),
           py::arg("threads"), py::arg("accumulate_grads") = true);
     // C (+)= op(A) @ op(B) through the engine's product (fast) or Eigen (reference); C0 is the
-    // starting C when accumulating. gemm_v4_tile: through the AVX-512 set's tile on AVX2 vectors.
+    // starting C when accumulating. gemm_v4_on_avx2: through the AVX-512 set's source on AVX2.
     using GemmFn = void (*)(long, long, long, const T*, long, long, const T*, long, bool, T*, long, bool);
     auto product = [](GemmFn f, const A& a, const A& b, const A& c0, bool trans_a, bool trans_b,
                       bool accumulate) {
@@ -189,9 +189,9 @@ void bind_kernels_for(py::module_& k) {
                             bool accumulate, bool fast) {
         return product(fast ? gemm<T> : gemm_ref<T>, a, b, c0, trans_a, trans_b, accumulate);
     });
-    k.def("gemm_v4_tile", [product](const A& a, const A& b, const A& c0, bool trans_a, bool trans_b,
-                                    bool accumulate) {
-        return product(gemm_v4_tile<T>, a, b, c0, trans_a, trans_b, accumulate);
+    k.def("gemm_v4_on_avx2", [product](const A& a, const A& b, const A& c0, bool trans_a,
+                                       bool trans_b, bool accumulate) {
+        return product(gemm_with_v4_on_avx2<T>, a, b, c0, trans_a, trans_b, accumulate);
     });
     // C = op(A) @ B through gemm_then_rows, and what its rows() callback saw: seen holds each
     // element of C as it was handed to rows(), visits how often it was handed; c is C after the

@@ -5,8 +5,9 @@
 // own: the generic set with the build's own flags (x86-64's SSE2 in a portable build, everything
 // the machine has with -march=native), and with GCC on x86-64 also x86-64-v3 (AVX2 + FMA) and
 // x86-64-v4 (AVX-512) under `#pragma GCC target`, whatever the build's -march. The CPU picks the
-// best set it runs once, from cpuid; VAECPP_ELEMENTWISE_KERNELS=generic / v3 / v4 forces one for
-// tests (a set the CPU cannot run is never chosen). So a portable build (VAECPP_NATIVE=OFF, e.g. a
+// best set it runs once, from cpuid; VAECPP_ELEMENTWISE_KERNELS=generic / v3 / v4 / v4-on-avx2
+// (the v4 source compiled for AVX2) forces one for tests (a set the CPU cannot run is never
+// chosen). So a portable build (VAECPP_NATIVE=OFF, e.g. a
 // wheel) runs the same loops as a native one.
 //
 // Each set is deterministic (its results depend only on the inputs, not on threads or alignment),
@@ -69,11 +70,23 @@ struct EwV4 {
 };
 }  // namespace vaecpp
 #pragma GCC pop_options
+// The v4 set's source (64-byte vectors) compiled for AVX2, each vector two AVX2 registers: for
+// tests only (VAECPP_ELEMENTWISE_KERNELS=v4-on-avx2), the v4 loops' logic on a CPU without
+// AVX-512; never picked by itself.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace vaecpp {
+struct EwV4OnAvx2 {
+    static constexpr int kVecBytes = 64;
+#include "kernels/elementwise_kernels.hpp"
+};
+}  // namespace vaecpp
+#pragma GCC pop_options
 #endif
 
 namespace vaecpp {
 
-enum class EwKernels { generic, v3, v4 };
+enum class EwKernels { generic, v3, v4, v4_on_avx2 };
 
 namespace ew_detail {
 inline EwKernels pick_kernels() {
@@ -82,6 +95,7 @@ inline EwKernels pick_kernels() {
     const std::string want = e ? e : "auto";
     if (want == "generic") return EwKernels::generic;
     const CpuIsa isa = cpu_isa_level();
+    if (want == "v4-on-avx2" && isa != CpuIsa::baseline) return EwKernels::v4_on_avx2;
     if (isa == CpuIsa::v4 && want != "v3") return EwKernels::v4;
     return isa != CpuIsa::baseline ? EwKernels::v3 : EwKernels::generic;
 #else
@@ -100,6 +114,7 @@ inline std::string elementwise_kernels_name() {
     switch (elementwise_kernels()) {
         case EwKernels::v4: return cpu_isa_name(CpuIsa::v4);
         case EwKernels::v3: return cpu_isa_name(CpuIsa::v3);
+        case EwKernels::v4_on_avx2: return "x86-64-v4 source on AVX2+FMA (tests)";
         default: break;
     }
 #if defined(__AVX512F__)
@@ -121,6 +136,7 @@ decltype(auto) with_elementwise(F&& f) {
 #if defined(VAECPP_ELEMENTWISE_DISPATCH)
         case EwKernels::v4: return f(EwV4{});
         case EwKernels::v3: return f(EwV3{});
+        case EwKernels::v4_on_avx2: return f(EwV4OnAvx2{});
 #endif
         default: return f(EwGeneric{});
     }

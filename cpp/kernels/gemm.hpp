@@ -135,6 +135,20 @@ constexpr int kMR = 12, kNV = 2;  // 12 x 2 vectors: 24 accumulators of the 32 r
 #include "kernels/gemm_kernels.hpp"
 }  // namespace vaecpp::gemm_v4
 #pragma GCC pop_options
+// The v4 set's source (12 x 32 float tile, 16-lane vectors, its blocking) compiled for AVX2: each
+// 64-byte vector is two AVX2 registers (24 sums do not fit 16 registers: it spills). For tests
+// only (VAECPP_GEMM_KERNELS=v4-on-avx2): it runs the v4 kernels' logic on any AVX2 CPU, where
+// the v4 set itself cannot run; never picked by itself, never a measure of speed.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define VAECPP_GEMM_SPLIT_FMA 1
+namespace vaecpp::gemm_v4_on_avx2 {
+constexpr int kVecBytes = 64;
+constexpr int kMR = 12, kNV = 2;
+#include "kernels/gemm_kernels.hpp"
+}  // namespace vaecpp::gemm_v4_on_avx2
+#undef VAECPP_GEMM_SPLIT_FMA
+#pragma GCC pop_options
 
 #elif (defined(__GNUC__) || defined(__clang__)) && \
     (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
@@ -156,9 +170,10 @@ namespace vaecpp {
 
 // The kernel set the product uses, chosen once: the best one this CPU runs, or the one named by
 // VAECPP_GEMM_KERNELS (for tests and comparisons): "v3" the AVX2 + FMA set even on an AVX-512
-// CPU, "eigen" Eigen's product; "v4" or "auto" (or unset) the best. A set the CPU cannot run is
-// never chosen.
-enum class GemmKernels { eigen, v3, v4, native };
+// CPU, "eigen" Eigen's product, "v4-on-avx2" the v4 set's source compiled for AVX2 (tests of the
+// v4 logic on a CPU without AVX-512); "v4" or "auto" (or unset) the best. A set the CPU cannot
+// run is never chosen.
+enum class GemmKernels { eigen, v3, v4, v4_on_avx2, native };
 
 namespace gemm_detail {
 inline GemmKernels pick_kernels() {
@@ -167,6 +182,7 @@ inline GemmKernels pick_kernels() {
     if (want == "eigen") return GemmKernels::eigen;
 #if defined(VAECPP_GEMM_DISPATCH)
     const CpuIsa isa = cpu_isa_level();
+    if (want == "v4-on-avx2" && isa != CpuIsa::baseline) return GemmKernels::v4_on_avx2;
     if (isa == CpuIsa::v4 && want != "v3") return GemmKernels::v4;
     return isa != CpuIsa::baseline ? GemmKernels::v3 : GemmKernels::eigen;
 #elif defined(VAECPP_FAST_GEMM)
@@ -183,10 +199,12 @@ inline GemmKernels gemm_kernels() {
 }
 
 // The name build_info() and `vaecpp info` give the set in use.
+constexpr const char* kV4OnAvx2Name = "x86-64-v4 source on AVX2+FMA (tests)";
 inline std::string gemm_kernels_name() {
     switch (gemm_kernels()) {
         case GemmKernels::v4: return cpu_isa_name(CpuIsa::v4);
         case GemmKernels::v3: return cpu_isa_name(CpuIsa::v3);
+        case GemmKernels::v4_on_avx2: return kV4OnAvx2Name;
 #if defined(__AVX512F__)
         case GemmKernels::native: return "native (AVX-512)";
 #else
@@ -205,6 +223,8 @@ void gemm(long M, long N, long K, const T* A, long sai, long sak, const T* B, lo
             return gemm_v4::gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
         case GemmKernels::v3:
             return gemm_v3::gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
+        case GemmKernels::v4_on_avx2:
+            return gemm_v4_on_avx2::gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
 #elif defined(VAECPP_FAST_GEMM)
         case GemmKernels::native:
             return gemm_native::gemm_fast<T>(M, N, K, A, sai, sak, B, ldb, b_trans, C, ldc, accumulate);
@@ -229,6 +249,8 @@ void gemm_then_rows(long M, long N, long K, const T* A, long sai, long sak, cons
             return gemm_v4::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, keep_c, rows);
         case GemmKernels::v3:
             return gemm_v3::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, keep_c, rows);
+        case GemmKernels::v4_on_avx2:
+            return gemm_v4_on_avx2::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, keep_c, rows);
 #elif defined(VAECPP_FAST_GEMM)
         case GemmKernels::native:
             return gemm_native::gemm_then_rows<T>(M, N, K, A, sai, sak, B, ldb, C, ldc, keep_c, rows);
@@ -257,6 +279,7 @@ inline std::map<std::string, std::map<std::string, long>> gemm_blocking_info() {
 #if defined(VAECPP_GEMM_DISPATCH)
         case GemmKernels::v4: VAECPP_GEMM_INFO(gemm_v4); break;
         case GemmKernels::v3: VAECPP_GEMM_INFO(gemm_v3); break;
+        case GemmKernels::v4_on_avx2: VAECPP_GEMM_INFO(gemm_v4_on_avx2); break;
 #elif defined(VAECPP_FAST_GEMM)
         case GemmKernels::native: VAECPP_GEMM_INFO(gemm_native); break;
 #endif

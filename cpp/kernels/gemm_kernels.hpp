@@ -44,14 +44,29 @@ inline typename Simd<T>::type splat(T x) {
 // compiler's contraction of `c += a * b`, which is a choice it may make differently from one loop
 // to the next (GCC leaves a one-row tile as a multiply and an add): every sum of the product goes
 // through here, so the rounding never depends on which path, tile or thread formed it.
+// In the v4 set compiled for AVX2 (gemm.hpp: VAECPP_GEMM_SPLIT_FMA, for tests) a 64-byte vector
+// is two AVX2 registers, so its fused multiply-add is two, lane for lane the same roundings.
 template <typename V>
 inline V fmadd(V a, V b, V c) {
     constexpr bool f32 = sizeof(a[0]) == 4;
+#if defined(VAECPP_GEMM_SPLIT_FMA)
+    static_assert(kVecBytes == 64, "the split multiply-add is for 64-byte vectors");
+    using H = typename std::conditional<f32, __m256, __m256d>::type;
+    H h[3][2];
+    std::memcpy(h[0], &a, 64), std::memcpy(h[1], &b, 64), std::memcpy(h[2], &c, 64);
+    for (int i = 0; i < 2; ++i) {
+        if constexpr (f32) h[2][i] = _mm256_fmadd_ps(h[0][i], h[1][i], h[2][i]);
+        else h[2][i] = _mm256_fmadd_pd(h[0][i], h[1][i], h[2][i]);
+    }
+    std::memcpy(&c, h[2], 64);
+    return c;
+#else
     if constexpr (kVecBytes == 64) {
         if constexpr (f32) return _mm512_fmadd_ps(a, b, c); else return _mm512_fmadd_pd(a, b, c);
     } else {
         if constexpr (f32) return _mm256_fmadd_ps(a, b, c); else return _mm256_fmadd_pd(a, b, c);
     }
+#endif
 }
 
 // The micro-kernel: C[0:R, 0:NV*VL] (+)= A @ B over K, from packed panels: Ap holds A's R rows
