@@ -16,6 +16,7 @@ from vaecpp import _core, _testing
 INFO = _core.build_info()
 TESTS = os.path.dirname(os.path.abspath(__file__))
 V3, V4 = "x86-64-v3 (AVX2+FMA)", "x86-64-v4 (AVX-512)"
+V4_ON_AVX2 = "x86-64-v4 source on AVX2+FMA (tests)"  # the v4 sets' source compiled for AVX2
 
 
 def cpu_flags():
@@ -38,6 +39,8 @@ DISPATCH = (platform.machine() == "x86_64" and "clang" not in INFO["compiler"].l
 needs_dispatch = pytest.mark.skipif(
     not DISPATCH, reason="run-time kernel dispatch is built with GCC on x86-64 (and checked "
                          f"against Linux's CPU flags); this build uses {INFO['gemm_kernels']!r}")
+needs_avx2 = pytest.mark.skipif(not HAS_V3, reason="this CPU has no AVX2 + FMA: the v4 sets' "
+                                "source compiled for AVX2 cannot run here")
 
 # A run may force the sets for the whole suite (.ci/run runs one through the v4 source on AVX2);
 # then the set the CPU would pick is not the one in use.
@@ -93,14 +96,13 @@ def test_v4_set_matches_the_reference():
 
 
 @needs_dispatch
-@pytest.mark.skipif(not HAS_V3, reason="this CPU has no AVX2 + FMA: the v4 source cannot be "
-                    "compiled for it")
+@needs_avx2
 def test_v4_source_on_avx2_matches_the_reference():
     """The v4 set's source compiled for AVX2 (VAECPP_GEMM_KERNELS=v4-on-avx2: its 12 x 32 tile,
     16-lane vectors and blocking, each vector two AVX2 registers) runs wherever AVX2 does: the
     v4 kernels' logic checked on a CPU without AVX-512 (the v4 instructions themselves need one)."""
     r = run_with("v4-on-avx2")
-    assert r["kernels"] == "x86-64-v4 source on AVX2+FMA (tests)" and r["fast"]
+    assert r["kernels"] == V4_ON_AVX2 and r["fast"]
     assert (r["blocking"]["float32"]["mr"], r["blocking"]["float32"]["nr"]) == (12, 32)
     assert (r["blocking"]["float64"]["mr"], r["blocking"]["float64"]["nr"]) == (12, 16)
     assert r["repeatable"] and r["worst"] < 1e-5
@@ -118,7 +120,7 @@ def test_unknown_request_falls_back_to_the_best_set():
 
 
 @needs_dispatch
-@pytest.mark.skipif(not HAS_V3, reason="this CPU has no AVX2 + FMA")
+@needs_avx2
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_v4_source_on_avx2_tiles_match_the_reference(dtype):
     """The AVX-512 set's source compiled for AVX2 (12-row tile, 16-lane float / 8-lane double
@@ -147,9 +149,9 @@ def test_v4_source_on_avx2_tiles_match_the_reference(dtype):
                     ap = a[:, r0:r1] if trans_a else a[r0:r1]
                     bp = b[j0:j1] if trans_b else b[:, j0:j1]
                     cut[r0:r1, j0:j1] = K_.gemm_v4_on_avx2(np.ascontiguousarray(ap),
-                                                         np.ascontiguousarray(bp),
-                                                         np.ascontiguousarray(c0[r0:r1, j0:j1]),
-                                                         trans_a, trans_b, True)
+                                                            np.ascontiguousarray(bp),
+                                                            np.ascontiguousarray(c0[r0:r1, j0:j1]),
+                                                            trans_a, trans_b, True)
             np.testing.assert_array_equal(cut, got)
 
 
@@ -174,14 +176,13 @@ def train_with(kernels):
 
 
 @needs_dispatch
-@pytest.mark.skipif(not HAS_V3, reason="this CPU has no AVX2 + FMA: the v4 source cannot be "
-                    "compiled for it")
+@needs_avx2
 def test_v4_source_on_avx2_trains_as_the_v3_set_does():
     """The whole engine (products, the Dense step fused into the weight-gradient product, the
     element-wise loops, Adam) through the v4 sets' source: repeatable, and the same training as
     the v3 sets' to float32 rounding (the sets sum k in blocks of different length)."""
     a, again, v3 = train_with("v4-on-avx2"), train_with("v4-on-avx2"), train_with("v3")
-    assert a["kernels"] == ["x86-64-v4 source on AVX2+FMA (tests)"] * 2
+    assert a["kernels"] == [V4_ON_AVX2] * 2
     assert v3["kernels"] == [V3] * 2
     assert a == again
     for threads in ("1", "2"):

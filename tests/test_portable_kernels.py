@@ -18,7 +18,8 @@ from vaecpp import _core
 
 # The CPU's x86-64 levels as Linux reports them, and whether this build dispatches at all, as
 # for the matrix product's sets.
-from test_gemm_dispatch import DISPATCH, HAS_V3, HAS_V4, V3, V4, not_forced  # noqa: E402
+from test_gemm_dispatch import (DISPATCH, HAS_V3, HAS_V4, V3, V4, V4_ON_AVX2,  # noqa: E402
+                                needs_avx2, not_forced)
 
 INFO = _core.build_info()
 needs_dispatch = pytest.mark.skipif(
@@ -172,14 +173,13 @@ def test_v4_set_matches_numpy_and_is_deterministic():
 
 
 @needs_dispatch
-@pytest.mark.skipif(not HAS_V3, reason="this CPU has no AVX2 + FMA: the v4 source cannot be "
-                    "compiled for it")
+@needs_avx2
 def test_v4_source_on_avx2_matches_numpy_and_is_deterministic():
     """The v4 set's loops (64-byte vectors: 16 floats, 8 doubles) compiled for AVX2, each vector
     two AVX2 registers: their lane counts, remainders and Bernoulli lanes checked on a CPU
     without AVX-512."""
     r = run_with("v4-on-avx2")
-    assert r["kernels"] == "x86-64-v4 source on AVX2+FMA (tests)"
+    assert r["kernels"] == V4_ON_AVX2
     check(r)
 
 

@@ -22,6 +22,10 @@ inline CpuIsa cpu_isa_level() {
 #endif
 }
 
+// The name build_info() and `vaecpp info` give the v4 sets' source compiled for AVX2 (gemm.hpp,
+// elementwise_dispatch.hpp: forced by tests only).
+constexpr const char* kV4OnAvx2Name = "x86-64-v4 source on AVX2+FMA (tests)";
+
 // The name build_info() and `vaecpp info` give a kernel set compiled for the level.
 inline const char* cpu_isa_name(CpuIsa isa) {
     switch (isa) {

@@ -7,8 +7,8 @@
 // x86-64-v4 (AVX-512) under `#pragma GCC target`, whatever the build's -march. The CPU picks the
 // best set it runs once, from cpuid; VAECPP_ELEMENTWISE_KERNELS=generic / v3 / v4 / v4-on-avx2
 // (the v4 source compiled for AVX2) forces one for tests (a set the CPU cannot run is never
-// chosen). So a portable build (VAECPP_NATIVE=OFF, e.g. a
-// wheel) runs the same loops as a native one.
+// chosen). So a portable build (VAECPP_NATIVE=OFF, e.g. a wheel) runs the same loops as a
+// native one.
 //
 // Each set is deterministic (its results depend only on the inputs, not on threads or alignment),
 // but the sets' results differ in the last bits: v3 and v4 contract a * b + c into one rounding
@@ -114,7 +114,7 @@ inline std::string elementwise_kernels_name() {
     switch (elementwise_kernels()) {
         case EwKernels::v4: return cpu_isa_name(CpuIsa::v4);
         case EwKernels::v3: return cpu_isa_name(CpuIsa::v3);
-        case EwKernels::v4_on_avx2: return "x86-64-v4 source on AVX2+FMA (tests)";
+        case EwKernels::v4_on_avx2: return kV4OnAvx2Name;
         default: break;
     }
 #if defined(__AVX512F__)

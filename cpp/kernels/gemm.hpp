@@ -199,7 +199,6 @@ inline GemmKernels gemm_kernels() {
 }
 
 // The name build_info() and `vaecpp info` give the set in use.
-constexpr const char* kV4OnAvx2Name = "x86-64-v4 source on AVX2+FMA (tests)";
 inline std::string gemm_kernels_name() {
     switch (gemm_kernels()) {
         case GemmKernels::v4: return cpu_isa_name(CpuIsa::v4);
