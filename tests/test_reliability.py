@@ -670,6 +670,21 @@ def test_huge_model_is_refused_before_allocation():
         vaecpp.VAE(20, hidden=(2**30,), seed=0, threads=1)
 
 
+def test_model_beyond_the_memory_limit_is_refused_before_allocation(monkeypatch):
+    """A model that fits the machine's physical memory but not what this process can have now
+    (``_limits.memory_limit``: available memory, a container's limit) is a ValueError naming
+    both sizes, before the engine allocates its parameters."""
+    from vaecpp import _limits
+    monkeypatch.setattr(_limits, "memory_limit", lambda: 100 << 20)  # 100 MiB
+    # 784-20000-2: 31.5 M parameters, 4 float32 arrays of them: 0.50 GB
+    with pytest.raises(ValueError, match=r"this model's 31520788 parameters, .* would need "
+                                         r"about 0\.504 GB of memory, more than the 0\.105 GB"):
+        vaecpp.VAE(784, hidden=(20000,), seed=0, threads=1)
+    with pytest.raises(ValueError, match=r"would need about 1\.01 GB"):  # float64: twice that
+        vaecpp.VAE(784, hidden=(20000,), seed=0, threads=1, dtype="float64")
+    assert vaecpp.VAE(784, hidden=(2000,), seed=0, threads=1).count_params() == 3152788
+
+
 # ---- outputs whose size the caller chooses ------------------------------------------------------
 def test_sample_beyond_memory_is_a_value_error_before_allocating():
     """sample(n) with an output of 31 GB in a process that may use 4 GiB: a ValueError naming

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from . import _core, _checks, _limits, layers as L
+from . import _core, _checks, _file_checks, _limits, layers as L
 from .likelihoods import Likelihood
 
 __all__ = ["BACKENDS", "ModelSpec", "resolve", "make_engine"]
@@ -156,6 +156,21 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
                      params_per_dim=params_per_dim, loc_act=loc_act, beta_schedule=beta_schedule,
                      seed=seed, backend=backend, device=device, encoder_layers=encoder,
                      decoder_layers=decoder, config=config, engine=engine)
+
+
+def check_model_memory(spec):
+    """ValueError when the model's parameters, gradients and two optimizer moments would need
+    more memory than this process can have now (``_limits.memory_limit``: what is available, a
+    container's limit), before the engine allocates them. The engine itself refuses only what
+    exceeds the machine's physical memory; a stack whose shapes do not fit is left to it, which
+    names the layer."""
+    try:
+        params, _ = _file_checks.architecture_sizes(spec.config)
+    except ValueError:
+        return
+    _limits.check_memory(4 * params * spec.dtype.itemsize,
+                         f"this model's {params} parameters, with their gradients and optimizer "
+                         f"moments,")
 
 
 def make_engine(spec):

@@ -171,6 +171,7 @@ class VAE:
         self._config = spec.config          # everything needed to rebuild this model
         self._loc_act = spec.loc_act
         self._beta_schedule = spec.beta_schedule
+        _config.check_model_memory(spec)
         self._engine = _config.make_engine(spec)
         self._weight_index = self._weight_layout()
 
