@@ -157,3 +157,17 @@ def test_terminate_on_nan_stops_cleanly(blobs):
     poisoned(vae)
     h = vae.fit(blobs, epochs=3, verbose=0, callbacks=[cb.TerminateOnNaN()])
     assert h.epoch == [0] and np.isnan(h.history["loss"][0])
+
+
+def test_every_callback_that_writes_files_runs_on_rank_zero_only():
+    """In distributed training the ranks other than 0 drop the callbacks marked rank_zero_only
+    (training.py); every callback taking a place to write (a file path, a folder, a log
+    directory) must be one, or each rank writes the same files (PeriodicCheckpoint did)."""
+    import inspect
+    writes = ("filepath", "filename", "directory", "log_dir")
+    classes = [c for c in vars(cb).values() if inspect.isclass(c) and issubclass(c, cb.Callback)]
+    writers = [c for c in classes if set(inspect.signature(c.__init__).parameters) & set(writes)]
+    assert {c.__name__ for c in writers} >= {"ModelCheckpoint", "PeriodicCheckpoint", "CSVLogger",
+                                            "ImageSnapshots", "TensorBoard"}
+    assert [c.__name__ for c in writers if not c.rank_zero_only] == []
+    assert not any(c.rank_zero_only for c in classes if c not in writers)  # the rest: every rank

@@ -329,9 +329,10 @@ class VAE:
         ``vae.history`` keeps every finished epoch.
 
         ``distributed``: an mpi4py communicator (e.g. ``MPI.COMM_WORLD``) for data-parallel
-        training, launched with ``mpiexec -n N python train.py``: every rank passes the same
-        array ``x`` (and validation data), or a stream of which each rank reads its share (see
-        :mod:`vaecpp.sources`), and builds the model with the same seed;
+        training, launched with ``mpiexec -n N python -m mpi4py train.py`` (``-m mpi4py``: an
+        exception on one rank aborts the whole job instead of leaving the others waiting):
+        every rank passes the same array ``x`` (and validation data), or a stream of which each
+        rank reads its share (see :mod:`vaecpp.sources`), and builds the model with the same seed;
         ``batch_size`` is the global batch, of which each rank computes a share. N ranks give
         the weights of one process (see :mod:`vaecpp.distributed` and the README).
         """

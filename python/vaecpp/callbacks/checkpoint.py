@@ -92,6 +92,8 @@ class PeriodicCheckpoint(Callback):
     ``fit(..., initial_epoch=len(vae.history.epoch))``.
     """
 
+    rank_zero_only = True  # in distributed training only rank 0 writes files
+
     def __init__(self, filepath="checkpoint-{step:08d}.vae", every_seconds=600.0, keep=3,
                  save_weights_only=False):
         self.filepath = os.fspath(filepath)
