@@ -135,3 +135,24 @@ def test_build_info_says_where_eigen_came_from(capsys):
     assert info["eigen_from"] in ("system", "cmeel-eigen")
     assert main(["info"]) == 0
     assert f"Eigen: {info['eigen']} ({info['eigen_from']})" in capsys.readouterr().out
+
+
+def test_submodules_are_there_on_first_use_without_importing_their_libraries():
+    """``import vaecpp`` then ``vaecpp.datasets`` / ``plot`` / ``widgets`` / ``distributed``, as
+    ``keras.datasets``: each module is imported when first asked for, and importing vaecpp
+    brings neither matplotlib nor ipywidgets nor mpi4py."""
+    code = ("import sys, vaecpp\n"
+            "heavy = ('matplotlib', 'ipywidgets', 'mpi4py')\n"
+            "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n"
+            "assert {'datasets', 'plot', 'widgets', 'distributed'} <= set(dir(vaecpp))\n"
+            "print(vaecpp.datasets.digits.__module__, vaecpp.plot.manifold_grid.__module__,\n"
+            "      vaecpp.widgets.latent_sliders.__module__, vaecpp.distributed.__name__)\n"
+            "try:\n"
+            "    vaecpp.nope\n"
+            "except AttributeError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [
+        "vaecpp.datasets vaecpp.plot vaecpp.widgets vaecpp.distributed",
+        "module 'vaecpp' has no attribute 'nope'"], out.stdout

@@ -18,9 +18,24 @@ from .sweep import sweep  # Optuna is imported when sweep() runs (optional: vaec
 
 __version__ = "0.1.0"
 
+# Imported on first use, as Keras's ``keras.datasets``: ``vaecpp.plot`` brings matplotlib,
+# ``vaecpp.widgets`` ipywidgets, ``vaecpp.distributed`` mpi4py only when a program asks for them.
+_ON_FIRST_USE = ("datasets", "plot", "widgets", "distributed")
+
+
+def __getattr__(name):
+    if name in _ON_FIRST_USE:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")  # also sets it on this module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ON_FIRST_USE))
+
 __all__ = ["VAE", "load_model", "History", "Likelihood", "callbacks", "layers", "optimizers", "build_info",
            "cuda_available", "__version__", "architectures", "celeba_conv_vae", "keras_mnist_conv_vae",
-           "sources", "sweep", "set_flush_denormal", "flush_denormal"]
+           "sources", "sweep", "set_flush_denormal", "flush_denormal", *_ON_FIRST_USE]
 
 
 def build_info():
