@@ -101,6 +101,39 @@ def test_constructor_arguments():
         vaecpp.VAE(10, decoder=[vaecpp.layers.Dense(7)])
 
 
+def test_sizes_and_stacks_in_the_wrong_form_say_the_form_asked_for():
+    with pytest.raises(TypeError, match=r"hidden must be a list or tuple \(e\.g\. hidden=\[\.\.\.\]"):
+        vaecpp.VAE(16, hidden=8)
+    with pytest.raises(TypeError, match="decoder_hidden must be a list or tuple"):
+        vaecpp.VAE(16, hidden=(8,), decoder_hidden=4)
+    with pytest.raises(TypeError, match="encoder must be a list of vaecpp.layers.Layer objects"):
+        vaecpp.VAE(16, encoder=vaecpp.layers.Dense(4))
+    with pytest.raises(TypeError, match="monitor must be the name of a logged metric"):
+        vaecpp.callbacks.EarlyStopping(monitor=None)
+    assert vaecpp.VAE(16, hidden=np.array([8, 4]), seed=0).count_params() == \
+        vaecpp.VAE(16, hidden=[8, 4], seed=0).count_params()  # any sequence of widths
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (float("nan"), ValueError, "learning_rate must be finite"),
+    (-0.5, ValueError, r"learning_rate must be > 0\.0"),
+    (1e-50, ValueError, "learning_rate 1e-50 is 0 as float32"),
+    ("fast", TypeError, "learning_rate must be a number"),
+])
+def test_a_learning_rate_set_after_compile_is_checked_by_every_training_call(vae, x, bad, error,
+                                                                           message):
+    """fit and train_on_batch read optimizer.learning_rate (a schedule or the user may have set
+    it) through one check: train_on_batch took a NaN rate and left every weight NaN."""
+    vae.compile("adam")
+    before = vae.get_weights()
+    vae.optimizer.learning_rate = bad
+    for call in (lambda: vae.train_on_batch(x), lambda: vae.fit(x, verbose=0)):
+        with pytest.raises(error, match=message):
+            call()
+    for a, b in zip(before, vae.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_compile_unknown_optimizer(vae):
     with pytest.raises(ValueError, match="unknown optimizer"):
         vae.compile("adamm")

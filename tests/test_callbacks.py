@@ -75,6 +75,20 @@ def test_csv_logger(tmp_path, blobs):
     np.testing.assert_allclose([float(r["val_loss"]) for r in rows], h.history["val_loss"])
     model().fit(blobs, epochs=1, verbose=0, callbacks=[cb.CSVLogger(path, append=True)])
     assert len(read_csv(path)) == 4
+    assert read_csv(path)[3]["val_loss"] == ""  # the columns stay aligned without validation
+
+
+def test_csv_logger_keeps_the_validation_columns_when_epoch_one_is_not_validated(tmp_path, blobs):
+    """validation_freq=2: epoch 1 has no val_ metrics; their columns are there all the same
+    (Keras's CSVLogger adds them), empty where an epoch was not validated."""
+    path = tmp_path / "log.csv"
+    h = model().fit(blobs, epochs=4, verbose=0, validation_data=blobs, validation_freq=2,
+                    callbacks=[cb.CSVLogger(path)])
+    rows = read_csv(path)
+    assert [r["val_loss"] == "" for r in rows] == [True, False, True, False]
+    np.testing.assert_allclose([float(rows[i]["val_loss"]) for i in (1, 3)],
+                               h.history["val_loss"])
+    assert {"val_kl_loss", "val_reconstruction_loss"} <= set(rows[0])
 
 
 def test_lambda_callback_hooks_in_order(blobs):

@@ -81,6 +81,18 @@ def test_optimizer_names_and_errors():
         optimizers.SGD(learning_rate=-1)
     with pytest.raises(TypeError):
         optimizers.get(3)
+    with pytest.raises(TypeError, match="nesterov must be True or False, got 'no'"):
+        optimizers.SGD(momentum=0.9, nesterov="no")
+
+
+def test_optimizers_take_numpy_scalars():
+    """np.float32(0.01) is a learning rate as 0.01 is (Keras takes both)."""
+    adam = optimizers.Adam(learning_rate=np.float32(0.5), beta_1=np.float64(0.8))
+    sgd = optimizers.SGD(learning_rate=np.int64(1), momentum=np.float32(0.5), nesterov=np.bool_(True))
+    assert (adam.learning_rate, adam.options["beta_1"]) == (0.5, 0.8)
+    assert (sgd.learning_rate, sgd.options["momentum"], sgd.options["nesterov"]) == (1.0, 0.5, True)
+    assert all(type(v) in (float, bool) for v in (*adam.get_config().values(), *sgd.get_config().values())
+               if not isinstance(v, str) and v is not None)
 
 
 # ---- the optimizer step inside backward, bit for bit the one after it ----------------------------

@@ -685,6 +685,39 @@ def test_model_beyond_the_memory_limit_is_refused_before_allocation(monkeypatch)
     assert vaecpp.VAE(784, hidden=(2000,), seed=0, threads=1).count_params() == 3152788
 
 
+def test_a_failed_allocation_leaves_the_model_usable():
+    """IWAE's batch x k rows beyond what the process may allocate (here 32 x 10**6 decoder rows,
+    about 6 GB, under a 4 GiB address-space cap): a MemoryError, after which the model still
+    encodes and the same call fails the same way again (the engine's buffers kept their old
+    sizes: it crashed on the next call before)."""
+    setup = ("vae = vaecpp.VAE(16, hidden=(8,), objective='iwae', k=10**6, seed=0, threads=1)\n"
+             "x = np.random.default_rng(0).random((64, 16)).astype('f4')")
+    call = ("errors = []\n"
+            "for attempt in ('evaluate', 'fit'):\n"
+            "    try:\n"
+            "        getattr(vae, attempt)(x)\n"
+            "    except MemoryError:\n"
+            "        errors.append(attempt)\n"
+            "    z = vae.encode(x[:4])\n"
+            "    assert z.shape == (4, 2) and np.isfinite(z).all()\n"
+            "raise RuntimeError(' '.join(errors))")
+    kind, _, message = peak(setup, call)
+    assert (kind, message) == ("RuntimeError", "evaluate fit")
+
+
+def test_iwae_rows_beyond_the_engine_are_a_value_error():
+    vae = vaecpp.VAE(16, hidden=(8,), objective="iwae", k=10**8, seed=0, threads=1)
+    x = np.random.default_rng(0).random((64, 16)).astype("f4")
+    with pytest.raises(ValueError, match=r"32 samples with 100000000 draws each is 3200000000 "
+                                         r"decoder rows, more than the engine's 2147483647"):
+        vae.evaluate(x)
+    with pytest.raises(ValueError, match=r"needs about \d+ GB of working memory, more than this "
+                                         r"machine's"):
+        vaecpp.VAE(16, hidden=(8,), objective="iwae", k=10**8 // 2, seed=0, threads=1).fit(
+            x, batch_size=32, verbose=0)
+    assert vae.encode(x[:2]).shape == (2, 2)
+
+
 # ---- outputs whose size the caller chooses ------------------------------------------------------
 def test_sample_beyond_memory_is_a_value_error_before_allocating():
     """sample(n) with an output of 31 GB in a process that may use 4 GiB: a ValueError naming

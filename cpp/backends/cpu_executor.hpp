@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -32,28 +33,44 @@ class CpuExecutor final : public Executor<T> {
         }
     }
 
+    // Grows the buffers for batches of B samples, K draws each. The capacities are raised only
+    // once every buffer has grown, so a failed allocation leaves a model that still works at its
+    // old sizes; sizes beyond the engine's int rows or this machine's memory are a ValueError
+    // before anything is allocated.
     void reserve(int B, int K) override {
         const long R = long(B) * K;
         if (B <= capB_ && R <= capR_) return;
-        capB_ = std::max<long>(capB_, B);
-        capR_ = std::max(capR_, R);
+        const long nB = std::max<long>(capB_, B), nR = std::max(capR_, R);
         const long L = m.L, D = m.D, P = m.P;
-        m.enc.reserve(int(capB_));
-        m.dec.reserve(int(capR_));
-        for (auto* v : {&mu_, &lv_, &dmu_, &dlv_}) v->resize(capB_ * L);
-        for (auto* v : {&eps_, &z_, &dz_}) v->resize(capR_ * L);
-        nll_.resize(capR_);
-        kl_.resize(capB_);
-        dh_.resize(capB_ * m.enc.out_size());
-        dh2_.resize(capB_ * m.enc.out_size());
-        dp_.resize(capR_ * P * D);
-        const long w = std::max(capB_ * m.enc.max_width(), capR_ * m.dec.max_width());
+        const long w = std::max(nB * m.enc.max_width(), nR * m.dec.max_width());
+        if (nR > INT_MAX)
+            throw ValueError("a batch of " + std::to_string(B) + " samples with " +
+                             std::to_string(K) + " draws each is " + std::to_string(R) +
+                             " decoder rows, more than the engine's " + std::to_string(INT_MAX));
+        const double floats = double(nB) * (m.enc.row_floats() + 4 * L + 2 * m.enc.out_size() + D + 2) +
+                              double(nR) * (m.dec.row_floats() + 3 * L + P * D + 3) + 2.0 * w;
+        const double need = floats * sizeof(T), have = physical_memory_bytes();
+        if (have > 0 && need > have)
+            throw ValueError("a batch of " + std::to_string(B) + " samples with " +
+                             std::to_string(K) + " draws each needs about " +
+                             std::to_string(long(need / 1e9)) + " GB of working memory, more "
+                             "than this machine's " + std::to_string(long(have / 1e9)) + " GB");
+        m.enc.reserve(int(nB));
+        m.dec.reserve(int(nR));
+        for (auto* v : {&mu_, &lv_, &dmu_, &dlv_}) v->resize(nB * L);
+        for (auto* v : {&eps_, &z_, &dz_}) v->resize(nR * L);
+        nll_.resize(nR);
+        kl_.resize(nB);
+        dh_.resize(nB * m.enc.out_size());
+        dh2_.resize(nB * m.enc.out_size());
+        dp_.resize(nR * P * D);
         ga_.resize(w);
         gb_.resize(w);
-        xbatch_.resize(capB_ * D);
-        c_.resize(capR_);
-        wn_.resize(capR_);
-        bound_.resize(capB_);
+        xbatch_.resize(nB * D);
+        c_.resize(nR);
+        wn_.resize(nR);
+        bound_.resize(nB);
+        capB_ = nB, capR_ = nR;
     }
 
     void attach(const T* X, long /*N*/) override { data_ = X; }

@@ -49,6 +49,11 @@ struct Stack {
         for (auto& l : layers) m = std::max(m, l->out_size());
         return m;
     }
+    long row_floats() const {  // the outputs' values per sample: what reserve(cap) keeps, per row
+        long n = 0;
+        for (auto& l : layers) n += l->out_size();
+        return n;
+    }
     void reserve(int cap) {
         for (size_t i = 0; i < layers.size(); ++i) outs[i].resize(long(cap) * layers[i]->out_size());
     }

@@ -15,6 +15,7 @@ engine (``_core.LIKELIHOODS``, ``_core.likelihood_params_per_dim``), so there is
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 
@@ -122,15 +123,17 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
     if custom is None:
         params_per_dim = int(_core.likelihood_params_per_dim(likelihood, laplace_scale or 0.0))
     if encoder is None:
-        hidden = tuple(_limits.integer(h, "hidden width") for h in hidden)
+        hidden = tuple(_limits.integer(h, "hidden width") for h in _sequence(hidden, "hidden"))
         encoder = _mlp(hidden, activation, dropout)
     if decoder is None:
         dec_hidden = tuple(reversed(hidden)) if decoder_hidden is None else tuple(
-            _limits.integer(h, "decoder_hidden width") for h in decoder_hidden)
+            _limits.integer(h, "decoder_hidden width")
+            for h in _sequence(decoder_hidden, "decoder_hidden"))
         decoder = _mlp(dec_hidden, activation, dropout) + [
             L.Dense(params_per_dim * input_dim, name="decoder_output")]
     for stack, what in ((encoder, "encoder"), (decoder, "decoder")):
-        if not all(isinstance(layer, L.Layer) for layer in stack):
+        if isinstance(stack, L.Layer) or not all(
+                isinstance(layer, L.Layer) for layer in _sequence(stack, what)):
             raise TypeError(f"{what} must be a list of vaecpp.layers.Layer objects")
     encoder, decoder = list(encoder), list(decoder)
 
@@ -171,6 +174,15 @@ def check_model_memory(spec):
     _limits.check_memory(4 * params * spec.dtype.itemsize,
                          f"this model's {params} parameters, with their gradients and optimizer "
                          f"moments,")
+
+
+def _sequence(value, name):
+    """``value`` if it is a sequence (a list, tuple, array); otherwise a TypeError that shows the
+    form asked for (``hidden=8`` is ``hidden=(8,)``)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, collections.abc.Iterable):
+        raise TypeError(f"{name} must be a list or tuple (e.g. {name}=[...] or {name}=(8,)), "
+                        f"got {type(value).__name__}")
+    return value
 
 
 def make_engine(spec):

@@ -351,7 +351,7 @@ class VAE:
             raise ValueError("a VAE reconstructs its input: y must be None or the same array as x")
         if self.optimizer is None:
             self.compile()
-        self._engine.set_learning_rate(self.optimizer.learning_rate)
+        self._engine.set_learning_rate(training.learning_rate(self))
         out = training.means(self._engine.train_batch(self._rows(x)))
         return out if return_dict else out["loss"]
 

@@ -9,6 +9,7 @@ Keras 2's ``lr=`` is accepted for ``learning_rate=`` with a DeprecationWarning.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -19,7 +20,9 @@ __all__ = ["Optimizer", "Adam", "SGD", "RMSprop", "Adagrad", "get"]
 
 
 def _number(name, value, low=0.0, low_open=False, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite real ``value`` (Python or NumPy scalar) in ``[low, high)`` (``(low, high)``
+    with ``low_open``), as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value < low or (low_open and value == low) or (
@@ -29,6 +32,13 @@ def _number(name, value, low=0.0, low_open=False, high=None):
             bound += f" and < {high}"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
+
+
+def _bool(name, value):
+    """``value`` as a bool; anything but True or False (``"no"``, 1) is a TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 class Optimizer:
@@ -57,9 +67,7 @@ class Optimizer:
         # Keras 3's moving average of the weights: after each update avg = m avg + (1 - m) w
         # (avg = w after the first); fit ends with the weights set to it; every
         # ema_overwrite_frequency steps (if given) the weights are set to it during training.
-        if not isinstance(use_ema, (bool, np.bool_)):
-            raise TypeError(f"use_ema must be True or False, got {use_ema!r}")
-        self.use_ema = bool(use_ema)
+        self.use_ema = _bool("use_ema", use_ema)
         self.ema_momentum = _number("ema_momentum", ema_momentum)
         if self.ema_momentum > 1:
             raise ValueError(f"ema_momentum must be in [0, 1], got {self.ema_momentum}")
@@ -129,7 +137,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate, momentum=_number("momentum", momentum, high=1.0),
-                         nesterov=bool(nesterov), **kwargs)
+                         nesterov=_bool("nesterov", nesterov), **kwargs)
 
 
 class RMSprop(Optimizer):

@@ -353,6 +353,17 @@ def _check_distributable(data, dist):
     dist.check_same("the number of samples", len(data))
 
 
+def learning_rate(model):
+    """The compiled optimizer's ``learning_rate`` as the engine will use it: a finite number > 0,
+    also in the model's dtype (``1e-50`` is 0 as float32: nothing would train). Read before every
+    epoch of ``fit`` and every ``train_on_batch``, since a schedule or the user may have set it."""
+    lr = _checks.number(model.optimizer.learning_rate, "learning_rate", 0.0, open_minimum=True,
+                        dtype=model.dtype)
+    if model.dtype.type(lr) == 0:
+        raise ValueError(f"learning_rate {lr:g} is 0 as {model.dtype.name}")
+    return lr
+
+
 def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=None,
         steps_per_epoch=None, validation_steps=None, validation_freq=1, distributed=None):
@@ -473,9 +484,7 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
             if beta_schedule is not None:
                 engine.beta = _checks.number(beta_schedule(epoch), f"beta({epoch})", 0.0,
                                              dtype=model.dtype)
-            engine.set_learning_rate(_checks.number(  # a schedule may have changed it
-                model.optimizer.learning_rate, "learning_rate", 0.0, open_minimum=True,
-                dtype=model.dtype))
+            engine.set_learning_rate(learning_rate(model))  # a schedule may have changed it
             hook = report if verbose == 1 or batch_cbs else None
             try:
                 sums = train.train_epoch(engine, epoch, shuffle, hook, begin if batch_cbs else None,

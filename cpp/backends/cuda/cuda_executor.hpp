@@ -282,25 +282,27 @@ class CudaExecutor final : public Executor<float> {
         }
     }
 
-    // Workspace for B samples.
+    // Workspace for B samples. The capacity is raised only once every buffer has grown, so a
+    // failed allocation is retried by the next call instead of leaving buffers too small.
     void reserve_rows(int B) {
         if (B <= cap_) return;
-        cap_ = B;
+        const long n = B;
         const long L = m.L, D = m.D, P = m.P;
         for (Plan* st : {&enc_, &dec_})
             for (auto& l : *st) {
-                if (l->kind != DLayer::reshape) l->out.reserve(cap_ * l->width);
-                if (l->kind == DLayer::dropout) l->mask.reserve(cap_ * l->width);
+                if (l->kind != DLayer::reshape) l->out.reserve(n * l->width);
+                if (l->kind == DLayer::dropout) l->mask.reserve(n * l->width);
             }
-        for (auto* b : {&eps_, &mu_, &lv_, &z_, &dmu_, &dlv_}) b->reserve(cap_ * L);
-        nll_.reserve(cap_);
-        kl_.reserve(cap_);
-        xb_.reserve(cap_ * D);
-        dp_.reserve(cap_ * P * D);
-        dh_.reserve(cap_ * m.enc.out_size());
+        for (auto* b : {&eps_, &mu_, &lv_, &z_, &dmu_, &dlv_}) b->reserve(n * L);
+        nll_.reserve(n);
+        kl_.reserve(n);
+        xb_.reserve(n * D);
+        dp_.reserve(n * P * D);
+        dh_.reserve(n * m.enc.out_size());
         const long w = std::max(m.enc.max_width(), m.dec.max_width());
-        ga_.reserve(cap_ * w);
-        gb_.reserve(cap_ * w);
+        ga_.reserve(n * w);
+        gb_.reserve(n * w);
+        cap_ = B;
     }
 
     // Copies X (N, D) to the device when it fits beside the workspace; false: batch by batch.

@@ -94,6 +94,9 @@ class Monitor(Callback):
     def __init__(self, monitor="val_loss", mode="auto", min_delta=0.0):
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a logged metric (e.g. 'val_loss'), "
+                            f"got {monitor!r}")
         self.monitor = monitor
         self.sign = -1.0 if mode == "max" or (mode == "auto" and "elbo" in monitor) else 1.0
         self.min_delta = abs(min_delta)

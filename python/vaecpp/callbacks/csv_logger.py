@@ -8,8 +8,13 @@ import os
 from .base import Callback
 
 
+_NOT_VALIDATED = ("beta", "learning_rate")  # logged settings of the epoch, not measured on data
+
+
 class CSVLogger(Callback):
-    """Writes one CSV row per epoch: ``epoch`` then the metrics."""
+    """Writes one CSV row per epoch: ``epoch`` then the metrics. As Keras's, the columns are
+    the first epoch's metrics and, where that epoch was not validated (``validation_freq > 1``,
+    or no validation data), their ``val_`` twins too, left empty in the rows without them."""
     rank_zero_only = True  # in distributed training only rank 0 writes files
 
     def __init__(self, filename, separator=",", append=False):
@@ -26,6 +31,8 @@ class CSVLogger(Callback):
         logs = logs or {}
         if self.writer is None:
             self.keys = list(logs)
+            if not any(k.startswith("val_") for k in self.keys):
+                self.keys += ["val_" + k for k in self.keys if k not in _NOT_VALIDATED]
             self.writer = csv.writer(self.file, delimiter=self.separator)
             if not self.header_written:
                 self.writer.writerow(["epoch"] + self.keys)
