@@ -252,6 +252,45 @@ def test_evaluate_returns_the_loss_unless_return_dict(blobs):
     assert vae.evaluate(blobs, blobs, batch_size=None, verbose=0) == terms["loss"]
 
 
+def test_steps_reads_that_many_batches_of_an_array(blobs):
+    """evaluate(x, steps=N) and fit(validation_steps=N) on arrays: the first N batches, as Keras
+    (they were ignored, bad values included)."""
+    vae = model()
+    vae.fit(blobs, epochs=1, verbose=0)
+    assert vae.evaluate(blobs, steps=3, batch_size=10) == vae.evaluate(blobs[:30])
+    assert vae.evaluate(blobs, steps=10**6) == vae.evaluate(blobs)
+    for bad, error in ((-5, ValueError), (0, ValueError), ("x", TypeError)):
+        with pytest.raises(error, match="steps"):
+            vae.evaluate(blobs, steps=bad)
+    a, b = model(), model()
+    ha = a.fit(blobs, epochs=1, verbose=0, batch_size=20, validation_data=blobs,
+               validation_steps=2)
+    hb = b.fit(blobs, epochs=1, verbose=0, batch_size=20, validation_data=blobs[:40])
+    assert ha.history["val_loss"] == hb.history["val_loss"]
+    with pytest.raises(ValueError, match="validation_steps"):
+        model().fit(blobs, verbose=0, validation_data=blobs, validation_steps=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        vae.log_likelihood(blobs[:2], k=4, batch_size=-3)
+    np.testing.assert_array_equal(vae.log_likelihood(blobs[:3], k=4, batch_size=1),
+                                  vae.log_likelihood(blobs[:3], k=4))
+
+
+def test_from_config_builds_the_same_architecture_afresh(blobs):
+    """VAE.from_config(vae.get_config()), as Keras's Model.from_config: the same layers, seed and
+    settings, so the same initial weights as the model had when built; conv layers too."""
+    vae = model(likelihood="gaussian", beta=0.5, dropout=0.1)
+    initial = vae.get_weights()
+    vae.fit(blobs, epochs=1, verbose=0)
+    again = vaecpp.VAE.from_config(vae.get_config())
+    assert again.get_config() == vae.get_config()
+    for a, b in zip(again.get_weights(), initial):
+        np.testing.assert_array_equal(a, b)
+    conv = vaecpp.keras_mnist_conv_vae()
+    assert vaecpp.VAE.from_config(conv.get_config()).layer_summary() == conv.layer_summary()
+    with pytest.raises(TypeError, match="encoder must be a list"):
+        vaecpp.VAE(**vae.get_config())  # the constructor takes layers, not their configs
+
+
 class CountingEngine:
     """Wraps a model's engine and records the rows of each encode / decode call."""
 

@@ -213,6 +213,14 @@ class VAE:
         """The constructor arguments (JSON-serialisable); a beta schedule is not included."""
         return dict(self._config)
 
+    @classmethod
+    def from_config(cls, config: Dict[str, Any],
+                    custom_objects: Optional[Dict[str, type]] = None) -> "VAE":
+        """A new model, with fresh weights, of the architecture ``config`` describes (a
+        ``get_config()`` dict: layers as their configs, a custom likelihood as its class name and
+        arguments, found in ``custom_objects``), as Keras's ``Model.from_config``."""
+        return cls(**_constructor_args(config, custom_objects))
+
     def compile(self, optimizer: OptimizerLike = "adam", loss: None = None,
                 metrics: Optional[Sequence[str]] = None) -> "VAE":
         """Chooses the optimizer (a name or a vaecpp.optimizers.Optimizer); resets its state.
@@ -363,7 +371,8 @@ class VAE:
         -(reconstruction_loss + kl_loss), the evidence lower bound in nats). The noise of sample
         i depends only on the seed and i, so the result is repeatable. ``x`` may be a data
         source or generator (see :mod:`vaecpp.sources`; a generator needs ``steps``), read once
-        in order: the same data as an array gives the same numbers. ``batch_size=None`` is 32.
+        in order: the same data as an array gives the same numbers. ``steps`` evaluates that
+        many batches (of an array, its first ``steps * batch_size`` rows), as in Keras. ``batch_size=None`` is 32.
         ``y`` must be None or ``x`` (``verbose`` is accepted and ignored: nothing is shown).
         With ``distributed`` (an mpi4py communicator) each rank evaluates its share of the array
         or stream and every rank returns the totals."""
@@ -426,7 +435,12 @@ class VAE:
         """Importance-sampled estimate of log p(x) per sample, in nats (the IWAE bound with k
         draws from q(z|x), summed with log-sum-exp in float64). It tightens towards log p(x) as
         k grows; this is the number papers quote (e.g. about -87 nats for a VAE on dynamically
-        binarised MNIST). Repeatable: the draws depend only on the seed and sample index."""
+        binarised MNIST). Repeatable: the draws depend only on the seed and sample index.
+        ``batch_size`` (None or a positive integer, for Keras-like call sites) does not change
+        the result: the engine takes as many samples per pass as keep k draws each within its
+        own bounded buffers."""
+        if batch_size is not None:
+            _checks.positive_int(batch_size, "batch_size")
         rows = self._rows(x)
         k = _limits.integer(k, "k")
         return self._engine.log_likelihood(rows, k).astype(np.float64)
@@ -642,6 +656,22 @@ def load_model(path: Union[str, os.PathLike], custom_objects: Optional[Dict[str,
         return _rebuild(saved, custom_objects, backend, device, compile)
 
 
+def _constructor_args(config, custom_objects):
+    """``VAE(...)``'s arguments from a ``get_config()`` dict: the layer configs as layers, a
+    custom likelihood's ``{"class", "args"}`` as an instance of its class in ``custom_objects``."""
+    cfg = dict(config)
+    if isinstance(cfg.get("likelihood"), dict):
+        name = cfg["likelihood"]["class"]
+        if name not in (custom_objects or {}):
+            raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
+                             f"custom_objects={{{name!r}: {name}}}")
+        cfg["likelihood"] = custom_objects[name](**cfg["likelihood"].get("args", {}))
+    for stack in ("encoder", "decoder"):
+        if stack in cfg:
+            cfg[stack] = [c if isinstance(c, L.Layer) else L.from_config(c) for c in cfg[stack]]
+    return cfg
+
+
 def _rebuild(saved, custom_objects, backend, device, compile):
     """The model of an open, checked model file (``saving.read_model``)."""
     where = saved.path
@@ -651,15 +681,7 @@ def _rebuild(saved, custom_objects, backend, device, compile):
             cfg["backend"] = backend
         if device is not None:
             cfg["device"] = device
-        if isinstance(cfg.get("likelihood"), dict):
-            name = cfg["likelihood"]["class"]
-            if name not in (custom_objects or {}):
-                raise ValueError(f"the model uses the custom likelihood {name!r}: pass "
-                                 f"custom_objects={{{name!r}: {name}}}")
-            cfg["likelihood"] = custom_objects[name](**cfg["likelihood"].get("args", {}))
-        cfg["encoder"] = [L.from_config(c) for c in cfg["encoder"]]
-        cfg["decoder"] = [L.from_config(c) for c in cfg["decoder"]]
-        model = VAE(**cfg)
+        model = VAE(**_constructor_args(cfg, custom_objects))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{where!r}: invalid model configuration: {e}") from None
     model._set_flat_weights(saved)

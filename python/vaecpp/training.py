@@ -253,14 +253,17 @@ class _SharedPass:
 
 
 def adapter_for(model, data, batch_size, steps=None, name="x", steps_name="steps"):
-    """The adapter for ``data``: a stream (see :mod:`vaecpp.sources`) or an array."""
+    """The adapter for ``data``: a stream (see :mod:`vaecpp.sources`) or an array. ``steps``
+    (evaluate's ``steps``, fit's ``validation_steps``) reads that many batches, as in Keras: of
+    an array, which is read in order, its first ``steps * batch_size`` rows."""
+    if steps is not None:
+        steps = _checks.positive_int(steps, steps_name)
     if is_stream(data):
-        if steps is not None:
-            steps = _checks.positive_int(steps, steps_name)
         stream = Stream(data, batch_size, steps, model.seed, name, steps_name)
         return StreamAdapter(stream, lambda batch, what: model._rows(batch, what),
                              np.zeros((0, model.input_dim), model.dtype))
-    return ArrayAdapter(model._rows(data, name), batch_size)
+    rows = model._rows(data, name)
+    return ArrayAdapter(rows if steps is None else rows[:steps * batch_size], batch_size)
 
 
 def evaluate(model, x, batch_size=None, steps=None, distributed=None):
