@@ -225,6 +225,29 @@ def test_unusable_out_gives_one_line_and_exit_2(tmp_path, env):
     assert "--out" in line
 
 
+@pytest.mark.parametrize("taken", ["model.vae", "loss.png", "manifold.png"])
+def test_out_whose_file_names_are_taken_stops_before_training(tmp_path, env, taken):
+    """A folder where the run will write one of its files (created by hand here): one line,
+    exit 2, before any training (it used to train to the end, then die with a traceback)."""
+    out = tmp_path / "run"
+    (out / taken).mkdir(parents=True)
+    result = run(["train", "--epochs", "1", "--hidden", "4", "--out", str(out)], env)
+    line = assert_one_line_error(result)
+    assert f"cannot write {str(out / taken)!r}" in line
+    assert result.stdout == ""  # nothing trained: the run's first line is not printed
+    assert sorted(p.name for p in out.iterdir()) == [taken]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_out_where_no_file_can_be_created_stops_before_training(env):
+    """/proc exists (so it passes for created) but takes no new files, even from root, who may
+    write in any read-only folder."""
+    result = run(["train", "--epochs", "1", "--hidden", "4", "--out", "/proc"], env)
+    line = assert_one_line_error(result)
+    assert "cannot write files in --out '/proc'" in line
+    assert result.stdout == ""
+
+
 def test_failed_download_ends_with_one_error_line(tmp_path, env):
     env["VAECPP_DATA"] = str(tmp_path / "empty")
     result = run(["train", "--dataset", "frey", "--out", str(tmp_path / "run")], env)
