@@ -368,8 +368,8 @@ _CONFIG_KEYS = {"input_shape", "latent_dim", "likelihood", "output_activation", 
 
 
 def _check_json_args(args, path, where):
-    """Layer / likelihood arguments: a dict of JSON scalars or lists of them, integers within the
-    engine's range."""
+    """Layer arguments: a dict of JSON scalars or lists of them, integers within the engine's
+    range."""
     if not isinstance(args, dict):
         raise _fail(path, f"invalid model configuration: {where} args must be a dict")
     if not isinstance(args.get("name", ""), str):
@@ -385,6 +385,40 @@ def _check_json_args(args, path, where):
             raise _fail(path, f"invalid model configuration: {where} argument {key!r} = "
                               f"{v!r:.60} is not a finite number or an integer within the "
                               f"engine's range")
+
+
+def check_likelihood_args(args):
+    """ValueError unless ``args``, a custom likelihood's ``get_config()``, is what a model file
+    stores and gives back: a dict of JSON values (None, bools, strings, integers of any size,
+    finite floats, lists or tuples of them, which come back as lists, and dicts with string keys
+    of them, nested). One rule for both sides: a save refuses such args before writing, a load
+    refuses a file that holds them, so whatever saves, loads. The arguments go to the
+    likelihood's constructor in Python, never to the engine: no integer bound."""
+    if not isinstance(args, dict):
+        raise ValueError(f"a custom likelihood's get_config() must return a dict, "
+                         f"got {type(args).__name__}")
+    pending = [(args, "get_config()")]  # a stack, not recursion: no limit on the nesting
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_json_key(key, where)
+                pending.append((item, f"{where}[{key!r}]"))
+        elif isinstance(value, (list, tuple)):
+            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"custom likelihood {where} = {value!r} is not finite "
+                             f"(JSON has no NaN or infinity)")
+        elif not (value is None or isinstance(value, (bool, str, int, float))):
+            raise ValueError(f"custom likelihood {where} = {value!r:.60} is of type "
+                             f"{type(value).__name__}, not a JSON value (None, bool, str, int, "
+                             f"float, list, dict)")
+
+
+def _check_json_key(key, where):
+    if not isinstance(key, str):
+        raise ValueError(f"custom likelihood {where} has the key {key!r:.60}: JSON "
+                         f"object keys are strings")
 
 
 def _check_layers(cfg, key, path):
@@ -439,7 +473,10 @@ def check_model_config(cfg, path):
         if not (isinstance(lik.get("class"), str) and set(lik) <= {"class", "args"}):
             raise _fail(path, "invalid model configuration: a custom likelihood must be "
                               "{'class': name, 'args': {...}}")
-        _check_json_args(lik.get("args", {}), path, "likelihood")
+        try:
+            check_likelihood_args(lik.get("args", {}))
+        except ValueError as e:
+            raise _fail(path, f"invalid model configuration: {e}") from None
     elif not isinstance(lik, str):
         raise _fail(path, "invalid model configuration: likelihood must be a name or a dict")
     _check_layers(cfg, "encoder", path)

@@ -104,7 +104,15 @@ class ModelFile:
 def save_model(path, *, config, optimizer, step, history, params, state, optimizer_slots=None):
     """Writes a model file: the JSON header and the flat ``params``, ``state`` and (with an
     optimizer) its slot arrays ``optimizer_slots = (m, v, ema)`` (``opt_ema`` only where
-    non-empty, so files without a weight average read as before)."""
+    non-empty, so files without a weight average read as before). ValueError, before anything
+    is written, for a custom likelihood whose arguments a load would refuse
+    (``_file_checks.check_likelihood_args``)."""
+    likelihood = config.get("likelihood")
+    if isinstance(likelihood, dict):  # a custom one: refused now if a load would refuse it
+        try:
+            _file_checks.check_likelihood_args(likelihood.get("args"))
+        except ValueError as e:
+            raise ValueError(f"cannot save {os.fspath(path)!r}: {e}") from None
     header = {"format": FORMAT, "version": VERSION, "config": config, "optimizer": optimizer,
               "step": int(step), "history": history}
     arrays = {"params": params, "state": state}
