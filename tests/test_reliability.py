@@ -647,6 +647,7 @@ INT_MAX = 2**31 - 1
     ({"threads": 1025}, ValueError, "threads must be <= 1024"),
     ({"seed": 2**64}, ValueError, f"seed must be <= {2**64 - 1}"),
     ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"device": 2**31}, ValueError, f"device must be <= {INT_MAX}"),  # backend="cpu" too
     ({"threads": 2.0}, TypeError, "threads must be an integer"),
     ({"beta": lambda epoch: float("nan")}, ValueError, r"beta\(0\) must be finite"),
     ({"prior_std": 1e300}, ValueError, "prior_std must be finite as float32"),
@@ -655,6 +656,14 @@ def test_constructor_integers_beyond_the_engine_are_value_errors(kwargs, error, 
     args = {"input_shape": 20, "hidden": (4,), "seed": 0, **kwargs}
     with pytest.raises(error, match=message):
         vaecpp.VAE(args.pop("input_shape"), **args)
+
+
+def test_device_bound_is_the_same_for_the_constructor_and_model_files(tmp_path):
+    """A CPU model took device=2**31 and saved a file load_model refused; the constructor now
+    applies the file's bound, and the largest device it takes round-trips."""
+    vae = vaecpp.VAE(20, hidden=(4,), seed=0, device=INT_MAX)
+    vae.save(tmp_path / "m.vae")
+    assert vaecpp.load_model(tmp_path / "m.vae").get_config()["device"] == INT_MAX
 
 
 def test_layer_sizes_beyond_the_engine_are_value_errors():
