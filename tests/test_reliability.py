@@ -623,13 +623,36 @@ def test_download_has_a_size_cap(slow_server, tmp_path):
         fetch(slow_server + "/endless", "0" * 64, tmp_path, deadline=0, quiet=True)
 
 
+def batchnorm_vae():
+    return vaecpp.VAE((4, 4, 1), latent_dim=2, seed=0, encoder=[vaecpp.layers.BatchNorm(),
+                                                               vaecpp.layers.Flatten()])
+
+
 def test_negative_moving_variance_is_rejected(tmp_path):
-    vae = vaecpp.VAE((4, 4, 1), latent_dim=2, seed=0, encoder=[vaecpp.layers.BatchNorm(),
-                                                              vaecpp.layers.Flatten()])
+    vae = batchnorm_vae()
     vae.save(tmp_path / "bn.vae")
     bad = rewrite_model(tmp_path / "bn.vae", arrays=lambda a: a["state"].__setitem__(-1, -0.5))
     with pytest.raises(ValueError, match="moving_variance holds negative values"):
         vaecpp.load_model(bad)
+
+
+def test_negative_moving_variance_is_rejected_by_set_weights_and_safetensors(tmp_path):
+    """The check .vae / .npz files get (``_file_checks.check_state``) applies to set_weights and
+    safetensors files too: they took a negative variance, and encode then returned NaN."""
+    pytest.importorskip("safetensors")
+    vae = batchnorm_vae()
+    weights = vae.get_weights()
+    weights[vae.weight_names().index("batchnorm/moving_variance")][-1] = -0.5
+    before = vae.get_weights()
+    with pytest.raises(ValueError, match="set_weights: batchnorm/moving_variance holds negative"):
+        vae.set_weights(weights)
+    path = tmp_path / "bn.safetensors"
+    vaecpp.saving.save_safetensors(path, dict(zip(vae.weight_names(), weights)))
+    with pytest.raises(ValueError, match="bn.safetensors.*moving_variance holds negative"):
+        vae.load_weights(path)
+    for kept, was in zip(vae.get_weights(), before):  # unchanged by either
+        np.testing.assert_array_equal(kept, was)
+    assert np.isfinite(vae.encode(np.ones((2, 4, 4, 1), np.float32))).all()
 
 
 # ---- the model's own arguments: _limits before the engine -----------------------------------------

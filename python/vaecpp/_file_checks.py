@@ -261,15 +261,17 @@ def check_arrays_fit(archive, params, state):
         archive.size(name, params)
 
 
-def check_state(path, state, infos):
+def check_state(where, state, infos):
     """Non-trainable arrays that must not be negative (BatchNorm's moving variance: its square
-    root divides) are not; ``infos`` is the engine's ``state_info()``."""
+    root divides, and ``encode`` would return NaN) are not; ``infos`` is the engine's
+    ``state_info()``. ValueError starting with ``where`` (a file's path, or the method) otherwise.
+    Every way in (model and weights files in either format, ``set_weights``) checks with it."""
     offset = 0
     for _, layer, name, shape in infos:
         size = math.prod(shape)
         part = state[offset:offset + size]
         if name == "moving_variance" and part.size and part.min() < 0:
-            raise _fail(path, f"{layer}/{name} holds negative values (min {part.min()})")
+            raise ValueError(f"{where}: {layer}/{name} holds negative values (min {part.min()})")
         offset += size
 
 

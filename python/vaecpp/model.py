@@ -513,19 +513,34 @@ class VAE:
         return self._split(self._engine.get_params(), self._engine.get_state())
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Sets the arrays of :meth:`get_weights`, in its order and shapes: real numbers, finite
+        as the model's dtype, BatchNorm moving variances >= 0; ValueError / TypeError otherwise,
+        the weights unchanged."""
+        self._set_flat(*self._flatten(weights, "set_weights"), "set_weights")
+
+    def _flatten(self, weights, what):
+        """The engine's flat ``(params, state)`` holding ``weights`` (get_weights' arrays),
+        each checked for its shape and cast (``_real_array``); ``what`` begins the messages."""
         weights = list(weights)
         if len(weights) != len(self._weight_index):
-            raise ValueError(f"set_weights expects {len(self._weight_index)} arrays, "
+            raise ValueError(f"{what} expects {len(self._weight_index)} arrays, "
                              f"got {len(weights)}")
         params = self._engine.get_params()
         state = self._engine.get_state()
         for w, (src, off, shape, name) in zip(weights, self._weight_index):
             w = np.asarray(w)
             if w.shape != tuple(shape):
-                raise ValueError(f"set_weights: {name} must have shape {tuple(shape)}, "
+                raise ValueError(f"{what}: {name} must have shape {tuple(shape)}, "
                                  f"got {w.shape}")
             (params if src == "p" else state)[off:off + w.size] = self._real_array(
-                w, f"set_weights: {name}").ravel()
+                w, f"{what}: {name}").ravel()
+        return params, state
+
+    def _set_flat(self, params, state, where):
+        """Hands flat parameters and state to the engine once the state passed
+        ``_file_checks.check_state`` (BatchNorm variances >= 0; ``where`` begins its message):
+        the one way in for set_weights, load_weights (either format) and load_model."""
+        _file_checks.check_state(where, state, self._engine.state_info())
         self._engine.set_params(params)
         self._engine.set_state(state)
 
@@ -605,7 +620,9 @@ class VAE:
         architecture; a file of another architecture raises ValueError."""
         if saving.is_safetensors(path):
             tensors = saving.read_safetensors(path, self._weights_layout(), self.dtype)
-            self.set_weights([tensors[name] for name in self.weight_names()])
+            where = repr(os.fspath(path))
+            self._set_flat(*self._flatten([tensors[name] for name in self.weight_names()],
+                                          where), where)
             return
         with saving.read_weights(path, self._weights_layout()) as f:
             self._set_flat_weights(f)
@@ -613,12 +630,9 @@ class VAE:
     def _set_flat_weights(self, f):
         """Parameters and state from an open file (``saving.read_weights`` / ``read_model``),
         checked: the sizes this model has, finite as its dtype, BatchNorm variances >= 0."""
-        engine = self._engine
-        params = f.read("params", engine.num_params, self.dtype)
-        state = f.read("state", engine.num_state, self.dtype)
-        _file_checks.check_state(f.path, state, engine.state_info())
-        engine.set_params(params)
-        engine.set_state(state)
+        params = f.read("params", self._engine.num_params, self.dtype)
+        state = f.read("state", self._engine.num_state, self.dtype)
+        self._set_flat(params, state, repr(f.path))
 
     def __repr__(self):
         return (f"VAE(input_shape={self.input_shape}, latent_dim={self.latent_dim}, "
