@@ -370,14 +370,29 @@ def test_stale_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_path, 
     assert proc.returncode == -signal.SIGKILL
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     assert len(leftovers) == 1 and target.read_bytes() == before
-    live = tmp_path / ".vaecpp-m.vae.1.keep.tmp"  # pid 1 is alive: a save in progress
+    live = tmp_path / ".vaecpp-m.vae.1.keep_it_.tmp"  # pid 1 is alive: a save in progress
     live.write_bytes(b"")
-    other = tmp_path / ".vaecpp-other.vae.999999999.x.tmp"  # another target's: not ours
+    other = tmp_path / ".vaecpp-other.vae.999999999.xxxxxxxx.tmp"  # another target's: not ours
     other.write_bytes(b"")
     vaecpp.load_model(target).save(target)
     assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tmp")) == sorted(
         [live.name, other.name])
     vaecpp.load_model(target)
+
+
+def test_live_temporary_of_a_longer_name_is_not_taken_for_a_dead_one(tmp_path, saved):
+    """A save to "m.vae.999999999" in this (live) process has the temporary
+    ".vaecpp-m.vae.999999999.<pid>.<random>.tmp"; a save to "m.vae" read that as its own of the
+    dead process 999999999 and deleted it under the live save. Only names of exactly the form
+    mkstemp gives a save to this path count."""
+    live = tmp_path / f".vaecpp-m.vae.999999999.{os.getpid()}.abcd_123.tmp"
+    live.write_bytes(b"")
+    dead = tmp_path / ".vaecpp-m.vae.999999999.abcd_123.tmp"  # m.vae's, of a dead process
+    dead.write_bytes(b"")
+    vaecpp.load_model(tmp_path / "m.vae").save(tmp_path / "m.vae")
+    assert live.exists() and not dead.exists()
+    vaecpp.load_model(tmp_path / "m.vae").save(tmp_path / "m.vae.999999999")
+    assert live.exists()  # its own process's: a save in progress
 
 
 # ---- IDX ----------------------------------------------------------------------------------------

@@ -43,9 +43,23 @@ TEMP_PREFIX = ".vaecpp-"
 _STALE_AGE_S = 24 * 3600  # where process ids cannot be checked (Windows): a day-old file is stale
 
 
+TEMP_SUFFIX = ".tmp"
+# What tempfile.mkstemp puts between prefix and suffix: 8 characters of [a-z0-9_]. Matching
+# exactly that, not any text, keeps the temporaries of "m.vae.77777"
+# (".vaecpp-m.vae.77777.<pid>.<random>.tmp") from reading as m.vae's of process 77777.
+_MKSTEMP_RANDOM = r"[a-z0-9_]{8}"
+
+
 def temp_prefix(path):
-    """The prefix of ``path``'s temporary files: ``.vaecpp-<name>.<pid>.`` (suffix ``.tmp``)."""
+    """The prefix of ``path``'s temporary files: ``.vaecpp-<name>.<pid>.`` (then mkstemp's
+    random part and :data:`TEMP_SUFFIX`)."""
     return f"{TEMP_PREFIX}{os.path.basename(os.fspath(path))}.{os.getpid()}."
+
+
+def _temp_pattern(path):
+    """The names of ``path``'s temporary files and only those (the pid is group 1)."""
+    return re.compile(re.escape(f"{TEMP_PREFIX}{os.path.basename(path)}.") + r"(\d+)\."
+                      + _MKSTEMP_RANDOM + re.escape(TEMP_SUFFIX))
 
 
 def _pid_alive(pid):
@@ -64,13 +78,13 @@ def remove_stale_temporaries(path):
     progress in another live process is left alone. Best effort: errors are ignored."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    pattern = re.compile(re.escape(TEMP_PREFIX + os.path.basename(path)) + r"\.(\d+)\.[^/]*\.tmp$")
+    pattern = _temp_pattern(path)
     try:
         names = os.listdir(directory)
     except OSError:
         return
     for name in names:
-        m = pattern.match(name)
+        m = pattern.fullmatch(name)
         if m is None:
             continue
         full = os.path.join(directory, name)

@@ -36,7 +36,8 @@ def _atomic_write(path, write):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     _file_checks.remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=_file_checks.temp_prefix(path), suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_file_checks.temp_prefix(path),
+                               suffix=_file_checks.TEMP_SUFFIX, dir=directory)
     try:
         umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
         os.umask(umask)
