@@ -33,6 +33,26 @@ def test_round_trip_identical_outputs(tmp_path, trained, blobs):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_beta_schedule_saves_its_current_value(tmp_path, blobs):
+    """A function cannot be saved; the schedule's value at save time is (it was saved as 1.0, and
+    the loaded model evaluated differently). Setting the schedule again resumes it."""
+    def schedule(epoch):
+        return 0.25 * (epoch + 1)
+
+    vae = vaecpp.VAE(20, hidden=(16,), seed=5, beta=schedule).compile("adam")
+    assert vae.get_config()["beta"] == 0.25  # beta(0), before any training
+    vae.fit(blobs, epochs=2, batch_size=32, verbose=0)
+    assert vae.get_config()["beta"] == 0.5  # the last epoch's
+    vae.save(tmp_path / "m.vae")
+    loaded = vaecpp.load_model(tmp_path / "m.vae")
+    assert loaded.beta == 0.5
+    assert loaded.evaluate(blobs, return_dict=True) == vae.evaluate(blobs, return_dict=True)
+    loaded.beta = schedule
+    vae.fit(blobs, epochs=3, initial_epoch=2, batch_size=32, verbose=0)
+    loaded.fit(blobs, epochs=3, initial_epoch=2, batch_size=32, verbose=0)
+    assert loaded.history.history["beta"] == vae.history.history["beta"] == [0.25, 0.5, 0.75]
+
+
 def test_resume_matches_uninterrupted_training(tmp_path, blobs):
     def fresh():
         return vaecpp.VAE(20, hidden=(16,), seed=9, dropout=0.1).compile("adam")

@@ -137,7 +137,7 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
     config = dict(
         input_shape=list(input_shape), latent_dim=latent_dim,
         likelihood=likelihood, output_activation=output_activation,
-        beta=beta0 if beta_schedule is None else 1.0,
+        beta=beta0,  # with a schedule, its value now: VAE.get_config keeps it current
         epsilon_std=number(epsilon_std, "epsilon_std"), prior_std=number(prior_std, "prior_std"),
         log_var_clip=number(log_var_clip, "log_var_clip"),
         laplace_scale=laplace_scale, reduction=reduction, objective=objective, k=k, seed=seed,

@@ -102,7 +102,9 @@ class VAE:
     dropout : float
         Dropout rate after every hidden Dense layer (training only).
     beta : float or callable
-        Weight of the KL term, or a schedule ``beta(epoch) -> float`` (KL warm-up).
+        Weight of the KL term, or a schedule ``beta(epoch) -> float`` (KL warm-up), called at
+        the start of each epoch. A schedule is not saved: ``save`` / ``get_config`` keep its
+        value at that time, which a loaded model keeps as a constant beta.
     epsilon_std : float
         Standard deviation of the reparameterisation noise ``eps ~ N(0, epsilon_std^2)``.
     prior_std : float
@@ -210,8 +212,11 @@ class VAE:
         return self._engine.epsilon_std
 
     def get_config(self) -> Dict[str, Any]:
-        """The constructor arguments (JSON-serialisable); a beta schedule is not included."""
-        return dict(self._config)
+        """The constructor arguments (JSON-serialisable). With a beta schedule, ``beta`` is its
+        value now (the last epoch's after ``fit``; ``beta(0)`` before): a function cannot be
+        saved, so a model saved and loaded evaluates as it did, with that constant beta; to go on
+        with the schedule, set it again (``loaded.beta = schedule``)."""
+        return dict(self._config, beta=self._engine.beta)
 
     def compile(self, optimizer: OptimizerLike = "adam", loss: None = None,
                 metrics: Optional[Sequence[str]] = None) -> "VAE":
