@@ -21,6 +21,7 @@ import math
 import numbers
 import os
 import re
+import stat
 import time
 import zipfile
 
@@ -100,6 +101,27 @@ def remove_stale_temporaries(path):
             continue
 
 
+# ---- the file itself ----------------------------------------------------------------------------
+_NOT_REGULAR = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"))
+
+
+def check_regular_file(path, what):
+    """``path`` (a str) names a regular file to read as ``what`` ("vaecpp file", "safetensors
+    file"): FileNotFoundError if nothing is there, IsADirectoryError for a folder, ValueError for
+    a device, FIFO or socket (``/dev/null`` was "no such file"; a FIFO would block the read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {path!r}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path!r} is a directory, not a {what}")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "special file")
+        raise ValueError(f"{path!r} is a {kind}, not a regular file: it cannot be read as a "
+                         f"{what}")
+
+
 # ---- the zip archive ----------------------------------------------------------------------------
 class ArrayEntry:
     """One ``.npy`` member: its zip entry, declared shape and dtype, and where its data starts."""
@@ -115,21 +137,20 @@ class ArrayEntry:
 class Archive:
     """An open vaecpp file: ``header`` (the parsed JSON) and ``entries`` (name -> ArrayEntry).
 
-    ``names`` are the array names the format allows; any other member is an error. Use as a
-    context manager; :meth:`read` returns one array once its size has been checked."""
+    ``names`` are the array names the format allows; any other member is an error, but a
+    vaecpp file of another format (``hints``: format -> what to do with it) is named as such
+    first. Use as a context manager; :meth:`read` returns one array once its size has been
+    checked."""
 
-    def __init__(self, path, expected_format, version, header_name, names):
+    def __init__(self, path, expected_format, version, header_name, names, hints=None):
         self.path = os.fspath(path)
-        if os.path.isdir(self.path):
-            raise IsADirectoryError(f"{self.path!r} is a directory, not a vaecpp file")
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"no such file: {self.path!r}")
+        check_regular_file(self.path, "vaecpp file")
         try:
             self._zip = zipfile.ZipFile(self.path)
         except Exception as e:  # not a zip, truncated directory, ...
             raise _fail(self.path, f"not an intact vaecpp file: {e}") from None
         try:
-            self._open(expected_format, version, header_name, names)
+            self._open(expected_format, version, header_name, names, hints or {})
         except BaseException:
             self._zip.close()
             raise
@@ -143,24 +164,43 @@ class Archive:
     def close(self):
         self._zip.close()
 
-    def _open(self, expected_format, version, header_name, names):
-        members = {}
+    def _open(self, expected_format, version, header_name, names, hints):
+        """Checks the zip directory, then the header (its format before any unexpected member:
+        a model file given to ``load_weights`` is named as one), then each array's ``.npy``
+        header. Unexpected members are never read."""
+        members, unexpected = {}, []
         for info in self._zip.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else None
-            if name not in names and name != header_name:
-                raise _fail(self.path, f"not an intact vaecpp file: unexpected member "
-                                       f"{info.filename!r} (a vaecpp file holds only "
-                                       f"{', '.join(sorted(names))})")
+            if not info.filename.endswith(".npy"):
+                unexpected.append(info.filename)
+                continue
+            name = info.filename[:-4]
             if name in members:
                 raise _fail(self.path, f"not an intact vaecpp file: member {info.filename!r} "
                                        f"appears twice")
             members[name] = info
+            if name not in names and name != header_name:
+                unexpected.append(info.filename)
+
+        def reject_unexpected():
+            raise _fail(self.path, f"not an intact vaecpp file: unexpected member "
+                                   f"{unexpected[0]!r} (a vaecpp file holds only "
+                                   f"{', '.join(sorted(names))})")
+
         if header_name not in members:
+            if unexpected:
+                reject_unexpected()
             raise _fail(self.path, "not an intact vaecpp file: no vaecpp header")
-        self.entries = {}
-        for name, info in members.items():
-            self.entries[name] = self._entry(name, info)
-        head = self.entries.pop(header_name)
+        self.header = self._header(members[header_name], header_name, expected_format, version,
+                                   hints)
+        if unexpected:
+            reject_unexpected()
+        self.entries = {name: self._entry(name, info) for name, info in members.items()
+                        if name != header_name}
+
+    def _header(self, info, header_name, expected_format, version, hints):
+        """The parsed JSON header, of ``expected_format`` and ``version``; a vaecpp file of a
+        format in ``hints`` is named as such, with the hint."""
+        head = self._entry(header_name, info)
         if head.dtype != np.uint8 or len(head.shape) != 1 or head.size > MAX_HEADER_BYTES:
             raise _fail(self.path, f"not an intact vaecpp file: bad header array "
                                    f"{head.dtype} {head.shape}")
@@ -169,13 +209,16 @@ class Archive:
             header = json.loads(blob.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise _fail(self.path, f"not an intact vaecpp file: bad JSON header ({e})") from None
-        if not isinstance(header, dict) or header.get("format") != expected_format:
-            found = header.get("format") if isinstance(header, dict) else None
-            raise _fail(self.path, f"is not a {expected_format} file (format {found!r})")
+        found = header.get("format") if isinstance(header, dict) else None
+        if isinstance(found, str) and found in hints:
+            raise _fail(self.path, f"is a {found} file, not a {expected_format} file: "
+                                   f"{hints[found]}")
+        if found != expected_format:
+            raise _fail(self.path, f"is not a {expected_format} file (format {found!r:.60})")
         if header.get("version") != version:
-            raise _fail(self.path, f"has format version {header.get('version')!r}; "
+            raise _fail(self.path, f"has format version {header.get('version')!r:.60}; "
                                    f"this vaecpp reads version {version}")
-        self.header = header
+        return header
 
     def _entry(self, name, info):
         """Reads the ``.npy`` header of one member and checks it against the zip entry's size."""

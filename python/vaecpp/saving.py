@@ -58,10 +58,19 @@ def _write(path, header, arrays):
     _atomic_write(path, lambda f: np.savez(f, **{HEADER: blob}, **arrays))
 
 
+# What to do with a vaecpp file of the other format, by its format.
+_HINTS = {FORMAT: "load it with vaecpp.load_model(path), which restores the configuration, "
+                  "weights and optimizer state",
+          WEIGHTS_FORMAT: "a weights file holds no configuration: build the model, then call "
+                          "its load_weights(path)"}
+
+
 def _open(path, expected_format, names):
     """The open file (an ``_file_checks.Archive``): header parsed, array sizes known, nothing
-    else read yet. ``names`` are the arrays the format holds; any other member is rejected."""
-    return _file_checks.Archive(path, expected_format, VERSION, HEADER, names)
+    else read yet. ``names`` are the arrays the format holds; any other member is rejected, but
+    a vaecpp file of the other format is named as such, with what to do with it."""
+    hints = {found: hint for found, hint in _HINTS.items() if found != expected_format}
+    return _file_checks.Archive(path, expected_format, VERSION, HEADER, names, hints)
 
 
 class ModelFile:
@@ -196,10 +205,7 @@ def read_safetensors(path, layout, dtype):
     then read alone and must be finite after the cast to ``dtype``. Anything else than such a
     file is a ``ValueError``. Reading needs no package beyond NumPy."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a directory, not a safetensors file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path!r}")
+    _file_checks.check_regular_file(path, "safetensors file")
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         header, start = _safetensors_header(f, path, size)
