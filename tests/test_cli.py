@@ -28,9 +28,17 @@ def env(tmp_path):
     return e
 
 
-def run(args, env, timeout=300):
+def run(args, env, timeout=300, **kwargs):
     return subprocess.run([sys.executable, "-m", "vaecpp", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, **kwargs)
+
+
+def limit_address_space(nbytes=4 << 30):
+    """A ``preexec_fn`` giving the command at most ``nbytes`` of address space: a check that is
+    missing then fails with a MemoryError instead of exhausting the machine."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
 
 
 def assert_one_line_error(result):
@@ -103,6 +111,22 @@ def test_train_image_folder(tmp_path, env):
     assert vae.input_shape == (16, 16, 3)
     assert_png(out / "samples.png")
     assert_png(out / "manifold.png")
+
+
+def test_image_size_beyond_memory_gives_one_line_and_exit_2(tmp_path, env):
+    """One small PNG at --image-size 100000 (40 GB as float32): refused from the size before
+    anything is decoded (the process used to be killed for memory; under a memory limit the
+    error was "cannot read image ()")."""
+    from PIL import Image
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    result = run(["train", "--dataset", str(folder), "--image-size", "100000", "--quiet",
+                  "--out", str(tmp_path / "run")], env, preexec_fn=limit_address_space())
+    line = assert_one_line_error(result)
+    assert "(1 image of 100000 x 100000 pixels) would need about" in line and "memory" in line
+    assert not (tmp_path / "run").exists()
 
 
 def train_on_shared_data(tmp_path, env, dataset, *options):
@@ -199,6 +223,29 @@ def test_unusable_out_gives_one_line_and_exit_2(tmp_path, env):
     blocker.write_text("not a directory")
     line = assert_one_line_error(run(["train", "--out", str(blocker / "run")], env))
     assert "--out" in line
+
+
+@pytest.mark.parametrize("taken", ["model.vae", "loss.png", "manifold.png"])
+def test_out_whose_file_names_are_taken_stops_before_training(tmp_path, env, taken):
+    """A folder where the run will write one of its files (created by hand here): one line,
+    exit 2, before any training (it used to train to the end, then die with a traceback)."""
+    out = tmp_path / "run"
+    (out / taken).mkdir(parents=True)
+    result = run(["train", "--epochs", "1", "--hidden", "4", "--out", str(out)], env)
+    line = assert_one_line_error(result)
+    assert f"cannot write {str(out / taken)!r}" in line
+    assert result.stdout == ""  # nothing trained: the run's first line is not printed
+    assert sorted(p.name for p in out.iterdir()) == [taken]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_out_where_no_file_can_be_created_stops_before_training(env):
+    """/proc exists (so it passes for created) but takes no new files, even from root, who may
+    write in any read-only folder."""
+    result = run(["train", "--epochs", "1", "--hidden", "4", "--out", "/proc"], env)
+    line = assert_one_line_error(result)
+    assert "cannot write files in --out '/proc'" in line
+    assert result.stdout == ""
 
 
 def test_failed_download_ends_with_one_error_line(tmp_path, env):

@@ -123,6 +123,55 @@ def test_custom_likelihood_save_load(tmp_path):
     np.testing.assert_array_equal(back.decode(np.zeros((1, 2))), vae.decode(np.zeros((1, 2))))
 
 
+class Configured(PyBernoulli):
+    """PyBernoulli whose get_config() returns the keyword arguments it was made with."""
+
+    def __init__(self, **options):
+        self.options = options
+
+    def get_config(self):
+        return self.options
+
+
+@pytest.mark.parametrize("options", [
+    {"w": [[1, 2], [3, 4]]}, {"opts": {"a": 1, "b": [None, True, "x"]}}, {"n": 2**40},
+    {"big": -(2**100), "tiny": 1e-300},
+], ids=["nested-list", "nested-dict", "int-2**40", "huge-int"])
+def test_custom_likelihood_json_config_saves_and_loads(tmp_path, options):
+    """What Likelihood.get_config's docstring promises (JSON values, nested, integers of any
+    size) loads as it was saved (nested lists and dicts, 2**40 were refused by load_model)."""
+    vae = vaecpp.VAE(4, hidden=(3,), likelihood=Configured(**options), seed=1)
+    vae.save(tmp_path / "m.vae")
+    back = vaecpp.load_model(tmp_path / "m.vae", custom_objects={"Configured": Configured})
+    assert back.custom_likelihood.options == options
+    assert back.get_config() == vae.get_config()
+
+
+def test_custom_likelihood_tuples_come_back_as_lists(tmp_path):
+    vae = vaecpp.VAE(4, hidden=(3,), likelihood=Configured(sizes=(1, (2, 3))), seed=1)
+    vae.save(tmp_path / "m.vae")
+    back = vaecpp.load_model(tmp_path / "m.vae", custom_objects={"Configured": Configured})
+    assert back.custom_likelihood.options == {"sizes": [1, [2, 3]]}
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"x": float("nan")}, r"get_config\(\)\['x'\] = nan is not finite"),
+    ({"x": [1, {"y": float("inf")}]}, r"get_config\(\)\['x'\]\[1\]\['y'\] = inf is not finite"),
+    ({"x": np.int64(3)}, r"get_config\(\)\['x'\] = .* is of type int64, not a JSON value"),
+    ({"x": {1, 2}}, r"is of type set, not a JSON value"),
+    ({"x": {1: "a"}}, r"get_config\(\)\['x'\] has the key 1: JSON object keys are strings"),
+], ids=["nan", "nested-inf", "numpy-int", "set", "int-key"])
+def test_custom_likelihood_config_a_load_would_refuse_is_refused_at_save(tmp_path, options,
+                                                                          message):
+    """Save and load apply one rule (_file_checks.check_likelihood_args): what a load would
+    refuse (NaN saved as a non-JSON NaN; a dict key 1 that would come back as "1") is a
+    ValueError at save, before anything is written."""
+    vae = vaecpp.VAE(4, hidden=(3,), likelihood=Configured(**options), seed=1)
+    with pytest.raises(ValueError, match=f"cannot save .*{message}"):
+        vae.save(tmp_path / "m.vae")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_decode_sample_uses_custom_sampler():
     vae = vaecpp.VAE(6, hidden=(3,), likelihood=PyBernoulli(), seed=0)
     s = vae.decode(np.zeros((50, 2)), sample=True, seed=1)

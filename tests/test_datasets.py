@@ -111,6 +111,22 @@ def test_broken_idx_files_raise_value_error_naming_the_file(isolated, which, tra
     assert name in str(info.value)
 
 
+def test_corrupt_cached_idx_file_says_to_delete_it(isolated):
+    """A damaged copy in the cache fails the same way on every call; the error names it and
+    says what to do: delete it (then it is downloaded again) or, with no download, replace it."""
+    cached = isolated / "cache" / "mnist"
+    write_split(cached, n=3)
+    name = _corrupt(cached, "images-idx3", lambda raw, gz: gz[: len(gz) // 2])
+    with pytest.raises(ValueError, match="truncated gzip") as info:
+        datasets.mnist()
+    assert str(info.value).endswith(f"; delete {cached / name} and load again to download a "
+                                    f"fresh copy")
+    with pytest.raises(ValueError, match=f"; replace {cached / name} with an intact copy$"):
+        datasets.mnist(download=False)
+    with pytest.raises(ValueError, match="with an intact copy$"):
+        datasets.mnist(path=cached)  # an explicit path is never downloaded to
+
+
 def test_bad_magic_message_says_which_kind_was_found(isolated):
     write_split(isolated / "d", n=3)
     _corrupt(isolated / "d", "images-idx3", lambda raw, gz: gzip.compress(idx_bytes([1, 2, 3])))
@@ -278,6 +294,18 @@ def test_frey_faces_errors(isolated):
     scipy.io.savemat(isolated / "other.mat", {"faces": np.zeros((560, 2), np.uint8)})
     with pytest.raises(ValueError, match="other.mat.*'ff'"):
         datasets.frey_faces(isolated / "other.mat")
+
+
+def test_corrupt_cached_frey_file_says_to_delete_it(isolated):
+    cached = isolated / "cache" / "frey" / "frey_rawface.mat"
+    cached.parent.mkdir(parents=True)
+    write_frey(cached)
+    cached.write_bytes(cached.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="frey_rawface.mat: not a readable MATLAB file") as info:
+        datasets.frey_faces()
+    assert str(info.value).endswith(f"; delete {cached} and load again to download a fresh copy")
+    with pytest.raises(ValueError, match=f"; replace {cached} with an intact copy$"):
+        datasets.frey_faces(download=False)
 
 
 # ---- digits and the S-curve --------------------------------------------------------------------

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from vaecpp import _image_folder, datasets
+from vaecpp import _image_folder, _limits, datasets
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -120,6 +120,35 @@ def test_argument_and_folder_errors(tmp_path):
         datasets.image_folder(tmp_path, size=(0, 4))
     with pytest.raises(ValueError, match="crop must be"):
         datasets.image_folder(tmp_path, crop="middle")
+
+
+def test_sizes_beyond_the_memory_limit_are_refused_before_decoding(folder, monkeypatch):
+    """The output (n x h x w x 3 float32; streamed: a batch and those waiting) is checked against
+    ``_limits.memory_limit`` before any image is decoded: a ValueError naming the size, not the
+    out-of-memory killer."""
+    monkeypatch.setattr(_limits, "memory_limit", lambda: 50 << 20)  # 50 MiB
+    decoded = []
+    monkeypatch.setattr(_image_folder, "load_image", lambda f, *a, **k: decoded.append(f))
+    for stream in (False, True):
+        with pytest.raises(ValueError, match=r"1 image of 100000 x 100000 pixels.* memory"):
+            datasets.image_folder(folder, size=(100000, 100000), stream=stream)
+    # one 1000 x 1000 image (12 MB) fits, the five of the folder (60 MB) do not
+    with pytest.raises(ValueError, match=r"5 images of 1000 x 1000 pixels.* memory"):
+        datasets.image_folder(folder, size=(1000, 1000))
+    source = datasets.image_folder(folder, size=(1000, 1000), stream=True)
+    with pytest.raises(ValueError, match=r"image_folder batches .* memory"):
+        source.batches(2)  # at once, not from the generator
+    assert decoded == []
+
+
+def test_out_of_memory_while_decoding_is_named(folder, monkeypatch):
+    """A MemoryError inside Pillow (its message empty) becomes a ValueError that says so."""
+    def exhausted(*args):
+        raise MemoryError()
+
+    monkeypatch.setattr(_image_folder, "_crop_box", exhausted)
+    with pytest.raises(ValueError, match=r"a\.png: cannot read image \(out of memory decoding it"):
+        datasets.image_folder(folder, size=(4, 4))
 
 
 # ---- streaming ---------------------------------------------------------------------------------

@@ -370,14 +370,29 @@ def test_stale_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_path, 
     assert proc.returncode == -signal.SIGKILL
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     assert len(leftovers) == 1 and target.read_bytes() == before
-    live = tmp_path / ".vaecpp-m.vae.1.keep.tmp"  # pid 1 is alive: a save in progress
+    live = tmp_path / ".vaecpp-m.vae.1.keep_it_.tmp"  # pid 1 is alive: a save in progress
     live.write_bytes(b"")
-    other = tmp_path / ".vaecpp-other.vae.999999999.x.tmp"  # another target's: not ours
+    other = tmp_path / ".vaecpp-other.vae.999999999.xxxxxxxx.tmp"  # another target's: not ours
     other.write_bytes(b"")
     vaecpp.load_model(target).save(target)
     assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tmp")) == sorted(
         [live.name, other.name])
     vaecpp.load_model(target)
+
+
+def test_live_temporary_of_a_longer_name_is_not_taken_for_a_dead_one(tmp_path, saved):
+    """A save to "m.vae.999999999" in this (live) process has the temporary
+    ".vaecpp-m.vae.999999999.<pid>.<random>.tmp"; a save to "m.vae" read that as its own of the
+    dead process 999999999 and deleted it under the live save. Only names of exactly the form
+    mkstemp gives a save to this path count."""
+    live = tmp_path / f".vaecpp-m.vae.999999999.{os.getpid()}.abcd_123.tmp"
+    live.write_bytes(b"")
+    dead = tmp_path / ".vaecpp-m.vae.999999999.abcd_123.tmp"  # m.vae's, of a dead process
+    dead.write_bytes(b"")
+    vaecpp.load_model(tmp_path / "m.vae").save(tmp_path / "m.vae")
+    assert live.exists() and not dead.exists()
+    vaecpp.load_model(tmp_path / "m.vae").save(tmp_path / "m.vae.999999999")
+    assert live.exists()  # its own process's: a save in progress
 
 
 # ---- IDX ----------------------------------------------------------------------------------------
@@ -623,13 +638,36 @@ def test_download_has_a_size_cap(slow_server, tmp_path):
         fetch(slow_server + "/endless", "0" * 64, tmp_path, deadline=0, quiet=True)
 
 
+def batchnorm_vae():
+    return vaecpp.VAE((4, 4, 1), latent_dim=2, seed=0, encoder=[vaecpp.layers.BatchNorm(),
+                                                               vaecpp.layers.Flatten()])
+
+
 def test_negative_moving_variance_is_rejected(tmp_path):
-    vae = vaecpp.VAE((4, 4, 1), latent_dim=2, seed=0, encoder=[vaecpp.layers.BatchNorm(),
-                                                              vaecpp.layers.Flatten()])
+    vae = batchnorm_vae()
     vae.save(tmp_path / "bn.vae")
     bad = rewrite_model(tmp_path / "bn.vae", arrays=lambda a: a["state"].__setitem__(-1, -0.5))
     with pytest.raises(ValueError, match="moving_variance holds negative values"):
         vaecpp.load_model(bad)
+
+
+def test_negative_moving_variance_is_rejected_by_set_weights_and_safetensors(tmp_path):
+    """The check .vae / .npz files get (``_file_checks.check_state``) applies to set_weights and
+    safetensors files too: they took a negative variance, and encode then returned NaN."""
+    pytest.importorskip("safetensors")
+    vae = batchnorm_vae()
+    weights = vae.get_weights()
+    weights[vae.weight_names().index("batchnorm/moving_variance")][-1] = -0.5
+    before = vae.get_weights()
+    with pytest.raises(ValueError, match="set_weights: batchnorm/moving_variance holds negative"):
+        vae.set_weights(weights)
+    path = tmp_path / "bn.safetensors"
+    vaecpp.saving.save_safetensors(path, dict(zip(vae.weight_names(), weights)))
+    with pytest.raises(ValueError, match="bn.safetensors.*moving_variance holds negative"):
+        vae.load_weights(path)
+    for kept, was in zip(vae.get_weights(), before):  # unchanged by either
+        np.testing.assert_array_equal(kept, was)
+    assert np.isfinite(vae.encode(np.ones((2, 4, 4, 1), np.float32))).all()
 
 
 # ---- the model's own arguments: _limits before the engine -----------------------------------------
@@ -647,6 +685,7 @@ INT_MAX = 2**31 - 1
     ({"threads": 1025}, ValueError, "threads must be <= 1024"),
     ({"seed": 2**64}, ValueError, f"seed must be <= {2**64 - 1}"),
     ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"device": 2**31}, ValueError, f"device must be <= {INT_MAX}"),  # backend="cpu" too
     ({"threads": 2.0}, TypeError, "threads must be an integer"),
     ({"beta": lambda epoch: float("nan")}, ValueError, r"beta\(0\) must be finite"),
     ({"prior_std": 1e300}, ValueError, "prior_std must be finite as float32"),
@@ -655,6 +694,14 @@ def test_constructor_integers_beyond_the_engine_are_value_errors(kwargs, error, 
     args = {"input_shape": 20, "hidden": (4,), "seed": 0, **kwargs}
     with pytest.raises(error, match=message):
         vaecpp.VAE(args.pop("input_shape"), **args)
+
+
+def test_device_bound_is_the_same_for_the_constructor_and_model_files(tmp_path):
+    """A CPU model took device=2**31 and saved a file load_model refused; the constructor now
+    applies the file's bound, and the largest device it takes round-trips."""
+    vae = vaecpp.VAE(20, hidden=(4,), seed=0, device=INT_MAX)
+    vae.save(tmp_path / "m.vae")
+    assert vaecpp.load_model(tmp_path / "m.vae").get_config()["device"] == INT_MAX
 
 
 def test_layer_sizes_beyond_the_engine_are_value_errors():

@@ -33,6 +33,26 @@ def test_round_trip_identical_outputs(tmp_path, trained, blobs):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_beta_schedule_saves_its_current_value(tmp_path, blobs):
+    """A function cannot be saved; the schedule's value at save time is (it was saved as 1.0, and
+    the loaded model evaluated differently). Setting the schedule again resumes it."""
+    def schedule(epoch):
+        return 0.25 * (epoch + 1)
+
+    vae = vaecpp.VAE(20, hidden=(16,), seed=5, beta=schedule).compile("adam")
+    assert vae.get_config()["beta"] == 0.25  # beta(0), before any training
+    vae.fit(blobs, epochs=2, batch_size=32, verbose=0)
+    assert vae.get_config()["beta"] == 0.5  # the last epoch's
+    vae.save(tmp_path / "m.vae")
+    loaded = vaecpp.load_model(tmp_path / "m.vae")
+    assert loaded.beta == 0.5
+    assert loaded.evaluate(blobs, return_dict=True) == vae.evaluate(blobs, return_dict=True)
+    loaded.beta = schedule
+    vae.fit(blobs, epochs=3, initial_epoch=2, batch_size=32, verbose=0)
+    loaded.fit(blobs, epochs=3, initial_epoch=2, batch_size=32, verbose=0)
+    assert loaded.history.history["beta"] == vae.history.history["beta"] == [0.25, 0.5, 0.75]
+
+
 def test_resume_matches_uninterrupted_training(tmp_path, blobs):
     def fresh():
         return vaecpp.VAE(20, hidden=(16,), seed=9, dropout=0.1).compile("adam")
@@ -102,6 +122,37 @@ def test_foreign_files(tmp_path):
         vaecpp.load_model(pickled)
     with pytest.raises(FileNotFoundError):
         vaecpp.load_model(tmp_path / "missing.vae")
+
+
+def test_model_and_weights_files_given_to_the_other_loader_are_named(tmp_path, trained):
+    """A compiled model's file (with optimizer arrays) given to load_weights said "unexpected
+    member 'opt_m.npy'"; both mix-ups now say which kind of file it is and what to call."""
+    trained.save(tmp_path / "model.vae")
+    trained.save_weights(tmp_path / "w.npz")
+    before = trained.get_weights()
+    with pytest.raises(ValueError, match=r"is a vaecpp.model file, not a vaecpp.weights file: "
+                                         r"load it with vaecpp.load_model\(path\)"):
+        trained.load_weights(tmp_path / "model.vae")
+    with pytest.raises(ValueError, match=r"is a vaecpp.weights file, not a vaecpp.model file: "
+                                         r".*load_weights\(path\)"):
+        vaecpp.load_model(tmp_path / "w.npz")
+    for kept, was in zip(trained.get_weights(), before):
+        np.testing.assert_array_equal(kept, was)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null") or not hasattr(os, "mkfifo"),
+                    reason="needs /dev/null and FIFOs (POSIX)")
+def test_special_files_are_not_regular_files(tmp_path, trained):
+    """/dev/null was "no such file"; a FIFO would have blocked the read."""
+    for name in ("pipe.vae", "pipe.safetensors"):
+        os.mkfifo(tmp_path / name)
+    cases = [(vaecpp.load_model, "/dev/null", "character device"),
+             (trained.load_weights, "/dev/null", "character device"),
+             (vaecpp.load_model, str(tmp_path / "pipe.vae"), "FIFO"),
+             (trained.load_weights, str(tmp_path / "pipe.safetensors"), "FIFO")]
+    for load, path, kind in cases:
+        with pytest.raises(ValueError, match=f"{path!r} is a {kind}, not a regular file"):
+            load(path)
 
 
 def test_wrong_sized_arrays_are_rejected(tmp_path, trained):

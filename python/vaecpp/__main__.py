@@ -6,7 +6,8 @@ figures: loss curves, the latent space, reconstructions, prior samples and (for 
 the decoded manifold. The default data set, scikit-learn's 8 x 8 digits, ships with scikit-learn,
 so the command works on a fresh machine without network.
 
-Errors in the options or the data end the command with one line on stderr and exit status 2.
+Errors in the options, the data or the output folder (checked before training) end the command
+with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import warnings
 
 from . import _core
@@ -192,9 +194,61 @@ def cmd_info(out=None):
     return 0
 
 
-def _save(fig, path, written, dpi=80):
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    written.append(path)
+MODEL_FILE = "model.vae"
+
+
+def _figures(args, title, x, y, x_val, y_val):
+    """The figures a run writes: ``[(file name, draw)]``, ``draw(vae, history)`` returning the
+    figure. Known before training, so that ``--out`` can be checked for every file first."""
+    from vaecpp import plot
+
+    shown = x if x_val is None else x_val
+    labels = y if x_val is None else y_val
+    n_points = min(len(shown), 5000)
+    value_range = (0.0, 1.0)
+    figures = [("loss.png", lambda vae, history: plot.loss_curves(
+        history, title=f"{title}: loss per sample (nats)"))]
+    if args.latent_dim >= 2 or labels is not None:
+        figures.append(("latent.png", lambda vae, history: plot.latent_scatter(
+            vae.encode(shown[:n_points]), None if labels is None else labels[:n_points],
+            title=f"{title}: posterior means")))
+    figures.append(("reconstructions.png", lambda vae, history: plot.reconstructions(
+        vae, shown, n=10, value_range=value_range,
+        title=f"{title}: inputs (top) and their reconstructions")))
+    figures.append(("samples.png", lambda vae, history: plot.image_grid(
+        vae.sample(32, seed=args.seed), ncols=8, value_range=value_range,
+        title=f"{title}: 32 draws from the prior, decoded (their means)")))
+    if args.latent_dim == 2:
+        h, w = x.shape[1:3]
+        figures.append(("manifold.png", lambda vae, history: plot.manifold(
+            vae, n=15, quantiles=(0.05, 0.95), value_range=value_range,
+            figsize=(8 * min(1.0, w / h) + 0.6, 8 * min(1.0, h / w) + 0.6),
+            title=f"{title}: decoded latent grid")))
+    return figures
+
+
+def _error(message):
+    return UsageError(f"vaecpp train: error: {message}")
+
+
+def prepare_out(directory, names):
+    """Creates ``directory`` if needed and checks, before any training, that the run can write
+    ``names`` there: a file can be created in it (a read-only folder, ``/proc``) and none of the
+    names is taken by anything but a writable regular file (a folder named ``model.vae``).
+    UsageError otherwise: training to the end and then failing with a traceback wasted the run."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise _error(f"cannot create --out {directory!r}: {e.strerror or e}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".vaecpp-probe-"):
+            pass
+    except OSError as e:
+        raise _error(f"cannot write files in --out {directory!r}: {e.strerror or e}") from None
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.lexists(path) and not (os.path.isfile(path) and os.access(path, os.W_OK)):
+            raise _error(f"cannot write {path!r}: it exists and is not a writable regular file")
 
 
 def cmd_train(args, out=None, err=None):
@@ -207,7 +261,7 @@ def cmd_train(args, out=None, err=None):
         raise UsageError("vaecpp train: error: the figures need matplotlib, a dependency of "
                          "vaecpp that is missing here: pip install matplotlib") from None
     import vaecpp
-    from vaecpp import datasets, plot
+    from vaecpp import datasets
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", datasets.DatasetFallbackWarning)
@@ -225,11 +279,8 @@ def cmd_train(args, out=None, err=None):
     if args.limit is not None:
         x = x[:args.limit]
         y = None if y is None else y[:args.limit]
-    try:  # before training, so that an unusable --out costs no time
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"vaecpp train: error: cannot create --out {args.out!r}: "
-                         f"{e.strerror or e}") from None
+    figures = _figures(args, title, x, y, x_val, y_val)
+    prepare_out(args.out, [MODEL_FILE] + [name for name, _ in figures])  # before training
 
     try:
         vae = vaecpp.VAE(input_shape=x.shape[1:], latent_dim=args.latent_dim, hidden=args.hidden,
@@ -243,34 +294,12 @@ def cmd_train(args, out=None, err=None):
     except (ValueError, TypeError) as e:
         raise UsageError(f"vaecpp train: error: {_one_line(e)}") from None
 
-    written = []
-    model_path = os.path.join(args.out, "model.vae")
-    vae.save(model_path)
-    written.append(model_path)
-
-    _save(plot.loss_curves(history, title=f"{title}: loss per sample (nats)"),
-          os.path.join(args.out, "loss.png"), written)
-    shown = x if x_val is None else x_val
-    labels = y if x_val is None else y_val
-    n_points = min(len(shown), 5000)
-    if args.latent_dim >= 2 or labels is not None:
-        _save(plot.latent_scatter(vae.encode(shown[:n_points]),
-                                  None if labels is None else labels[:n_points],
-                                  title=f"{title}: posterior means"),
-              os.path.join(args.out, "latent.png"), written)
-    value_range = (0.0, 1.0)
-    _save(plot.reconstructions(vae, shown, n=10, value_range=value_range,
-                               title=f"{title}: inputs (top) and their reconstructions"),
-          os.path.join(args.out, "reconstructions.png"), written)
-    _save(plot.image_grid(vae.sample(32, seed=args.seed), ncols=8, value_range=value_range,
-                          title=f"{title}: 32 draws from the prior, decoded (their means)"),
-          os.path.join(args.out, "samples.png"), written)
-    if args.latent_dim == 2:
-        h, w = x.shape[1:3]
-        _save(plot.manifold(vae, n=15, quantiles=(0.05, 0.95), value_range=value_range,
-                            figsize=(8 * min(1.0, w / h) + 0.6, 8 * min(1.0, h / w) + 0.6),
-                            title=f"{title}: decoded latent grid"),
-              os.path.join(args.out, "manifold.png"), written)
+    written = [os.path.join(args.out, MODEL_FILE)]
+    vae.save(written[0])
+    for name, draw in figures:
+        path = os.path.join(args.out, name)
+        draw(vae, history).savefig(path, dpi=80, bbox_inches="tight")
+        written.append(path)
 
     final = {k: v[-1] for k, v in history.history.items()}
     summary = f"loss {final['loss']:.4f}"

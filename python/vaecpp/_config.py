@@ -140,7 +140,7 @@ def resolve(input_shape, latent_dim=2, hidden=(512,), decoder_hidden=None, activ
     config = dict(
         input_shape=list(input_shape), latent_dim=latent_dim,
         likelihood=likelihood, output_activation=output_activation,
-        beta=beta0 if beta_schedule is None else 1.0,
+        beta=beta0,  # with a schedule, its value now: VAE.get_config keeps it current
         epsilon_std=number(epsilon_std, "epsilon_std"), prior_std=number(prior_std, "prior_std"),
         log_var_clip=number(log_var_clip, "log_var_clip"),
         laplace_scale=laplace_scale, reduction=reduction, objective=objective, k=k, seed=seed,
@@ -203,13 +203,15 @@ def _mlp(widths, activation, dropout):
 
 
 def check_backend(backend, device, dtype):
-    """Validates backend and device; returns the device number. A CUDA request that this build or
-    machine cannot serve raises RuntimeError saying why, before any engine is built."""
+    """Validates backend and device; returns the device number, in ``[0, _limits.INT_MAX]`` on
+    every backend: the bound a model file's device is checked against (``_file_checks``), so a
+    model that saves also loads. A CUDA request that this build or machine cannot serve raises
+    RuntimeError saying why, before any engine is built."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
         raise ValueError(f"device must be a CUDA device number >= 0, got {device!r}")
-    device = int(device)
+    device = _limits.integer(device, "device", 0, _limits.INT_MAX)
     if backend == "cpu":
         return device
     if not hasattr(_core, "VaeCudaF32"):

@@ -21,6 +21,7 @@ import math
 import numbers
 import os
 import re
+import stat
 import time
 import zipfile
 
@@ -43,9 +44,23 @@ TEMP_PREFIX = ".vaecpp-"
 _STALE_AGE_S = 24 * 3600  # where process ids cannot be checked (Windows): a day-old file is stale
 
 
+TEMP_SUFFIX = ".tmp"
+# What tempfile.mkstemp puts between prefix and suffix: 8 characters of [a-z0-9_]. Matching
+# exactly that, not any text, keeps the temporaries of "m.vae.77777"
+# (".vaecpp-m.vae.77777.<pid>.<random>.tmp") from reading as m.vae's of process 77777.
+_MKSTEMP_RANDOM = r"[a-z0-9_]{8}"
+
+
 def temp_prefix(path):
-    """The prefix of ``path``'s temporary files: ``.vaecpp-<name>.<pid>.`` (suffix ``.tmp``)."""
+    """The prefix of ``path``'s temporary files: ``.vaecpp-<name>.<pid>.`` (then mkstemp's
+    random part and :data:`TEMP_SUFFIX`)."""
     return f"{TEMP_PREFIX}{os.path.basename(os.fspath(path))}.{os.getpid()}."
+
+
+def _temp_pattern(path):
+    """The names of ``path``'s temporary files and only those (the pid is group 1)."""
+    return re.compile(re.escape(f"{TEMP_PREFIX}{os.path.basename(path)}.") + r"(\d+)\."
+                      + _MKSTEMP_RANDOM + re.escape(TEMP_SUFFIX))
 
 
 def _pid_alive(pid):
@@ -64,13 +79,13 @@ def remove_stale_temporaries(path):
     progress in another live process is left alone. Best effort: errors are ignored."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    pattern = re.compile(re.escape(TEMP_PREFIX + os.path.basename(path)) + r"\.(\d+)\.[^/]*\.tmp$")
+    pattern = _temp_pattern(path)
     try:
         names = os.listdir(directory)
     except OSError:
         return
     for name in names:
-        m = pattern.match(name)
+        m = pattern.fullmatch(name)
         if m is None:
             continue
         full = os.path.join(directory, name)
@@ -84,6 +99,27 @@ def remove_stale_temporaries(path):
                 os.remove(full)
         except (OSError, ValueError, OverflowError):
             continue
+
+
+# ---- the file itself ----------------------------------------------------------------------------
+_NOT_REGULAR = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"))
+
+
+def check_regular_file(path, what):
+    """``path`` (a str) names a regular file to read as ``what`` ("vaecpp file", "safetensors
+    file"): FileNotFoundError if nothing is there, IsADirectoryError for a folder, ValueError for
+    a device, FIFO or socket (``/dev/null`` was "no such file"; a FIFO would block the read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {path!r}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path!r} is a directory, not a {what}")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "special file")
+        raise ValueError(f"{path!r} is a {kind}, not a regular file: it cannot be read as a "
+                         f"{what}")
 
 
 # ---- the zip archive ----------------------------------------------------------------------------
@@ -101,21 +137,20 @@ class ArrayEntry:
 class Archive:
     """An open vaecpp file: ``header`` (the parsed JSON) and ``entries`` (name -> ArrayEntry).
 
-    ``names`` are the array names the format allows; any other member is an error. Use as a
-    context manager; :meth:`read` returns one array once its size has been checked."""
+    ``names`` are the array names the format allows; any other member is an error, but a
+    vaecpp file of another format (``hints``: format -> what to do with it) is named as such
+    first. Use as a context manager; :meth:`read` returns one array once its size has been
+    checked."""
 
-    def __init__(self, path, expected_format, version, header_name, names):
+    def __init__(self, path, expected_format, version, header_name, names, hints=None):
         self.path = os.fspath(path)
-        if os.path.isdir(self.path):
-            raise IsADirectoryError(f"{self.path!r} is a directory, not a vaecpp file")
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"no such file: {self.path!r}")
+        check_regular_file(self.path, "vaecpp file")
         try:
             self._zip = zipfile.ZipFile(self.path)
         except Exception as e:  # not a zip, truncated directory, ...
             raise _fail(self.path, f"not an intact vaecpp file: {e}") from None
         try:
-            self._open(expected_format, version, header_name, names)
+            self._open(expected_format, version, header_name, names, hints or {})
         except BaseException:
             self._zip.close()
             raise
@@ -129,24 +164,43 @@ class Archive:
     def close(self):
         self._zip.close()
 
-    def _open(self, expected_format, version, header_name, names):
-        members = {}
+    def _open(self, expected_format, version, header_name, names, hints):
+        """Checks the zip directory, then the header (its format before any unexpected member:
+        a model file given to ``load_weights`` is named as one), then each array's ``.npy``
+        header. Unexpected members are never read."""
+        members, unexpected = {}, []
         for info in self._zip.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else None
-            if name not in names and name != header_name:
-                raise _fail(self.path, f"not an intact vaecpp file: unexpected member "
-                                       f"{info.filename!r} (a vaecpp file holds only "
-                                       f"{', '.join(sorted(names))})")
+            if not info.filename.endswith(".npy"):
+                unexpected.append(info.filename)
+                continue
+            name = info.filename[:-4]
             if name in members:
                 raise _fail(self.path, f"not an intact vaecpp file: member {info.filename!r} "
                                        f"appears twice")
             members[name] = info
+            if name not in names and name != header_name:
+                unexpected.append(info.filename)
+
+        def reject_unexpected():
+            raise _fail(self.path, f"not an intact vaecpp file: unexpected member "
+                                   f"{unexpected[0]!r} (a vaecpp file holds only "
+                                   f"{', '.join(sorted(names))})")
+
         if header_name not in members:
+            if unexpected:
+                reject_unexpected()
             raise _fail(self.path, "not an intact vaecpp file: no vaecpp header")
-        self.entries = {}
-        for name, info in members.items():
-            self.entries[name] = self._entry(name, info)
-        head = self.entries.pop(header_name)
+        self.header = self._header(members[header_name], header_name, expected_format, version,
+                                   hints)
+        if unexpected:
+            reject_unexpected()
+        self.entries = {name: self._entry(name, info) for name, info in members.items()
+                        if name != header_name}
+
+    def _header(self, info, header_name, expected_format, version, hints):
+        """The parsed JSON header, of ``expected_format`` and ``version``; a vaecpp file of a
+        format in ``hints`` is named as such, with the hint."""
+        head = self._entry(header_name, info)
         if head.dtype != np.uint8 or len(head.shape) != 1 or head.size > MAX_HEADER_BYTES:
             raise _fail(self.path, f"not an intact vaecpp file: bad header array "
                                    f"{head.dtype} {head.shape}")
@@ -155,13 +209,16 @@ class Archive:
             header = json.loads(blob.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise _fail(self.path, f"not an intact vaecpp file: bad JSON header ({e})") from None
-        if not isinstance(header, dict) or header.get("format") != expected_format:
-            found = header.get("format") if isinstance(header, dict) else None
-            raise _fail(self.path, f"is not a {expected_format} file (format {found!r})")
+        found = header.get("format") if isinstance(header, dict) else None
+        if isinstance(found, str) and found in hints:
+            raise _fail(self.path, f"is a {found} file, not a {expected_format} file: "
+                                   f"{hints[found]}")
+        if found != expected_format:
+            raise _fail(self.path, f"is not a {expected_format} file (format {found!r:.60})")
         if header.get("version") != version:
-            raise _fail(self.path, f"has format version {header.get('version')!r}; "
+            raise _fail(self.path, f"has format version {header.get('version')!r:.60}; "
                                    f"this vaecpp reads version {version}")
-        self.header = header
+        return header
 
     def _entry(self, name, info):
         """Reads the ``.npy`` header of one member and checks it against the zip entry's size."""
@@ -261,15 +318,17 @@ def check_arrays_fit(archive, params, state):
         archive.size(name, params)
 
 
-def check_state(path, state, infos):
+def check_state(where, state, infos):
     """Non-trainable arrays that must not be negative (BatchNorm's moving variance: its square
-    root divides) are not; ``infos`` is the engine's ``state_info()``."""
+    root divides, and ``encode`` would return NaN) are not; ``infos`` is the engine's
+    ``state_info()``. ValueError starting with ``where`` (a file's path, or the method) otherwise.
+    Every way in (model and weights files in either format, ``set_weights``) checks with it."""
     offset = 0
     for _, layer, name, shape in infos:
         size = math.prod(shape)
         part = state[offset:offset + size]
         if name == "moving_variance" and part.size and part.min() < 0:
-            raise _fail(path, f"{layer}/{name} holds negative values (min {part.min()})")
+            raise ValueError(f"{where}: {layer}/{name} holds negative values (min {part.min()})")
         offset += size
 
 
@@ -368,8 +427,8 @@ _CONFIG_KEYS = {"input_shape", "latent_dim", "likelihood", "output_activation", 
 
 
 def _check_json_args(args, path, where):
-    """Layer / likelihood arguments: a dict of JSON scalars or lists of them, integers within the
-    engine's range."""
+    """Layer arguments: a dict of JSON scalars or lists of them, integers within the engine's
+    range."""
     if not isinstance(args, dict):
         raise _fail(path, f"invalid model configuration: {where} args must be a dict")
     if not isinstance(args.get("name", ""), str):
@@ -385,6 +444,40 @@ def _check_json_args(args, path, where):
             raise _fail(path, f"invalid model configuration: {where} argument {key!r} = "
                               f"{v!r:.60} is not a finite number or an integer within the "
                               f"engine's range")
+
+
+def check_likelihood_args(args):
+    """ValueError unless ``args``, a custom likelihood's ``get_config()``, is what a model file
+    stores and gives back: a dict of JSON values (None, bools, strings, integers of any size,
+    finite floats, lists or tuples of them, which come back as lists, and dicts with string keys
+    of them, nested). One rule for both sides: a save refuses such args before writing, a load
+    refuses a file that holds them, so whatever saves, loads. The arguments go to the
+    likelihood's constructor in Python, never to the engine: no integer bound."""
+    if not isinstance(args, dict):
+        raise ValueError(f"a custom likelihood's get_config() must return a dict, "
+                         f"got {type(args).__name__}")
+    pending = [(args, "get_config()")]  # a stack, not recursion: no limit on the nesting
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_json_key(key, where)
+                pending.append((item, f"{where}[{key!r}]"))
+        elif isinstance(value, (list, tuple)):
+            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"custom likelihood {where} = {value!r} is not finite "
+                             f"(JSON has no NaN or infinity)")
+        elif not (value is None or isinstance(value, (bool, str, int, float))):
+            raise ValueError(f"custom likelihood {where} = {value!r:.60} is of type "
+                             f"{type(value).__name__}, not a JSON value (None, bool, str, int, "
+                             f"float, list, dict)")
+
+
+def _check_json_key(key, where):
+    if not isinstance(key, str):
+        raise ValueError(f"custom likelihood {where} has the key {key!r:.60}: JSON "
+                         f"object keys are strings")
 
 
 def _check_layers(cfg, key, path):
@@ -439,7 +532,10 @@ def check_model_config(cfg, path):
         if not (isinstance(lik.get("class"), str) and set(lik) <= {"class", "args"}):
             raise _fail(path, "invalid model configuration: a custom likelihood must be "
                               "{'class': name, 'args': {...}}")
-        _check_json_args(lik.get("args", {}), path, "likelihood")
+        try:
+            check_likelihood_args(lik.get("args", {}))
+        except ValueError as e:
+            raise _fail(path, f"invalid model configuration: {e}") from None
     elif not isinstance(lik, str):
         raise _fail(path, "invalid model configuration: likelihood must be a name or a dict")
     _check_layers(cfg, "encoder", path)

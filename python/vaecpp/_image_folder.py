@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from . import _limits
 from .sources import check_shard, share_range
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -58,6 +59,23 @@ def _check_pixels(img, limit):
         raise _TooLarge(_bomb_message(limit, img.size))
 
 
+# A decoded image is float32 RGB: 12 bytes a pixel. Decoding one also holds Pillow's resized image
+# (4 bytes a pixel), its uint8 copy (3) and float32 temporaries (12 each): at most 32 more.
+_IMAGE_BYTES_PER_PIXEL = 3 * 4
+_DECODING_BYTES_PER_PIXEL = 32
+
+
+def check_memory(count, size, what):
+    """ValueError (``_limits.check_memory``) when ``count`` decoded images of ``size`` (h, w), and
+    the temporaries of decoding one more, need more memory than this process can have now: a
+    size such as 100000 x 100000 is refused before anything is decoded, not met by the
+    out-of-memory killer half way."""
+    pixels = size[0] * size[1]
+    _limits.check_memory(pixels * (count * _IMAGE_BYTES_PER_PIXEL + _DECODING_BYTES_PER_PIXEL),
+                         f"{what} ({count} image{'s' * (count != 1)} of {size[0]} x {size[1]} "
+                         f"pixels)")
+
+
 def load_image(file, size=(64, 64), crop="center", background=(255, 255, 255)):
     """Decodes one image to an RGB ``float32`` array ``(h, w, 3)`` in [0, 1].
 
@@ -89,7 +107,10 @@ def load_image(file, size=(64, 64), crop="center", background=(255, 255, 255)):
         raise ValueError(f"{os.fspath(file)}: {_bomb_message(Image.MAX_IMAGE_PIXELS)}") from None
     except _TooLarge as e:
         raise ValueError(f"{os.fspath(file)}: {e}") from None
-    except (OSError, ValueError, SyntaxError, MemoryError) as e:
+    except MemoryError:  # its message is usually empty: say what ran out
+        raise ValueError(f"{os.fspath(file)}: cannot read image (out of memory decoding it at "
+                         f"{size[0]} x {size[1]} pixels)") from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"{os.fspath(file)}: cannot read image ({e})") from None
 
 
@@ -147,6 +168,7 @@ class ImageFolderSource:
     def __init__(self, files, size, crop, on_error, background):
         self.files = list(files)
         self.size = tuple(size)
+        check_memory(1, self.size, "image_folder")
         self.crop = crop
         self.on_error = on_error
         self.background = background
@@ -159,20 +181,25 @@ class ImageFolderSource:
         return f"ImageFolderSource({len(self)} images, input_shape={self.input_shape})"
 
     def _decode(self, indices):
-        """Decodes ``files[indices]``; returns (batch, messages about skipped files)."""
-        images, skipped = [], []
+        """Decodes ``files[indices]`` into one array allocated first (no second copy of the
+        images, which the memory checks count once); returns (batch, messages about skipped
+        files)."""
+        batch = np.empty((len(indices), *self.input_shape), np.float32)
+        kept, skipped = 0, []
         for i in indices:
             try:
-                images.append(load_image(self.files[i], self.size, self.crop, self.background))
+                batch[kept] = load_image(self.files[i], self.size, self.crop, self.background)
+                kept += 1
             except ValueError as e:
                 if self.on_error != "skip":
                     raise
                 skipped.append(f"skipped {e}")
-        batch = np.stack(images) if images else np.zeros((0, *self.input_shape), np.float32)
-        return batch, skipped
+        return batch[:kept], skipped
 
     def load(self):
-        """Decodes every image; returns ``float32`` ``(n, h, w, 3)``."""
+        """Decodes every image; returns ``float32`` ``(n, h, w, 3)``. ValueError before decoding
+        anything if they would not fit in memory (:func:`check_memory`)."""
+        check_memory(len(self), self.size, "image_folder")
         batch, skipped = self._decode(range(len(self)))
         for message in skipped:
             warnings.warn(message, UserWarning, stacklevel=2)
@@ -209,12 +236,15 @@ class ImageFolderSource:
         Raises
         ------
         ValueError
+            At once, if ``prefetch + 2`` batches (those waiting, the one being
+            decoded and the one the consumer holds) would not fit in memory.
             From the consumer's side, naming the file, if an image cannot be
             decoded and ``on_error="raise"``.  With ``on_error="skip"`` such
             images are left out (the batch is smaller) with a warning.
         """
         if batch_size < 1 or prefetch < 1:
             raise ValueError("batch_size and prefetch must be positive")
+        check_memory(batch_size * (prefetch + 2), self.size, "image_folder batches")
         rank, size = check_shard(rank, size)
         order = np.arange(len(self))
         if shuffle:
@@ -314,6 +344,9 @@ def image_folder(path, size=(64, 64), crop="center", stream=False, recursive=Tru
         (about 89 million, Pillow's guard against decompression bombs) is such
         a file, found from its header before any pixel is decoded; set
         ``PIL.Image.MAX_IMAGE_PIXELS = None`` (or a larger number) to read it.
+        Also, before anything is decoded, if the result (``n * height * width
+        * 3`` float32 values; with ``stream=True``, one image) would need more
+        memory than this process can have now (``vaecpp._limits.memory_limit``).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")

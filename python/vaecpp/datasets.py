@@ -181,6 +181,19 @@ def _find_pair(dirs, stems):
     return None
 
 
+def _read_found(can_download, read, file, *args, **kwargs):
+    """``read(file, *args, **kwargs)`` for a data file found on disk or downloaded. Its
+    ValueError (a corrupt, truncated or foreign file, which every later call would meet again)
+    ends with what to do: delete the file, and the loader downloads a fresh copy
+    (``can_download``: ``download=True`` and no explicit ``path``), or replace it."""
+    try:
+        return read(file, *args, **kwargs)
+    except ValueError as e:
+        fix = (f"delete {file} and load again to download a fresh copy" if can_download
+               else f"replace {file} with an intact copy")
+        raise ValueError(f"{e}; {fix}") from None
+
+
 def _load_idx_split(spec, split, path, normalize, download, mirror, cache_dir):
     if split not in _SPLIT_FILES:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
@@ -201,9 +214,11 @@ def _load_idx_split(spec, split, path, normalize, download, mirror, cache_dir):
                   max_bytes=_gz_bound(_idx_size(s, _SPLIT_SIZES[split])))
             for s in stems
         ]
-    labels = _idx.read_idx(files[1], _idx.LABELS_MAGIC, max_bytes=MAX_IMAGES)
-    images = _idx.read_idx(files[0], _idx.IMAGES_MAGIC, item_shape=(28, 28),
-                           max_bytes=28 * 28 * max(len(labels), 1))
+    can_download = download and path is None
+    labels = _read_found(can_download, _idx.read_idx, files[1], _idx.LABELS_MAGIC,
+                         max_bytes=MAX_IMAGES)
+    images = _read_found(can_download, _idx.read_idx, files[0], _idx.IMAGES_MAGIC,
+                         item_shape=(28, 28), max_bytes=28 * 28 * max(len(labels), 1))
     if len(images) != len(labels):
         raise ValueError(
             f"{files[0]} holds {len(images)} images but {files[1]} holds {len(labels)} labels"
@@ -259,7 +274,9 @@ def fashion_mnist(path=None, split="train", normalize=False, download=True, mirr
     DownloadError
         If downloading failed or gave a file with the wrong checksum.
     ValueError
-        Naming the file, if a file is truncated or corrupt.
+        Naming the file, if a file is truncated or corrupt, and saying what to
+        do: delete it to download a fresh copy (``download=True``, no
+        ``path``), or replace it.
     """
     return _load_idx_split(_FASHION_MNIST, split, path, normalize, download, mirror, cache_dir)
 
@@ -403,7 +420,8 @@ def frey_faces(path=None, download=True, mirror=None, cache_dir=None):
     ValueError
         Naming the file, if it is not a MATLAB 5 / 7 file with a 560-row uint8
         variable ``ff`` of at most ``MAX_FREY_FRAMES`` columns, checked before
-        its data are read (see docs/reliability.md).
+        its data are read (see docs/reliability.md); the message ends with what
+        to do: delete it to download a fresh copy, or replace it.
     """
     name = _FREY["filename"]
     file = None
@@ -419,7 +437,7 @@ def frey_faces(path=None, download=True, mirror=None, cache_dir=None):
             target = pathlib.Path(default_cache_dir() if cache_dir is None else cache_dir)
             file = fetch(_mirror_urls(_FREY, name, mirror), _FREY["sha256"], target / "frey",
                          max_bytes=_FREY["size"])
-    return _read_frey(file)
+    return _read_found(download and path is None, _read_frey, file)
 
 
 def _read_frey(file):

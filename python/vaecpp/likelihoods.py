@@ -54,7 +54,11 @@ class Likelihood:
         """Raises ValueError for data outside the support (optional)."""
 
     def get_config(self):
-        """Constructor arguments, saved with the model (JSON-serialisable)."""
+        """Constructor arguments, saved with the model: a dict of JSON values (None, bools,
+        strings, integers, finite floats, and lists and string-keyed dicts of them, nested;
+        tuples come back as lists). ``VAE.save`` refuses anything else with a ValueError before
+        writing, so a saved model always loads (``load_model(path, custom_objects=...)`` passes
+        them to the constructor as keyword arguments)."""
         return {}
 
 

@@ -102,7 +102,9 @@ class VAE:
     dropout : float
         Dropout rate after every hidden Dense layer (training only).
     beta : float or callable
-        Weight of the KL term, or a schedule ``beta(epoch) -> float`` (KL warm-up).
+        Weight of the KL term, or a schedule ``beta(epoch) -> float`` (KL warm-up), called at
+        the start of each epoch. A schedule is not saved: ``save`` / ``get_config`` keep its
+        value at that time, which a loaded model keeps as a constant beta.
     epsilon_std : float
         Standard deviation of the reparameterisation noise ``eps ~ N(0, epsilon_std^2)``.
     prior_std : float
@@ -210,8 +212,11 @@ class VAE:
         return self._engine.epsilon_std
 
     def get_config(self) -> Dict[str, Any]:
-        """The constructor arguments (JSON-serialisable); a beta schedule is not included."""
-        return dict(self._config)
+        """The constructor arguments (JSON-serialisable). With a beta schedule, ``beta`` is its
+        value now (the last epoch's after ``fit``; ``beta(0)`` before): a function cannot be
+        saved, so a model saved and loaded evaluates as it did, with that constant beta; to go on
+        with the schedule, set it again (``loaded.beta = schedule``)."""
+        return dict(self._config, beta=self._engine.beta)
 
     @classmethod
     def from_config(cls, config: Dict[str, Any],
@@ -527,19 +532,34 @@ class VAE:
         return self._split(self._engine.get_params(), self._engine.get_state())
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Sets the arrays of :meth:`get_weights`, in its order and shapes: real numbers, finite
+        as the model's dtype, BatchNorm moving variances >= 0; ValueError / TypeError otherwise,
+        the weights unchanged."""
+        self._set_flat(*self._flatten(weights, "set_weights"), "set_weights")
+
+    def _flatten(self, weights, what):
+        """The engine's flat ``(params, state)`` holding ``weights`` (get_weights' arrays),
+        each checked for its shape and cast (``_real_array``); ``what`` begins the messages."""
         weights = list(weights)
         if len(weights) != len(self._weight_index):
-            raise ValueError(f"set_weights expects {len(self._weight_index)} arrays, "
+            raise ValueError(f"{what} expects {len(self._weight_index)} arrays, "
                              f"got {len(weights)}")
         params = self._engine.get_params()
         state = self._engine.get_state()
         for w, (src, off, shape, name) in zip(weights, self._weight_index):
             w = np.asarray(w)
             if w.shape != tuple(shape):
-                raise ValueError(f"set_weights: {name} must have shape {tuple(shape)}, "
+                raise ValueError(f"{what}: {name} must have shape {tuple(shape)}, "
                                  f"got {w.shape}")
             (params if src == "p" else state)[off:off + w.size] = self._real_array(
-                w, f"set_weights: {name}").ravel()
+                w, f"{what}: {name}").ravel()
+        return params, state
+
+    def _set_flat(self, params, state, where):
+        """Hands flat parameters and state to the engine once the state passed
+        ``_file_checks.check_state`` (BatchNorm variances >= 0; ``where`` begins its message):
+        the one way in for set_weights, load_weights (either format) and load_model."""
+        _file_checks.check_state(where, state, self._engine.state_info())
         self._engine.set_params(params)
         self._engine.set_state(state)
 
@@ -619,7 +639,9 @@ class VAE:
         architecture; a file of another architecture raises ValueError."""
         if saving.is_safetensors(path):
             tensors = saving.read_safetensors(path, self._weights_layout(), self.dtype)
-            self.set_weights([tensors[name] for name in self.weight_names()])
+            where = repr(os.fspath(path))
+            self._set_flat(*self._flatten([tensors[name] for name in self.weight_names()],
+                                          where), where)
             return
         with saving.read_weights(path, self._weights_layout()) as f:
             self._set_flat_weights(f)
@@ -627,12 +649,9 @@ class VAE:
     def _set_flat_weights(self, f):
         """Parameters and state from an open file (``saving.read_weights`` / ``read_model``),
         checked: the sizes this model has, finite as its dtype, BatchNorm variances >= 0."""
-        engine = self._engine
-        params = f.read("params", engine.num_params, self.dtype)
-        state = f.read("state", engine.num_state, self.dtype)
-        _file_checks.check_state(f.path, state, engine.state_info())
-        engine.set_params(params)
-        engine.set_state(state)
+        params = f.read("params", self._engine.num_params, self.dtype)
+        state = f.read("state", self._engine.num_state, self.dtype)
+        self._set_flat(params, state, repr(f.path))
 
     def __repr__(self):
         return (f"VAE(input_shape={self.input_shape}, latent_dim={self.latent_dim}, "

@@ -36,7 +36,8 @@ def _atomic_write(path, write):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     _file_checks.remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=_file_checks.temp_prefix(path), suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_file_checks.temp_prefix(path),
+                               suffix=_file_checks.TEMP_SUFFIX, dir=directory)
     try:
         umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
         os.umask(umask)
@@ -57,10 +58,19 @@ def _write(path, header, arrays):
     _atomic_write(path, lambda f: np.savez(f, **{HEADER: blob}, **arrays))
 
 
+# What to do with a vaecpp file of the other format, by its format.
+_HINTS = {FORMAT: "load it with vaecpp.load_model(path), which restores the configuration, "
+                  "weights and optimizer state",
+          WEIGHTS_FORMAT: "a weights file holds no configuration: build the model, then call "
+                          "its load_weights(path)"}
+
+
 def _open(path, expected_format, names):
     """The open file (an ``_file_checks.Archive``): header parsed, array sizes known, nothing
-    else read yet. ``names`` are the arrays the format holds; any other member is rejected."""
-    return _file_checks.Archive(path, expected_format, VERSION, HEADER, names)
+    else read yet. ``names`` are the arrays the format holds; any other member is rejected, but
+    a vaecpp file of the other format is named as such, with what to do with it."""
+    hints = {found: hint for found, hint in _HINTS.items() if found != expected_format}
+    return _file_checks.Archive(path, expected_format, VERSION, HEADER, names, hints)
 
 
 class ModelFile:
@@ -104,7 +114,15 @@ class ModelFile:
 def save_model(path, *, config, optimizer, step, history, params, state, optimizer_slots=None):
     """Writes a model file: the JSON header and the flat ``params``, ``state`` and (with an
     optimizer) its slot arrays ``optimizer_slots = (m, v, ema)`` (``opt_ema`` only where
-    non-empty, so files without a weight average read as before)."""
+    non-empty, so files without a weight average read as before). ValueError, before anything
+    is written, for a custom likelihood whose arguments a load would refuse
+    (``_file_checks.check_likelihood_args``)."""
+    likelihood = config.get("likelihood")
+    if isinstance(likelihood, dict):  # a custom one: refused now if a load would refuse it
+        try:
+            _file_checks.check_likelihood_args(likelihood.get("args"))
+        except ValueError as e:
+            raise ValueError(f"cannot save {os.fspath(path)!r}: {e}") from None
     header = {"format": FORMAT, "version": VERSION, "config": config, "optimizer": optimizer,
               "step": int(step), "history": history}
     arrays = {"params": params, "state": state}
@@ -187,10 +205,7 @@ def read_safetensors(path, layout, dtype):
     then read alone and must be finite after the cast to ``dtype``. Anything else than such a
     file is a ``ValueError``. Reading needs no package beyond NumPy."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a directory, not a safetensors file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path!r}")
+    _file_checks.check_regular_file(path, "safetensors file")
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         header, start = _safetensors_header(f, path, size)
