@@ -216,6 +216,8 @@ class VAE:
         value now (the last epoch's after ``fit``; ``beta(0)`` before): a function cannot be
         saved, so a model saved and loaded evaluates as it did, with that constant beta; to go on
         with the schedule, set it again (``loaded.beta = schedule``)."""
+        if self._beta_schedule is None:
+            return dict(self._config)  # beta as given (0.1, not its float32 rounding)
         return dict(self._config, beta=self._engine.beta)
 
     @classmethod
