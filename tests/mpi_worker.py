@@ -296,6 +296,23 @@ try:
         stream_failure(batches(6, bad=(3, np.nan)))
     elif scenario in ("interrupt_begin", "interrupt_end"):
         stream_failure(batches(6), [RaiseOnRankOne(scenario.split("_")[1])])
+    elif scenario.startswith("mismatch_"):  # mismatch_<what>: rank 1 passes <what> otherwise
+        what, other = scenario[len("mismatch_"):], rank == 1
+        vae = vaecpp.VAE(24, latent_dim=3, hidden=(12,) if other and what == "hidden" else (16,),
+                         seed=7, threads=1, dtype=dtype)
+        vae.compile("sgd" if other and what == "optimizer" else "adam")
+        kw = dict(batch_size=20, epochs=2, verbose=0, distributed=comm)
+        if what == "initial_epoch":
+            kw["initial_epoch"] = rank
+        if what == "validation" and rank == 0:
+            kw["validation_data"] = data(40, seed=1)
+        if what == "validation_freq":
+            kw.update(validation_data=data(40, seed=1), validation_freq=1 + rank)
+        try:
+            vae.fit(data(200), **kw)
+            raise AssertionError("no error")
+        except ValueError as e:
+            save(message=np.array(str(e)), step=np.array(vae.step))
     elif scenario.startswith("fail_"):  # fail_<hook>_<rank>: a callback error outside batches
         hook, on_rank = scenario[len("fail_"):].rsplit("_", 1)
         array_failure([FailOutsideTheBatches(hook, int(on_rank))])

@@ -390,6 +390,34 @@ def test_generator_running_dry_stops_with_a_warning(blobs):
     assert h.epoch == [0, 1] and vae.step == 5  # 3 + the 2 left; epoch 2 recorded
 
 
+def test_a_validation_generator_running_dry_stops_training_with_a_warning(blobs):
+    """It said training stops, then trained on and failed an epoch later ("yielded no
+    batches"); the warning names validation_steps."""
+    vae = small()
+    with pytest.warns(UserWarning, match=r"validation_data ran out of batches after 1 of the 2 "
+                                         r"steps .* must yield validation_steps batches"):
+        h = vae.fit(blobs, epochs=3, verbose=0, validation_data=iter([blobs[:10]]),
+                    validation_steps=2)
+    assert h.epoch == [0] and len(h.history["val_loss"]) == 1
+
+
+def test_a_source_without_len_trains_through_map_batches(blobs):
+    """map_batches over a source that has no len(): the step count is unknown, as for the
+    source itself (it raised TypeError from len())."""
+    class NoLen:
+        def batches(self, batch_size, shuffle=True, seed=0, epoch=0):
+            for i in range(0, 200, batch_size):
+                yield blobs[i:i + batch_size]
+    a, b = small(), small()
+    ha = a.fit(NoLen(), batch_size=50, epochs=2, verbose=0)
+    hb = b.fit(sources.map_batches(NoLen(), lambda x: x), batch_size=50, epochs=2, verbose=0)
+    assert ha.history == hb.history and a.step == b.step == 8
+    with pytest.raises(TypeError, match="map_batches needs a function of a batch, got int"):
+        sources.map_batches(NoLen(), 3)
+    with pytest.raises(ValueError, match=r"batch 1 of x must have shape \(n, 20\), got \(0,\)"):
+        small().fit(iter([()]), steps_per_epoch=1, verbose=0)
+
+
 def test_reiterable_and_tuple_batches(blobs):
     class Loader:  # like a DataLoader: iterated afresh each epoch, yields (x, y)
         def __iter__(self):
@@ -480,6 +508,20 @@ def test_fit_on_an_image_folder_source(png_folder):
     # fit asked the source for an epoch-dependent shuffled order; steps_per_epoch caps an epoch
     vae.fit(source, epochs=1, batch_size=4, steps_per_epoch=2, verbose=0)
     assert vae.step == 14
+
+
+def test_a_batch_of_unreadable_images_is_skipped_whole(png_folder):
+    """on_error="skip": a batch none of whose images could be read is left out, not handed to
+    fit as an empty batch (which stopped training with "batch 6 of x is empty")."""
+    for name in ("zz_bad1.png", "zz_bad2.png"):
+        (png_folder / name).write_bytes(b"not a png")
+    source = datasets.image_folder(png_folder, size=(16, 16), stream=True, on_error="skip")
+    vae = vaecpp.celeba_conv_vae((16, 16, 3), latent_dim=4, num_filters=(4, 8), seed=0, beta=1.0)
+    with pytest.warns(UserWarning, match=r"skipped .*zz_bad\d\.png: cannot read image"):
+        vae.fit(source, epochs=1, batch_size=2, shuffle=False, verbose=0)
+    assert vae.step == 5  # the 10 readable images; the sixth batch, both unreadable, left out
+    with pytest.warns(UserWarning, match="skipped"):
+        assert np.isfinite(vae.evaluate(source, batch_size=2))
 
 
 # ---- the per-step hook and the long-run callbacks -------------------------------------------

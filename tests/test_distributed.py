@@ -240,6 +240,24 @@ def test_an_error_outside_the_batches_on_one_rank_stops_every_rank(tmp_path, hoo
         np.testing.assert_array_equal(got["weights"], ranks[0]["weights"])
 
 
+@pytest.mark.parametrize("what, named", [
+    ("initial_epoch", "initial_epoch"),  # rank 1 trained one epoch, rank 0 waited: a hang
+    ("hidden", "the model's configuration"),  # a raw MPI error from the weights' broadcast
+    ("optimizer", "the optimizer"),
+    ("validation", r"validation data \(its kind and number of samples\)"),  # was: the seed differs
+    ("validation_freq", r"the validated epochs \(validation_freq\)"),
+])
+def test_settings_that_differ_between_ranks_are_named_on_every_rank(tmp_path, what, named):
+    """Every rank of fit(distributed=comm) checks, in one collective, what all must pass alike;
+    a difference is a ValueError naming it on every rank, before any step."""
+    out = launch(tmp_path, f"mismatch_{what}", 2)
+    for r in out:
+        assert re.match(f"distributed: {named} differs between ranks .* on rank 0, .* on rank 1",
+                        str(r["message"])), r["message"]
+        assert r["step"] == 0
+    assert out[0]["message"] == out[1]["message"]
+
+
 def test_one_rank_is_training_without_distributed():
     """A communicator of one rank (MPI's singleton start, no mpiexec) trains bit for bit as no
     communicator at all; run in a subprocess so that MPI starts and ends there."""

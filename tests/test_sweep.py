@@ -237,6 +237,22 @@ def test_pruning_callback_stops_fit_after_the_epoch_and_raises(tmp_path):
         vae.fit(x, epochs=1, batch_size=20, verbose=0, callbacks=[PruningCallback(study.ask())])
 
 
+def test_a_trial_pruned_by_the_callers_callback_ends_as_pruned(tmp_path):
+    """A callback of the caller's that raises optuna.TrialPruned (not the sweep's pruner): the
+    trial ends as pruned after the epochs it finished and the sweep goes on (a TypeError from
+    the sweep's own bookkeeping stopped it)."""
+    class PruneAtEpochTwo(vaecpp.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise optuna.TrialPruned("slow")
+    study = run_sweep(tmp_path, {"hidden": (8,)}, n_trials=2, epochs=3,
+                      callbacks=[PruneAtEpochTwo()])
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    assert [(t.user_attrs["pruned_epoch"], t.user_attrs["epochs_run"]) for t in trials] == \
+        [(1, 2)] * 2
+
+
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
     x, x_val = data()
     space = {"hidden": (8,), "learning_rate": [1e30, 1e-2], "optimizer": "sgd"}
@@ -302,7 +318,8 @@ def test_trial_threads():
     ({}, {"n_jobs": 1.5}, TypeError, "n_jobs must be an integer"),
     ({}, {"epochs": 0}, ValueError, "epochs must be >= 1"),
     ({}, {"report_every": 0}, ValueError, "report_every must be >= 1"),
-    ({}, {"verbose": 3}, ValueError, "verbose must be 0, 1 or 2"),
+    ({}, {"verbose": 3}, ValueError, "verbose must be 0, 1, 2 or 'auto'"),
+    ({}, {"verbose": True}, ValueError, "verbose must be 0, 1, 2 or 'auto', got True"),
     ({}, {"storage": 5}, TypeError, "storage must be a database URL"),
     ({}, {"directory": None}, TypeError, "directory must be a path"),
 ])

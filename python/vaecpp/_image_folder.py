@@ -240,7 +240,8 @@ class ImageFolderSource:
             decoded and the one the consumer holds) would not fit in memory.
             From the consumer's side, naming the file, if an image cannot be
             decoded and ``on_error="raise"``.  With ``on_error="skip"`` such
-            images are left out (the batch is smaller) with a warning.
+            images are left out (the batch is smaller, or not yielded at all
+            where none of its images could be read) with a warning.
         """
         if batch_size < 1 or prefetch < 1:
             raise ValueError("batch_size and prefetch must be positive")
@@ -252,9 +253,12 @@ class ImageFolderSource:
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         chunks = [order[i : i + batch_size] for i in range(0, stop, batch_size)]
         shares = [c[slice(*share_range(len(c), rank, size))] for c in chunks]
-        return self._generate(shares, prefetch)
+        return self._generate(shares, prefetch, keep_empty=size > 1)
 
-    def _generate(self, chunks, prefetch):
+    def _generate(self, chunks, prefetch, keep_empty):
+        """Decodes ``chunks`` in a thread, ``prefetch`` ahead. A batch whose every image was
+        skipped (``on_error="skip"``) is left out, unless ``keep_empty``: a rank's share of a
+        batch is yielded empty or not, so that the ranks stay at the same batch."""
         slots = queue.Queue(maxsize=prefetch)
         done = threading.Event()
 
@@ -289,7 +293,8 @@ class ImageFolderSource:
                 batch, skipped = item
                 for message in skipped:
                     warnings.warn(message, UserWarning, stacklevel=2)
-                yield batch
+                if len(batch) or keep_empty:
+                    yield batch
         finally:
             done.set()
             worker.join()

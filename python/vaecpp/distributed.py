@@ -138,6 +138,20 @@ class Distributed:
         self.allreduce(s)
         engine.set_state((s / self.size).astype(engine.get_state().dtype))
 
+    def check_agree(self, settings):
+        """Raises on every rank, naming the first setting that differs, when the ranks' ``settings``
+        (``{name: value}``, values compared with ``==``) are not all the same. One collective for
+        all of them, so that no rank is left waiting in a later one (a rank that trained other
+        epochs, or built another model, hung or met a raw MPI error before)."""
+        every = self.comm.allgather(settings)
+        for name in settings:
+            values = [s.get(name) for s in every]
+            differ = [r for r, v in enumerate(values) if v != values[0]]
+            if differ:
+                raise ValueError(f"distributed: {name} differs between ranks ({_short(values[0])} "
+                                 f"on rank 0, {_short(values[differ[0]])} on rank {differ[0]}); "
+                                 f"every rank must pass the same data and settings")
+
     def check_same(self, name, value):
         """Raises on every rank when ``value`` (a number) differs between ranks."""
         lo = self.comm.allreduce(value, op=self._MPI.MIN)
@@ -145,6 +159,11 @@ class Distributed:
         if lo != hi:
             raise ValueError(f"distributed: {name} differs between ranks ({lo} vs {hi}); every "
                              f"rank must pass the same data and settings")
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def for_comm(comm):

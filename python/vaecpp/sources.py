@@ -89,6 +89,8 @@ class MappedSource:
         if not hasattr(source, "batches"):
             raise TypeError(f"map_batches needs a data source with a batches() method, "
                             f"got {type(source).__name__}")
+        if not callable(fn):
+            raise TypeError(f"map_batches needs a function of a batch, got {type(fn).__name__}")
         self.source, self.fn = source, fn
 
     def __len__(self):
@@ -120,7 +122,9 @@ def map_batches(source, fn):
 
 
 def _x_of(batch):
-    return batch[0] if isinstance(batch, tuple) else batch
+    """The ``x`` of a batch: ``x`` or ``(x, ...)`` (an empty tuple is passed on, for the batch
+    check to name)."""
+    return batch[0] if isinstance(batch, tuple) and batch else batch
 
 
 class Stream:
@@ -128,6 +132,7 @@ class Stream:
 
     def __init__(self, data, batch_size, steps, seed, name, steps_name):
         self.data, self.batch_size, self.seed, self.name = data, batch_size, seed, name
+        self.steps_name = steps_name
         self.is_iterator = isinstance(data, collections.abc.Iterator) and not hasattr(data, "batches")
         self.limit = steps
         if self.is_iterator and steps is None:
@@ -140,8 +145,11 @@ class Stream:
         """Batches per epoch if known (for the progress bar), else None."""
         if self.limit is not None:
             return self.limit
-        if hasattr(self.data, "batches") and hasattr(self.data, "__len__"):
-            return -(-len(self.data) // self.batch_size)
+        if hasattr(self.data, "batches"):
+            try:  # a source may have no len(), or wrap one that has none (map_batches)
+                return -(-len(self.data) // self.batch_size)
+            except TypeError:
+                return None
         return None
 
     def epoch(self, epoch, shuffle, rank=0, size=1):
@@ -174,5 +182,6 @@ class Stream:
         if self.is_iterator and n < self.limit:
             self.exhausted = True
             warnings.warn(f"{self.name} ran out of batches after {n} of the {self.limit} steps of "
-                          f"this epoch; training stops (the generator must yield at least "
-                          f"steps_per_epoch * epochs batches)", UserWarning, stacklevel=2)
+                          f"this pass; fit stops after this epoch (a generator must yield "
+                          f"{self.steps_name} batches for each pass that reads it)",
+                          UserWarning, stacklevel=2)

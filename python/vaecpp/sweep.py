@@ -52,6 +52,7 @@ import time
 import numpy as np
 
 from . import _checks, _limits, optimizers
+from .training import check_verbose
 from .callbacks import Callback
 from .model import VAE
 from .model import load_model
@@ -207,7 +208,7 @@ def sweep(space, x, validation_data, *, n_trials, directory, storage=None, study
         from the same seed, so trials differ by their hyper-parameters only.
     timeout : float or None
         Seconds after which this process starts no new trial.
-    verbose : 0, 1 or 2
+    verbose : 0, 1, 2 or "auto"
         ``fit``'s verbosity for each trial.
 
     Each trial's ``user_attrs`` hold ``params`` (the full hyper-parameter dict, non-JSON values
@@ -242,8 +243,7 @@ def sweep(space, x, validation_data, *, n_trials, directory, storage=None, study
     n_jobs = _checks.positive_int(n_jobs, "n_jobs")
     training = {"epochs": _checks.positive_int(epochs, "epochs"),
                 "batch_size": _checks.positive_int(batch_size, "batch_size")}
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    verbose = check_verbose(verbose)  # fit's own check, before any trial (True passed here)
     if timeout is not None:
         timeout = _checks.number(timeout, "timeout", 0.0, open_minimum=True)
     callbacks = list(callbacks or [])
@@ -301,9 +301,10 @@ class _Objective:
             history = vae.fit(self.x, epochs=run["epochs"], batch_size=run["batch_size"],
                               validation_data=self.val, verbose=self.verbose,
                               callbacks=self.callbacks + [pruning])
-        except optuna.TrialPruned:
-            trial.set_user_attr("pruned_epoch", pruning.pruned_epoch)
-            trial.set_user_attr("epochs_run", pruning.pruned_epoch + 1)
+        except optuna.TrialPruned:  # by the pruner, or by a callback of the caller's
+            done = len(vae.history.epoch)  # the epochs finished before it stopped
+            trial.set_user_attr("pruned_epoch", done - 1 if done else None)
+            trial.set_user_attr("epochs_run", done)
             raise
         except FloatingPointError as e:  # a failed trial (Optuna catches it); the sweep goes on
             trial.set_user_attr("diverged", str(e))

@@ -356,6 +356,32 @@ def _check_distributable(data, dist):
     dist.check_same("the number of samples", len(data))
 
 
+def _kind_and_size(data):
+    """What the ranks must agree on about one data argument: a stream may give each rank its
+    own rows (see :mod:`vaecpp.sources`), an array must be the same on every rank."""
+    if data is None:
+        return None
+    return ("array", len(data)) if isinstance(data, ArrayAdapter) else ("stream", data.steps)
+
+
+def _settings_to_agree(model, train, val, batch_size, initial_epoch, epochs, validate_now,
+                       shuffle):
+    """Everything every rank of ``fit(..., distributed=comm)`` must pass alike, by name: the
+    model (its configuration, seed included: it orders the epochs and draws the noise; the
+    thread count and device may differ), its optimizer, the data's kind and size, and the epochs
+    trained and validated."""
+    config = {k: v for k, v in model.get_config().items()
+              if k not in ("threads", "device", "backend")}
+    return {"the model's seed": model.seed, "the model's configuration": config,
+            "the optimizer": model.optimizer.get_config(),
+            "x (its kind and number of samples)": _kind_and_size(train),
+            "validation data (its kind and number of samples)": _kind_and_size(val),
+            "batch_size": batch_size, "initial_epoch": initial_epoch, "epochs": epochs,
+            "the validated epochs (validation_freq)": [
+                e for e in range(initial_epoch, epochs) if validate_now(e)],
+            "shuffle": bool(shuffle)}
+
+
 def learning_rate(model):
     """The compiled optimizer's ``learning_rate`` as the engine will use it: a finite number > 0,
     also in the model's dtype (``1e-50`` is 0 as float32: nothing would train). Read before every
@@ -410,11 +436,8 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
         model.compile()
     dist = for_comm(distributed)
     if dist is not None:
-        for data in (train, val):
-            _check_distributable(data, dist)
-        dist.check_same("the model's seed", model.seed)  # it orders the epochs and the noise
-        dist.check_same("batch_size", batch_size)
-        dist.check_same("epochs", epochs)
+        dist.check_agree(_settings_to_agree(model, train, val, batch_size, initial_epoch, epochs,
+                                            validate_now, shuffle))
         dist.broadcast_model(model._engine)
         if dist.rank != 0:  # rank 0 alone prints and writes files
             verbose = 0
@@ -516,7 +539,7 @@ def _run(model, train, val, batch_size, epochs, initial_epoch, verbose, callback
                 settle(f"after the validation of epoch {epoch + 1}", cb.on_test_end,
                        dict(val_logs))
             settle(f"at the end of epoch {epoch + 1}", cb.on_epoch_end, epoch, logs)
-            exhausted = train.exhausted
+            exhausted = train.exhausted or (val is not None and val.exhausted)
             if dist is not None:  # a callback on any rank (e.g. rank 0's) stops them all, and so
                 # does any rank's generator that ran dry
                 model.stop_training, exhausted = dist.any(model.stop_training, exhausted)
