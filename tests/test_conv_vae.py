@@ -582,6 +582,44 @@ def test_periodic_checkpoint_keeps_the_last_files(tmp_path, blobs):
         cb.PeriodicCheckpoint(keep=0)
 
 
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"samples": 0}, ValueError, "samples must be >= 1"),
+    ({"interpolation_steps": 1}, ValueError, "interpolation_steps must be >= 2"),
+    ({"value_range": (1, 0)}, ValueError, "value_range must be"),
+    ({"zoom": 2.5}, TypeError, "zoom must be an integer"),
+    ({"n": 0}, ValueError, "n must be >= 1"),
+])
+def test_image_snapshots_check_their_arguments_when_made(tmp_path, kwargs, error, message):
+    """Not at the first snapshot, half way through training (as they were)."""
+    with pytest.raises(error, match=message):
+        cb.ImageSnapshots(tmp_path, np.zeros((4, 16)), **kwargs)
+
+
+def test_celeba_model_with_a_unit_interval_likelihood_and_numpy_sides():
+    """likelihood="bernoulli" decodes sigmoid(logits): no tanh is imposed on it (it was refused,
+    "output_activation must be None, got 'tanh'", an argument the caller never passed); a side
+    given as np.int64(16) is 16 (it was refused as not a power of two)."""
+    vae = vaecpp.celeba_conv_vae((np.int64(16), 16, 3), latent_dim=4, num_filters=(4, 8),
+                                 likelihood="bernoulli", seed=0)
+    assert vae.likelihood == "bernoulli" and vae.get_config()["output_activation"] is None
+    assert vae.input_shape == (16, 16, 3)
+
+
+def test_image_snapshots_of_flat_inputs_that_are_not_square(tmp_path):
+    """A flat model of 20 inputs cannot be shown square: fit refuses it as training begins, and
+    image_shape=(4, 5) shows it (ImageSnapshots had no way to say the shape)."""
+    pytest.importorskip("PIL.Image")
+    x = np.random.default_rng(0).random((8, 20)).astype(np.float32)
+    vae = vaecpp.VAE(20, hidden=(8,), seed=0, threads=1)
+    with pytest.raises(ValueError, match=r"pass image_shape=\(h, w\)"):
+        vae.fit(x, epochs=1, verbose=0, callbacks=[cb.ImageSnapshots(tmp_path / "a", x)])
+    assert vae.step == 0
+    snaps = cb.ImageSnapshots(tmp_path / "b", x, every_steps=1, n=2, samples=4,
+                              image_shape=(4, 5))
+    vae.fit(x, epochs=1, batch_size=4, verbose=0, callbacks=[snaps])
+    assert snaps.written and len(snaps.written[-1][1]) == 3
+
+
 def test_image_snapshots_write_png_grids(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     vae = vaecpp.keras_mnist_conv_vae(seed=0, threads=1)

@@ -172,6 +172,23 @@ def test_custom_likelihood_config_a_load_would_refuse_is_refused_at_save(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("returns, message", [
+    (lambda p: np.full((len(p), 6), np.nan), "sample returned NaN or inf"),
+    (lambda p: np.zeros((len(p), 3)), r"sample must return an array of shape \(4, 6\), got \(4, 3\)"),
+    (lambda p: None, r"sample must return an array of shape \(4, 6\), got None"),
+    (lambda p: "draws", r"sample must return an array of shape \(4, 6\)"),
+])
+def test_a_custom_sample_is_checked_as_the_other_methods_are(returns, message):
+    """decode(sample=True) checks what Likelihood.sample returns (it handed back NaN draws, or
+    failed with a bare reshape or IndexError), as the engine checks nll, grad and mean."""
+    class Sampler(PyBernoulli):
+        def sample(self, params, rng):
+            return returns(params)
+    vae = vaecpp.VAE(6, hidden=(3,), likelihood=Sampler(), seed=0)
+    with pytest.raises(ValueError, match=f"custom likelihood: {message}"):
+        vae.decode(np.zeros((4, 2)), sample=True)
+
+
 def test_decode_sample_uses_custom_sampler():
     vae = vaecpp.VAE(6, hidden=(3,), likelihood=PyBernoulli(), seed=0)
     s = vae.decode(np.zeros((50, 2)), sample=True, seed=1)

@@ -361,6 +361,33 @@ def test_load_model_without_compiling(tmp_path, blobs):
 
 
 # ---- layers ------------------------------------------------------------------------------------
+def test_layer_names_must_be_unique_strings(tmp_path):
+    """As Keras: two layers of one name (or one named like the model's z_mean head) are refused
+    (their weight_names() were the same, and a safetensors file of them did not load back)."""
+    for encoder in ([L.Dense(4, name="z_mean")], [L.Dense(4, name="a"), L.Dense(4, name="a")]):
+        with pytest.raises(ValueError, match=r"layer names must be unique; '(z_mean|a)' names"):
+            vaecpp.VAE(16, encoder=encoder, decoder=[L.Dense(16)])
+    with pytest.raises(TypeError, match="a layer's name must be a string, got int"):
+        L.Dense(4, name=5)
+    with pytest.raises(ValueError, match="cannot contain '/'"):
+        L.Dense(4, name="enc/1")
+    vae = vaecpp.VAE(16, encoder=[L.Dense(4, name="a"), L.Dense(4, name="b")],
+                     decoder=[L.Dense(16)], seed=0)
+    assert len(set(vae.weight_names())) == len(vae.weight_names())
+
+
+def test_layer_sizes_given_as_numpy_integers_save_as_json(tmp_path):
+    """Dense(np.int64(4)) trained and then failed at save ("int64 is not JSON serializable"):
+    a layer keeps its arguments as Python numbers."""
+    vae = vaecpp.VAE(16, encoder=[L.Dense(np.int64(4)), L.Dropout(np.float32(0.5))],
+                     decoder=[L.Dense(np.int32(16))], seed=0)
+    vae.save(tmp_path / "m.vae")
+    again = vaecpp.load_model(tmp_path / "m.vae")
+    assert again.get_config() == vae.get_config()
+    conv = L.Conv2D(2, np.int64(3), strides=(np.int64(2), 1))
+    assert json.loads(json.dumps(conv.get_config()))["args"]["strides"] == [2, 1]
+
+
 def test_keras_layer_aliases(blobs):
     vae = vaecpp.VAE(20, latent_dim=2, seed=0, encoder=[L.Dense(8), L.LeakyReLU()],
                      decoder=[L.Dense(8, kernel_initializer="glorot_uniform",

@@ -45,10 +45,19 @@ def to_display(images, image_shape=None, value_range=(0.0, 1.0)):
         raise ValueError(
             f"expected images (n, h, w), (n, h, w, 1) or (n, h, w, 3), got shape {x.shape}"
         )
-    lo, hi = (float(v) for v in value_range)
-    if not hi > lo:
-        raise ValueError(f"value_range must be (low, high) with high > low, not {value_range}")
+    lo, hi = check_value_range(value_range)
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def check_value_range(value_range):
+    """``(low, high)`` as floats, finite with ``high > low``, else ValueError."""
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be (low, high), not {value_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range must be (low, high) with high > low, not {value_range}")
+    return lo, hi
 
 
 def decode_images(vae, z, image_shape=None, value_range=(0.0, 1.0)):

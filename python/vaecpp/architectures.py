@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
-from . import _core, layers as L
+import numbers
+
+from . import _checks, _core, layers as L
 from . import optimizers
 from .model import VAE
 
@@ -47,6 +49,8 @@ def keras_mnist_conv_vae(latent_dim=2, **kwargs):
 
 def _blocks(side):
     """The number of stride-2 blocks from a square side (a power of two >= 16) down to 4."""
+    if isinstance(side, numbers.Integral) and not isinstance(side, bool):
+        side = int(side)  # np.int64(16) is 16
     if not isinstance(side, int) or side < 16 or side & (side - 1):
         raise ValueError(f"celeba_conv_vae needs square images whose side is a power of two "
                          f">= 16 (16, 32, 64, 128, 256, ...), got side {side!r}")
@@ -88,8 +92,8 @@ def celeba_conv_vae(input_shape=(128, 128, 3), latent_dim=64, num_filters=None, 
     if len(input_shape) != 3 or input_shape[0] != input_shape[1]:
         raise ValueError(f"celeba_conv_vae needs input_shape (side, side, channels), got "
                          f"{tuple(input_shape)!r}")
-    side, channels = input_shape[0], input_shape[2]
-    n = _blocks(side)
+    n = _blocks(input_shape[0])
+    side, channels = 2 ** (n + 2), input_shape[2]
     num_filters = default_num_filters(side) if num_filters is None else tuple(num_filters)
     if len(num_filters) != n:
         raise ValueError(f"num_filters needs one width per stride-2 encoder block: {n} for "
@@ -116,7 +120,8 @@ def celeba_conv_vae(input_shape=(128, 128, 3), latent_dim=64, num_filters=None, 
                                      name="decoder_output"))
     if likelihood == "mse":
         kwargs.setdefault("reduction", "mean")
-    kwargs.setdefault("output_activation", "tanh")
+    if likelihood not in _checks.UNIT_INTERVAL:  # those decode sigmoid(logits) into [0, 1]
+        kwargs.setdefault("output_activation", "tanh")
     return VAE(input_shape=tuple(input_shape), latent_dim=latent_dim, encoder=encoder,
                decoder=decoder, likelihood=likelihood, beta=beta, **kwargs)
 

@@ -6,6 +6,8 @@ runs it. ``config()`` returns the plain dict the engine reads: ``kind`` plus num
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _core, _limits
 
 __all__ = [
@@ -44,6 +46,15 @@ def _initializer(value, allowed, what, layer):
                      f"{what} out, or set other weights with vae.set_weights(...)")
 
 
+def _plain(value):
+    """``value`` with NumPy scalars as Python numbers, inside lists and tuples too."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def _positive_int(value, what):
     """An integer in ``[1, _limits.INT_MAX]``: the engine stores layer sizes in a C++ int."""
     return _limits.integer(value, what)
@@ -79,8 +90,14 @@ class Layer:
     kind = ""
 
     def __init__(self, name=None, **args):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"a layer's name must be a string, got {type(name).__name__}")
+        if name and "/" in name:
+            raise ValueError(f"a layer's name cannot contain '/' (it separates the layer from "
+                             f"its array in weight_names()), got {name!r}")
         self.name = name
-        self.args = dict(args, name=name) if name else dict(args)
+        args = {k: _plain(v) for k, v in args.items()}  # saved as JSON: np.int64(4) is 4
+        self.args = dict(args, name=name) if name else args
 
     def options(self):
         return {}

@@ -176,6 +176,7 @@ class VAE:
         _config.check_model_memory(spec)
         self._engine = _config.make_engine(spec)
         self._weight_index = self._weight_layout()
+        _check_unique_names(self.weight_names())
 
         self.optimizer = None
         self.history = History()  # every epoch this model has trained, across fit calls
@@ -421,13 +422,28 @@ class VAE:
         params = _batched(lambda r: self._engine.decode(r, raw=True), rows, batch_size)
         rng = self._rng(seed)
         if self.custom_likelihood is not None:
-            x = self.custom_likelihood.sample(params, rng)
+            x = self._checked_sample(self.custom_likelihood.sample(params, rng), len(rows))
         else:
             c = self._config
             x = sample_builtin(self.likelihood, params, self.input_dim, rng,
                                loc_act=self._loc_act, log_var_clip=c["log_var_clip"],
                                laplace_scale=c["laplace_scale"], reduction=c["reduction"])
         return self._out_shape(np.asarray(x, self.dtype))
+
+    def _checked_sample(self, x, n):
+        """What a custom likelihood's ``sample`` returned, checked as the engine checks its other
+        methods: ``n`` finite rows of the model's input (flat or shaped)."""
+        try:
+            a = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.shape not in ((n, self.input_dim), (n, *self.input_shape)):
+            got = "None" if x is None else getattr(a, "shape", type(x).__name__)
+            raise ValueError(f"custom likelihood: sample must return an array of shape "
+                             f"({n}, {self.input_dim}), got {got}")
+        if not np.isfinite(a).all():
+            raise ValueError("custom likelihood: sample returned NaN or inf")
+        return a
 
     def decoder_outputs(self, z: Data) -> np.ndarray:
         """The decoder's raw outputs for each latent point: the likelihood's parameters (logits,
@@ -662,6 +678,21 @@ class VAE:
     # The engine under its old attribute name, for code written before it was renamed; use the
     # public accessors above (step, get_optimizer_state, layer_summary, train_on_batch, ...).
     _core = property(lambda self: self._engine)
+
+
+def _check_unique_names(names):
+    """Layer names must be unique, as in Keras: two arrays called ``dense/kernel`` (two layers
+    named alike, or one named like the model's own ``z_mean`` / ``z_log_var`` heads or like a
+    layer's default name) cannot be told apart in weight_names(), safetensors files or summaries."""
+    seen, clashes = set(), []
+    for name in names:
+        if name in seen and name.split("/")[0] not in clashes:
+            clashes.append(name.split("/")[0])
+        seen.add(name)
+    if clashes:
+        raise ValueError(f"layer names must be unique; {', '.join(map(repr, clashes))} names more "
+                         f"than one layer (z_mean and z_log_var are the model's own heads; "
+                         f"unnamed layers are called dense, dense_1, ...)")
 
 
 def load_model(path: Union[str, os.PathLike], custom_objects: Optional[Dict[str, type]] = None,

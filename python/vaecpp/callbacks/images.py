@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from .. import _checks
+from .._imageutil import check_value_range, image_shape_of, to_display
 from .base import Callback
 
 
@@ -23,26 +25,31 @@ class ImageSnapshots(Callback):
     With array data the step hook is throttled (see the module notes), so a snapshot lands at the
     first report at or after each multiple of ``every_steps``. ``value_range`` gives the values
     shown black and white (``(-1, 1)`` for a tanh decoder); small images are enlarged ``zoom``
-    times (default: to at least 64 pixels). Decoding uses the moving BatchNorm statistics, like
-    every call outside ``fit``. Needs Pillow.
+    times (default: to at least 64 pixels); ``image_shape=(h, w)`` shows flat inputs whose size
+    is not a square as images. Decoding uses the moving BatchNorm statistics, like every call
+    outside ``fit``. Needs Pillow. Every argument is checked here, and the images' shape when
+    training begins, so that no error waits for the first snapshot.
     """
     rank_zero_only = True  # in distributed training only rank 0 writes files
 
     def __init__(self, directory, x, every_steps=1000, n=8, samples=16, interpolation_steps=8,
-                 value_range=(0.0, 1.0), seed=0, zoom=None):
+                 value_range=(0.0, 1.0), seed=0, zoom=None, image_shape=None):
         self.directory = os.fspath(directory)
-        self.x = np.asarray(x)[:n]
+        self.x = np.asarray(x)[:_checks.positive_int(n, "n")]
         if len(self.x) < 1:
             raise ValueError("ImageSnapshots needs at least one input image in x")
-        self.every_steps = int(every_steps)
-        if self.every_steps < 1:
-            raise ValueError(f"every_steps must be >= 1, got {every_steps}")
-        self.samples, self.interpolation_steps = int(samples), int(interpolation_steps)
-        self.value_range, self.seed, self.zoom = value_range, seed, zoom
+        self.every_steps = _checks.positive_int(every_steps, "every_steps")
+        self.samples = _checks.positive_int(samples, "samples")
+        self.interpolation_steps = _checks.positive_int(interpolation_steps,
+                                                        "interpolation_steps", minimum=2)
+        self.value_range = check_value_range(value_range)
+        self.zoom = None if zoom is None else _checks.positive_int(zoom, "zoom")
+        self.seed, self.image_shape = seed, image_shape
         self.next_step = None
         self.written = []  # (step, paths)
 
     def on_train_begin(self, logs=None):
+        image_shape_of(self.model, self.image_shape)  # a shape that cannot be shown: now
         step = self.model.step
         self.next_step = (step // self.every_steps + 1) * self.every_steps
 
@@ -53,9 +60,8 @@ class ImageSnapshots(Callback):
 
     def save(self, step):
         """Writes the three grids for the model as it is now; returns their paths."""
-        from .._imageutil import image_shape_of, to_display
         vae = self.model
-        shape = image_shape_of(vae)
+        shape = image_shape_of(vae, self.image_shape)
         show = lambda images: to_display(images, shape, self.value_range)  # noqa: E731
         rng = np.random.default_rng(self.seed)
         z = rng.standard_normal((self.samples, vae.latent_dim)) * vae.get_config()["prior_std"]
