@@ -53,6 +53,51 @@ def test_loss_curves_from_history_and_dict():
         plot.loss_curves(history, keys=("elbo",))
 
 
+def test_loss_curves_draw_each_value_at_the_epoch_it_was_logged():
+    """val_* logged only at validated epochs (validation_freq=2, then a fit without validation)
+    are drawn at those epochs, not at 1, 2, ... (before: any key shorter than .epoch fell back
+    to 1..len)."""
+    from vaecpp.callbacks import History
+    history = History()
+    for epoch in range(6):  # validated after epochs 2 and 4 (1-based)
+        logs = {"loss": 10.0 - epoch}
+        if epoch in (1, 3):
+            logs["val_loss"] = 20.0 - epoch
+        history.on_epoch_end(epoch, logs)
+    assert history.key_epochs == {"loss": [0, 1, 2, 3, 4, 5], "val_loss": [1, 3]}
+    lines = plot.loss_curves(history).axes[0].get_lines()
+    np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(lines[1].get_xdata(), [2, 4])
+    np.testing.assert_array_equal(lines[1].get_ydata(), [19.0, 17.0])
+
+
+def test_loss_curves_warn_where_the_epochs_of_a_key_are_unknown():
+    """A history without the per-key record (a dict, an older History) whose val_loss is shorter
+    than its epochs: drawn at 1..n with a warning saying the epochs are unknown."""
+    history = FakeHistory({"loss": [3.0, 2.0, 1.5, 1.0], "val_loss": [3.1, 2.2]})
+    with pytest.warns(UserWarning, match="'val_loss' has 2 values for 4 epochs"):
+        lines = plot.loss_curves(history).axes[0].get_lines()
+    np.testing.assert_array_equal(lines[1].get_xdata(), [1, 2])
+    with pytest.warns(UserWarning, match="does not say which epochs"):
+        plot.loss_curves(history.history)
+
+
+def test_loss_curves_keys_and_log_scale():
+    """One string is one key, not its characters; a log axis of losses <= 0 (a Gaussian
+    model's) is a ValueError (before: matplotlib's warning and an empty axis)."""
+    history = FakeHistory({"loss": [3.0, 2.0], "val_loss": [3.1, 2.2]})
+    lines = plot.loss_curves(history, keys="val_loss").axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["val_loss"]
+    with pytest.raises(TypeError, match="keys"):
+        plot.loss_curves(history, keys=[1])
+    with pytest.raises(TypeError, match="keys"):
+        plot.loss_curves(history, keys=5)
+    with pytest.raises(ValueError, match="logy=True needs positive values, but 'loss' has -5"):
+        plot.loss_curves({"loss": [-5.0, -6.0]}, logy=True)
+    with pytest.raises(ValueError, match="logy"):
+        plot.loss_curves({"loss": [1.0, 0.0]}, logy=True)
+
+
 def test_latent_scatter_with_classes():
     stub_vae = StubVAE()
     rng = np.random.default_rng(0)

@@ -11,6 +11,7 @@ e.g. ``(-1, 1)`` for a tanh decoder.  Matplotlib is imported only when a
 function is called.
 """
 
+import warnings
 from statistics import NormalDist
 
 import numpy as np
@@ -81,44 +82,92 @@ def _batch(x, vae):
     return x
 
 
+def _loss_keys(keys):
+    """``keys`` as a list of metric names; one string is one key (not its characters)."""
+    if isinstance(keys, str):
+        return [keys]
+    if not hasattr(keys, "__iter__"):
+        raise TypeError(f"keys must be a metric name or a sequence of them, got "
+                        f"{type(keys).__name__}")
+    keys = list(keys)
+    for k in keys:
+        if not isinstance(k, str):
+            raise TypeError(f"keys must be metric names (str), got {type(k).__name__}")
+    return keys
+
+
+def _epochs_of(history, logs, key, count):
+    """The 1-based epochs of ``key``'s ``count`` values: the epochs History recorded for that key
+    (``val_*`` only at the validated ones), else ``history.epoch`` when every epoch logged it,
+    else 1..count, with a warning where the values are fewer than the epochs and so their epochs
+    are unknown (a History saved before ``key_epochs`` existed, or a dict)."""
+    recorded = (getattr(history, "key_epochs", None) or {}).get(key)
+    if recorded is not None and len(recorded) == count:
+        return np.asarray(recorded) + 1
+    epochs = list(getattr(history, "epoch", None) or [])
+    if epochs and len(epochs) == count:
+        return np.asarray(epochs) + 1
+    n_epochs = len(epochs) or max(len(v) for v in logs.values())
+    if count != n_epochs:
+        warnings.warn(f"loss_curves: {key!r} has {count} values for {n_epochs} epochs and the "
+                      f"history does not say which epochs they belong to; drawn at 1..{count}",
+                      stacklevel=3)
+    return np.arange(1, count + 1)
+
+
+def _check_log_scale(logs, present):
+    """A log y axis needs positive losses (a Gaussian model's are often negative)."""
+    for key in present:
+        values = np.asarray(logs[key], dtype=float)
+        bad = values[np.isfinite(values) & (values <= 0)]
+        if len(bad):
+            raise ValueError(f"logy=True needs positive values, but {key!r} has {bad[0]:g} "
+                             f"(a Gaussian or other continuous likelihood's loss may be "
+                             f"negative); use logy=False")
+
+
 def loss_curves(history, keys=("loss", "val_loss"), logy=False, title=None):
     """Plots training curves from a History (or its ``.history`` dict).
 
     Parameters
     ----------
     history : History or dict
-        ``vae.fit(...)``'s return value, or a dict of lists.
-    keys : sequence of str
-        The metrics to draw; those absent from ``history`` are skipped (so
-        ``val_loss`` may be asked for when there was no validation data).
+        ``vae.fit(...)``'s return value (or ``vae.history``), or a dict of lists.
+    keys : str or sequence of str
+        The metric (one string) or metrics to draw; those absent from ``history`` are skipped
+        (so ``val_loss`` may be asked for when there was no validation data).
     logy : bool
-        Whether to use a logarithmic y axis.
+        Whether to use a logarithmic y axis (the values must then be positive).
     title : str, optional
         The axes title.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One axes, one line per key, x = epoch number (1-based).
+        One axes, one line per key, x = epoch number (1-based).  Each value is drawn at the
+        epoch it was logged at: ``val_*`` values only at the validated epochs
+        (``validation_freq``, or a later ``fit`` without validation data), as
+        ``History.key_epochs`` records.  A dict has no epochs: values are drawn at 1, 2, ...
 
     Raises
     ------
     ValueError
-        If none of ``keys`` is in ``history``.
+        If none of ``keys`` is in ``history``, or ``logy`` with a value <= 0.
+    TypeError
+        If ``keys`` is not a string or a sequence of strings.
     """
+    keys = _loss_keys(keys)
     logs = getattr(history, "history", history)
     present = [k for k in keys if k in logs and len(logs[k])]
     if not present:
-        raise ValueError(f"none of {list(keys)} in the history (it has {sorted(logs)})")
-    epochs = list(getattr(history, "epoch", None) or [])
+        raise ValueError(f"none of {keys} in the history (it has {sorted(logs)})")
+    if logy:
+        _check_log_scale(logs, present)
     fig = _figure((6, 4))
     ax = fig.add_subplot()
     for key in present:
         values = np.asarray(logs[key], dtype=float)
-        if len(epochs) == len(values):
-            xs = np.asarray(epochs) + 1
-        else:
-            xs = np.arange(1, len(values) + 1)
+        xs = _epochs_of(history, logs, key, len(values))
         ax.plot(xs, values, marker="o" if len(values) < 30 else None, label=key)
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
