@@ -125,6 +125,22 @@ def test_latent_scatter_encodes_vae_input_and_continuous_labels():
         plot.latent_scatter(np.zeros((4, 2)), labels=[1, 2])
 
 
+def test_latent_scatter_checks_dims_labels_and_shape():
+    """dims out of range or repeated, 2-D labels and 3-D codes are ValueErrors naming them
+    (before: IndexErrors)."""
+    z = np.zeros((4, 2))
+    with pytest.raises(ValueError, match=r"dims must be latent dimensions in 0\.\.1"):
+        plot.latent_scatter(z, dims=(0, 5))
+    with pytest.raises(ValueError, match="two different"):
+        plot.latent_scatter(z, dims=(1, 1))
+    with pytest.raises(ValueError, match=r"labels must be 1-D, one per point, got shape \(4, 1\)"):
+        plot.latent_scatter(z, labels=np.zeros((4, 1), dtype=int))
+    with pytest.raises(ValueError, match="argmax"):
+        plot.latent_scatter(z, labels=np.eye(4))
+    with pytest.raises(ValueError, match="z must be"):
+        plot.latent_scatter(np.zeros((4, 2, 2)))
+
+
 def expected_block(vae, z):
     return vae.decode(np.asarray([z]))[0]
 
@@ -160,6 +176,32 @@ def test_manifold_grid_linear_scale_fixed_dims():
     assert canvas.shape == (8, 8)
     with pytest.raises(ValueError, match="grid must be"):
         plot.manifold(vae, grid="log")
+
+
+def test_manifold_checks_dims_and_fixed():
+    """dims: two different dimensions of the latent space; fixed: one finite value per latent
+    dimension (before: dims=(0, 0) drew identical columns, dims out of range and a short fixed
+    were IndexErrors, a long fixed a message not naming it)."""
+    vae = StubVAE(latent_dim=2)
+    for dims, match in [((0, 0), "two different"), ((0, 2), r"0\.\.1"), ((-1, 0), "dims must be >= 0")]:
+        with pytest.raises(ValueError, match=match):
+            plot.manifold_grid(vae, n=3, dims=dims)
+        with pytest.raises(ValueError, match="dims"):
+            plot.manifold(vae, n=3, dims=dims)
+    for dims in [(0,), "01", (0.0, 1.0)]:
+        with pytest.raises(TypeError, match="dims"):
+            plot.manifold_grid(vae, n=3, dims=dims)
+    for fixed in [[0.0], [0.0, 0.0, 0.0], [[0.0, 0.0]]]:
+        with pytest.raises(ValueError, match=r"fixed must hold one value per latent dimension \(2\)"):
+            plot.manifold_grid(vae, n=3, fixed=fixed)
+    with pytest.raises(ValueError, match="fixed must be finite"):
+        plot.manifold(vae, n=3, fixed=[0.0, np.nan])
+    with pytest.raises(TypeError, match="fixed"):
+        plot.manifold_grid(vae, n=3, fixed=["a", "b"])
+    assert len(vae.decoded) == 0  # refused before anything was decoded
+    canvas, _, _ = plot.manifold_grid(vae, n=2, dims=(1, 0), fixed=np.array([5.0, 5.0]), gap=0)
+    np.testing.assert_allclose(canvas[:6, :5], expected_block(vae, [1.6448536, -1.6448536]),
+                               atol=1e-6)  # column: z[1], row: z[0]
 
 
 def test_manifold_one_latent_dimension_and_flat_rgb_inputs():

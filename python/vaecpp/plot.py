@@ -182,6 +182,48 @@ def loss_curves(history, keys=("loss", "val_loss"), logy=False, title=None):
     return fig
 
 
+def _check_dims(dims, latent_dim):
+    """``dims`` as two different latent dimensions in ``0 .. latent_dim - 1``: TypeError for
+    anything but a pair of integers, ValueError naming ``dims`` otherwise."""
+    if isinstance(dims, (str, bytes)) or np.shape(dims) != (2,):
+        raise TypeError(f"dims must be a pair of latent dimensions, e.g. (0, 1), got {dims!r}")
+    pair = tuple(_limits.integer(d, "dims", 0, None) for d in dims)
+    if max(pair) >= latent_dim:
+        raise ValueError(f"dims must be latent dimensions in 0..{latent_dim - 1} (latent_dim="
+                         f"{latent_dim}), got {dims!r}")
+    if pair[0] == pair[1]:
+        raise ValueError(f"dims must be two different latent dimensions, got {dims!r}")
+    return pair
+
+
+def _check_fixed(fixed, latent_dim):
+    """The latent point's other coordinates: zeros for None, else ``latent_dim`` finite numbers
+    (a ValueError or TypeError naming ``fixed``)."""
+    if fixed is None:
+        return np.zeros(latent_dim)
+    try:
+        base = np.array(fixed, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"fixed must be {latent_dim} numbers, got {fixed!r}") from None
+    if base.shape != (latent_dim,):
+        raise ValueError(f"fixed must hold one value per latent dimension ({latent_dim}), "
+                         f"got shape {base.shape}")
+    if not np.isfinite(base).all():
+        raise ValueError(f"fixed must be finite, got {fixed!r}")
+    return base
+
+
+def _check_labels(labels, count):
+    """``labels`` as a 1-D array of one label per point."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        hint = " (for one-hot labels pass labels.argmax(axis=1))" if labels.ndim == 2 else ""
+        raise ValueError(f"labels must be 1-D, one per point, got shape {labels.shape}{hint}")
+    if len(labels) != count:
+        raise ValueError(f"{len(labels)} labels for {count} points")
+    return labels
+
+
 def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
     """Scatter plot of latent codes, coloured by label.
 
@@ -215,6 +257,12 @@ def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
     z = np.asarray(z, dtype=float)
     if z.ndim == 1:
         z = z[:, None]
+    if z.ndim != 2:
+        raise ValueError(f"z must be (n, latent_dim) latent codes, got shape {z.shape}")
+    if z.shape[1] > 1:
+        dims = _check_dims(dims, z.shape[1])
+    if labels is not None:
+        labels = _check_labels(labels, len(z))
     fig = _figure((5.5, 5))
     ax = fig.add_subplot()
     if z.shape[1] == 1:
@@ -229,9 +277,6 @@ def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
     if labels is None:
         ax.scatter(xs, ys, s=s, color="tab:blue")
     else:
-        labels = np.asarray(labels)
-        if len(labels) != len(z):
-            raise ValueError(f"{len(labels)} labels for {len(z)} points")
         discrete = labels.dtype.kind in "biuUSO"  # integers, booleans, strings
         classes = np.unique(labels) if discrete else None
         if discrete and (len(classes) <= 20 or labels.dtype.kind in "USO"):
@@ -300,9 +345,11 @@ def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3
     side = _limits.integer(n, "n") if isinstance(grid, str) else np.size(grid)
     _check_images(side if int(vae.latent_dim) == 1 else side * side, vae,
                   f"a manifold of {side} x {side} images")
-    values = _axis_values(n, grid, quantiles, limits, scale)
     latent_dim = int(vae.latent_dim)
-    base = np.zeros(latent_dim) if fixed is None else np.asarray(fixed, dtype=float).copy()
+    if latent_dim > 1:
+        dims = _check_dims(dims, latent_dim)
+    base = _check_fixed(fixed, latent_dim)
+    values = _axis_values(n, grid, quantiles, limits, scale)
     if latent_dim == 1:
         z = np.repeat(base[None], len(values), axis=0)
         z[:, 0] = values
