@@ -321,3 +321,25 @@ def test_nearest_neighbour_indices_in_blocks_match_brute_force():
     assert peak < 16e6, f"peak {peak / 1e6:.1f} MB (the whole distance matrix is 96 MB)"
     with pytest.raises(ValueError, match="k must be"):
         plot.nearest_neighbour_indices(samples, train, k=0)
+
+
+def test_nearest_neighbour_indices_refuse_empty_and_non_finite_images():
+    """No samples or no training images, and a NaN or inf in either, are ValueErrors naming
+    them (before: a reshape error, or indices of inf distances for a NaN sample)."""
+    rng = np.random.default_rng(5)
+    train, samples = rng.random((20, 6, 5)), rng.random((3, 6, 5))
+    with pytest.raises(ValueError, match="samples is empty"):
+        plot.nearest_neighbour_indices(samples[:0], train)
+    with pytest.raises(ValueError, match="train_images is empty"):
+        plot.nearest_neighbour_indices(samples, train[:0])
+    with pytest.raises(ValueError, match="samples contains NaN"):
+        plot.nearest_neighbour_indices(np.where(samples == samples[1, 2, 3], np.nan, samples), train)
+    bad_train = train.copy()
+    bad_train[13, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="train_images contains NaN or inf"):
+        plot.nearest_neighbour_indices(samples, bad_train, chunk=4)
+    with pytest.raises(ValueError, match="samples"):
+        plot.nearest_neighbours(samples[:0], train)
+    with pytest.raises(TypeError, match="train_images"):
+        plot.nearest_neighbour_indices(samples, np.array([["a"] * 30] * 2))
+

@@ -16,7 +16,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from . import _limits
+from . import _checks, _limits
 from ._imageutil import decode_images, image_shape_of, to_display
 
 __all__ = [
@@ -550,6 +550,24 @@ def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,
     return _image_rows([decoded], titles=[titles])
 
 
+def _image_rows_of(images, name, chunk=None):
+    """``images`` as ``(n, values per image)`` rows, not copied: a ValueError naming ``name``
+    for no images or a NaN or inf value, a TypeError for non-numbers.  With ``chunk``, the
+    values are checked ``chunk`` rows at a time (a training set is not copied whole)."""
+    images = np.asarray(images)
+    if images.ndim == 0:
+        raise ValueError(f"{name} must be a batch of images (n, ...), got a scalar")
+    dtype = images.dtype if images.dtype.kind in "biuf" else np.float64
+    if chunk is None:
+        return _checks.as_rows(images, images.shape[1:], dtype, name)[0]
+    rows = _checks.as_rows(images[:1], images.shape[1:], dtype, name)[0]  # its kind and shape
+    rows = images.reshape(len(images), rows.shape[1])
+    for start in range(0, len(rows), chunk):
+        if not np.isfinite(rows[start : start + chunk]).all():
+            raise ValueError(f"{name} contains NaN or inf values")
+    return rows
+
+
 def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096, sample_chunk=256):
     """Indices and Euclidean distances of the ``k`` nearest training images to each sample.
 
@@ -563,27 +581,30 @@ def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096, sample_chu
         ``(n_samples, k)`` int, nearest first.
     distances : numpy.ndarray
         ``(n_samples, k)`` float.
+
+    Raises
+    ------
+    ValueError
+        For no samples or no training images, a NaN or inf value in either, or a different
+        number of values per image.
     """
-    a_all = np.asarray(samples).reshape(len(samples), -1)
-    train = np.asarray(train_images)
-    b_all = train.reshape(len(train), -1)
+    chunk = _limits.integer(chunk, "chunk")
+    sample_chunk = _limits.integer(sample_chunk, "sample_chunk")
+    a_all = _image_rows_of(samples, "samples")
+    b_all = _image_rows_of(train_images, "train_images", chunk)
     if a_all.shape[1] != b_all.shape[1]:
         raise ValueError(
             f"samples have {a_all.shape[1]} values each, training images {b_all.shape[1]}"
         )
-    chunk = _limits.integer(chunk, "chunk")
-    sample_chunk = _limits.integer(sample_chunk, "sample_chunk")
-    k = min(_limits.integer(k, "k"), len(train))
+    k = min(_limits.integer(k, "k"), len(b_all))
     n = len(a_all)
-    if k == 0:  # no training images
-        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0))
     best_d = np.full((n, k), np.inf)
     best_i = np.zeros((n, k), dtype=np.int64)
     for s0 in range(0, n, sample_chunk):
         a = a_all[s0 : s0 + sample_chunk].astype(np.float64)
         a2 = (a * a).sum(axis=1)[:, None]
         d_keep, i_keep = best_d[s0 : s0 + sample_chunk], best_i[s0 : s0 + sample_chunk]
-        for start in range(0, len(train), chunk):
+        for start in range(0, len(b_all), chunk):
             b = b_all[start : start + chunk].astype(np.float64)
             d2 = a2 - 2.0 * a @ b.T + (b * b).sum(axis=1)[None, :]
             idx = np.broadcast_to(np.arange(start, start + len(b)), d2.shape)
