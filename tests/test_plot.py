@@ -204,6 +204,14 @@ def test_manifold_checks_dims_and_fixed():
                                atol=1e-6)  # column: z[1], row: z[0]
 
 
+def test_manifold_labels_small_quantiles():
+    """(0.001, 0.999) is labelled 0.1%–99.9%, not 0%–100%."""
+    stub_vae = StubVAE()
+    label = plot.manifold(stub_vae, n=2, quantiles=(0.001, 0.999)).axes[0].get_xlabel()
+    assert "prior's 0.1%–99.9% quantiles" in label
+    assert "5%–95% quantiles" in plot.manifold(stub_vae, n=2).axes[0].get_xlabel()
+
+
 def test_manifold_one_latent_dimension_and_flat_rgb_inputs():
     vae = StubVAE(input_shape=(48,), latent_dim=1)
     fig = plot.manifold(vae, n=5, image_shape=(4, 4, 3))
@@ -244,6 +252,22 @@ def test_image_grid_value_range_and_flat_images():
         plot.image_grid(np.zeros((0, 3, 3)))
 
 
+def test_image_grid_checks_titles_and_ncols():
+    """One title per image and ncols >= 1 (before: an IndexError for too few titles, and
+    ncols=0 or -3 silently one column)."""
+    images = np.zeros((3, 4, 4))
+    with pytest.raises(ValueError, match=r"titles must have one per image \(3\), got 1"):
+        plot.image_grid(images, titles=["a"])
+    with pytest.raises(ValueError, match="titles"):
+        plot.image_grid(images, titles=list("abcd"))
+    for ncols in (0, -3):
+        with pytest.raises(ValueError, match="ncols must be >= 1"):
+            plot.image_grid(images, ncols=ncols)
+    with pytest.raises(TypeError, match="ncols"):
+        plot.image_grid(images, ncols=2.5)
+    assert len(plot.image_grid(images, ncols=1).axes) == 3
+
+
 def test_reconstructions():
     stub_vae = StubVAE()
     x = np.random.default_rng(2).random((7, 6, 5))
@@ -254,6 +278,25 @@ def test_reconstructions():
     np.testing.assert_allclose(arrays[4 + 3], stub_vae.decode(stub_vae.encode(x[3:4]))[0])
     assert fig.axes[0].get_ylabel() == "input" and fig.axes[4].get_ylabel() == "reconstruction"
     assert plot.reconstructions(stub_vae, x, n=2, title="t").get_suptitle() == "t"
+
+
+def test_reconstructions_and_interpolation_check_n_and_inputs():
+    """n must be an integer >= 1 (before: n=2.5 a slicing TypeError, n=-1 all but the last
+    input); no inputs are a ValueError naming them (before: an unpacking error)."""
+    stub_vae = StubVAE()
+    x = np.random.default_rng(6).random((4, 6, 5))
+    with pytest.raises(TypeError, match="n must be an integer"):
+        plot.reconstructions(stub_vae, x, n=2.5)
+    for n in (0, -1):
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            plot.reconstructions(stub_vae, x, n=n)
+    with pytest.raises(ValueError, match="x holds no inputs"):
+        plot.reconstructions(stub_vae, x[:0])
+    with pytest.raises(ValueError, match="x_a holds no inputs"):
+        plot.interpolation(stub_vae, x[:0], x[1])
+    with pytest.raises(ValueError, match="x_b holds no inputs"):
+        plot.interpolation(stub_vae, x[0], x[:0])
+    assert len(shown(plot.reconstructions(stub_vae, x, n=10))) == 8  # n beyond x: all of them
 
 
 def test_interpolation_linear_and_slerp():

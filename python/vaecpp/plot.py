@@ -11,6 +11,7 @@ e.g. ``(-1, 1)`` for a tanh decoder.  Matplotlib is imported only when a
 function is called.
 """
 
+import math
 import warnings
 from statistics import NormalDist
 
@@ -124,6 +125,16 @@ def _check_log_scale(logs, present):
             raise ValueError(f"logy=True needs positive values, but {key!r} has {bad[0]:g} "
                              f"(a Gaussian or other continuous likelihood's loss may be "
                              f"negative); use logy=False")
+
+
+def _inputs(x, vae, name):
+    """``x`` as a batch (see :func:`_batch`) of at least one input, else a ValueError naming
+    ``name``."""
+    x = _batch(x, vae)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{name} holds no inputs: give inputs shaped {tuple(vae.input_shape)} "
+                         f"(or a batch of them)")
+    return x
 
 
 def loss_curves(history, keys=("loss", "val_loss"), logy=False, title=None):
@@ -381,6 +392,18 @@ def _tick(v):
     return "0" if abs(v) < 1e-9 else f"{v:.2g}"
 
 
+def _percent(q):
+    """A probability as a percentage with three significant digits of its distance to 0% or
+    100%, trailing zeros dropped: 0.05 as 5%, 0.001 as 0.1%, 0.999 as 99.9%, 0.9999 as 99.99%."""
+    p = 100.0 * float(q)
+    edge = min(p, 100.0 - p)
+    digits = max(0, 2 - math.floor(math.log10(edge))) if edge > 0 else 0
+    text = f"{p:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "%"
+
+
 def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), scale=1.0,
              dims=(0, 1), fixed=None, image_shape=None, value_range=(0.0, 1.0), figsize=None,
              title=None, gap=None):
@@ -439,7 +462,8 @@ def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), 
     spans = ""
     if isinstance(grid, str) and grid == "ppf":
         prior = "N(0, 1)" if scale == 1.0 else f"N(0, {_tick(scale)}²)"
-        spans = f"; the grid spans the {prior} prior's {quantiles[0]:.0%}–{quantiles[1]:.0%} quantiles"
+        spans = (f"; the grid spans the {prior} prior's {_percent(quantiles[0])}–"
+                 f"{_percent(quantiles[1])} quantiles")
     ax.set_xlabel(f"z[{dims[0]}] of each column{spans}")
     if len(ys):
         ax.set_yticks(np.arange(len(ys))[::step] * (h + gap) + h / 2 - 0.5)
@@ -462,9 +486,9 @@ def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0,
         ``(n, h, w)``, ``(n, h, w, 1)``, ``(n, h, w, 3)``, or flat with
         ``image_shape``.
     ncols : int
-        Images per row.
+        Images per row (at least 1).
     titles : sequence of str, optional
-        One per image.
+        One per image (a ValueError otherwise).
     image_shape : tuple, optional
         Shape to give each flat image.
     value_range : (float, float)
@@ -479,11 +503,13 @@ def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0,
     shown = to_display(images, image_shape, value_range)
     if len(shown) == 0:
         raise ValueError("no images to show")
-    ncols = max(1, min(int(ncols), len(shown)))
+    ncols = min(_limits.integer(ncols, "ncols"), len(shown))
     rows = [list(shown[i : i + ncols]) for i in range(0, len(shown), ncols)]
     row_titles = None
     if titles is not None:
         titles = list(titles)
+        if len(titles) != len(shown):
+            raise ValueError(f"titles must have one per image ({len(shown)}), got {len(titles)}")
         row_titles = [titles[i : i + ncols] for i in range(0, len(shown), ncols)]
     return _image_rows(rows, titles=row_titles, title=title)
 
@@ -492,9 +518,11 @@ def reconstructions(vae, x, n=10, image_shape=None, value_range=(0.0, 1.0), titl
     """The first ``n`` inputs (top row) and ``vae.decode(vae.encode(x))`` (bottom row).
 
     Reconstructions go through the posterior means, so they are
-    deterministic.  ``title`` goes over both rows.  Returns the Figure.
+    deterministic.  ``title`` goes over both rows.  ``n`` is an integer >= 1 (fewer inputs:
+    all of them).  Returns the Figure.
     """
-    x = _batch(x, vae)[:n]
+    n = _limits.integer(n, "n")
+    x = _inputs(x, vae, "x")[:n]
     shape = image_shape_of(vae, image_shape)
     originals = to_display(x, shape, value_range)
     decoded = to_display(vae.decode(vae.encode(x)), shape, value_range)
@@ -527,7 +555,7 @@ def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,
     if steps < 2:
         raise ValueError("steps must be at least 2")
     _check_images(_limits.integer(steps, "steps", 2), vae, f"an interpolation of {steps} steps")
-    pair = np.concatenate([_batch(x_a, vae)[:1], _batch(x_b, vae)[:1]])
+    pair = np.concatenate([_inputs(x_a, vae, "x_a")[:1], _inputs(x_b, vae, "x_b")[:1]])
     z_a, z_b = np.asarray(vae.encode(pair), dtype=float)
     t = np.linspace(0.0, 1.0, steps)[:, None]
     if method == "linear":
