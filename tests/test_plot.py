@@ -53,6 +53,51 @@ def test_loss_curves_from_history_and_dict():
         plot.loss_curves(history, keys=("elbo",))
 
 
+def test_loss_curves_draw_each_value_at_the_epoch_it_was_logged():
+    """val_* logged only at validated epochs (validation_freq=2, then a fit without validation)
+    are drawn at those epochs, not at 1, 2, ... (before: any key shorter than .epoch fell back
+    to 1..len)."""
+    from vaecpp.callbacks import History
+    history = History()
+    for epoch in range(6):  # validated after epochs 2 and 4 (1-based)
+        logs = {"loss": 10.0 - epoch}
+        if epoch in (1, 3):
+            logs["val_loss"] = 20.0 - epoch
+        history.on_epoch_end(epoch, logs)
+    assert history.key_epochs == {"loss": [0, 1, 2, 3, 4, 5], "val_loss": [1, 3]}
+    lines = plot.loss_curves(history).axes[0].get_lines()
+    np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(lines[1].get_xdata(), [2, 4])
+    np.testing.assert_array_equal(lines[1].get_ydata(), [19.0, 17.0])
+
+
+def test_loss_curves_warn_where_the_epochs_of_a_key_are_unknown():
+    """A history without the per-key record (a dict, an older History) whose val_loss is shorter
+    than its epochs: drawn at 1..n with a warning saying the epochs are unknown."""
+    history = FakeHistory({"loss": [3.0, 2.0, 1.5, 1.0], "val_loss": [3.1, 2.2]})
+    with pytest.warns(UserWarning, match="'val_loss' has 2 values for 4 epochs"):
+        lines = plot.loss_curves(history).axes[0].get_lines()
+    np.testing.assert_array_equal(lines[1].get_xdata(), [1, 2])
+    with pytest.warns(UserWarning, match="does not say which epochs"):
+        plot.loss_curves(history.history)
+
+
+def test_loss_curves_keys_and_log_scale():
+    """One string is one key, not its characters; a log axis of losses <= 0 (a Gaussian
+    model's) is a ValueError (before: matplotlib's warning and an empty axis)."""
+    history = FakeHistory({"loss": [3.0, 2.0], "val_loss": [3.1, 2.2]})
+    lines = plot.loss_curves(history, keys="val_loss").axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["val_loss"]
+    with pytest.raises(TypeError, match="keys"):
+        plot.loss_curves(history, keys=[1])
+    with pytest.raises(TypeError, match="keys"):
+        plot.loss_curves(history, keys=5)
+    with pytest.raises(ValueError, match="logy=True needs positive values, but 'loss' has -5"):
+        plot.loss_curves({"loss": [-5.0, -6.0]}, logy=True)
+    with pytest.raises(ValueError, match="logy"):
+        plot.loss_curves({"loss": [1.0, 0.0]}, logy=True)
+
+
 def test_latent_scatter_with_classes():
     stub_vae = StubVAE()
     rng = np.random.default_rng(0)
@@ -78,6 +123,22 @@ def test_latent_scatter_encodes_vae_input_and_continuous_labels():
     assert len(fig.axes[0].collections) == 2
     with pytest.raises(ValueError, match="labels"):
         plot.latent_scatter(np.zeros((4, 2)), labels=[1, 2])
+
+
+def test_latent_scatter_checks_dims_labels_and_shape():
+    """dims out of range or repeated, 2-D labels and 3-D codes are ValueErrors naming them
+    (before: IndexErrors)."""
+    z = np.zeros((4, 2))
+    with pytest.raises(ValueError, match=r"dims must be latent dimensions in 0\.\.1"):
+        plot.latent_scatter(z, dims=(0, 5))
+    with pytest.raises(ValueError, match="two different"):
+        plot.latent_scatter(z, dims=(1, 1))
+    with pytest.raises(ValueError, match=r"labels must be 1-D, one per point, got shape \(4, 1\)"):
+        plot.latent_scatter(z, labels=np.zeros((4, 1), dtype=int))
+    with pytest.raises(ValueError, match="argmax"):
+        plot.latent_scatter(z, labels=np.eye(4))
+    with pytest.raises(ValueError, match="z must be"):
+        plot.latent_scatter(np.zeros((4, 2, 2)))
 
 
 def expected_block(vae, z):
@@ -115,6 +176,40 @@ def test_manifold_grid_linear_scale_fixed_dims():
     assert canvas.shape == (8, 8)
     with pytest.raises(ValueError, match="grid must be"):
         plot.manifold(vae, grid="log")
+
+
+def test_manifold_checks_dims_and_fixed():
+    """dims: two different dimensions of the latent space; fixed: one finite value per latent
+    dimension (before: dims=(0, 0) drew identical columns, dims out of range and a short fixed
+    were IndexErrors, a long fixed a message not naming it)."""
+    vae = StubVAE(latent_dim=2)
+    for dims, match in [((0, 0), "two different"), ((0, 2), r"0\.\.1"), ((-1, 0), "dims must be >= 0")]:
+        with pytest.raises(ValueError, match=match):
+            plot.manifold_grid(vae, n=3, dims=dims)
+        with pytest.raises(ValueError, match="dims"):
+            plot.manifold(vae, n=3, dims=dims)
+    for dims in [(0,), "01", (0.0, 1.0)]:
+        with pytest.raises(TypeError, match="dims"):
+            plot.manifold_grid(vae, n=3, dims=dims)
+    for fixed in [[0.0], [0.0, 0.0, 0.0], [[0.0, 0.0]]]:
+        with pytest.raises(ValueError, match=r"fixed must hold one value per latent dimension \(2\)"):
+            plot.manifold_grid(vae, n=3, fixed=fixed)
+    with pytest.raises(ValueError, match="fixed must be finite"):
+        plot.manifold(vae, n=3, fixed=[0.0, np.nan])
+    with pytest.raises(TypeError, match="fixed"):
+        plot.manifold_grid(vae, n=3, fixed=["a", "b"])
+    assert len(vae.decoded) == 0  # refused before anything was decoded
+    canvas, _, _ = plot.manifold_grid(vae, n=2, dims=(1, 0), fixed=np.array([5.0, 5.0]), gap=0)
+    np.testing.assert_allclose(canvas[:6, :5], expected_block(vae, [1.6448536, -1.6448536]),
+                               atol=1e-6)  # column: z[1], row: z[0]
+
+
+def test_manifold_labels_small_quantiles():
+    """(0.001, 0.999) is labelled 0.1%–99.9%, not 0%–100%."""
+    stub_vae = StubVAE()
+    label = plot.manifold(stub_vae, n=2, quantiles=(0.001, 0.999)).axes[0].get_xlabel()
+    assert "prior's 0.1%–99.9% quantiles" in label
+    assert "5%–95% quantiles" in plot.manifold(stub_vae, n=2).axes[0].get_xlabel()
 
 
 def test_manifold_one_latent_dimension_and_flat_rgb_inputs():
@@ -157,6 +252,22 @@ def test_image_grid_value_range_and_flat_images():
         plot.image_grid(np.zeros((0, 3, 3)))
 
 
+def test_image_grid_checks_titles_and_ncols():
+    """One title per image and ncols >= 1 (before: an IndexError for too few titles, and
+    ncols=0 or -3 silently one column)."""
+    images = np.zeros((3, 4, 4))
+    with pytest.raises(ValueError, match=r"titles must have one per image \(3\), got 1"):
+        plot.image_grid(images, titles=["a"])
+    with pytest.raises(ValueError, match="titles"):
+        plot.image_grid(images, titles=list("abcd"))
+    for ncols in (0, -3):
+        with pytest.raises(ValueError, match="ncols must be >= 1"):
+            plot.image_grid(images, ncols=ncols)
+    with pytest.raises(TypeError, match="ncols"):
+        plot.image_grid(images, ncols=2.5)
+    assert len(plot.image_grid(images, ncols=1).axes) == 3
+
+
 def test_reconstructions():
     stub_vae = StubVAE()
     x = np.random.default_rng(2).random((7, 6, 5))
@@ -167,6 +278,25 @@ def test_reconstructions():
     np.testing.assert_allclose(arrays[4 + 3], stub_vae.decode(stub_vae.encode(x[3:4]))[0])
     assert fig.axes[0].get_ylabel() == "input" and fig.axes[4].get_ylabel() == "reconstruction"
     assert plot.reconstructions(stub_vae, x, n=2, title="t").get_suptitle() == "t"
+
+
+def test_reconstructions_and_interpolation_check_n_and_inputs():
+    """n must be an integer >= 1 (before: n=2.5 a slicing TypeError, n=-1 all but the last
+    input); no inputs are a ValueError naming them (before: an unpacking error)."""
+    stub_vae = StubVAE()
+    x = np.random.default_rng(6).random((4, 6, 5))
+    with pytest.raises(TypeError, match="n must be an integer"):
+        plot.reconstructions(stub_vae, x, n=2.5)
+    for n in (0, -1):
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            plot.reconstructions(stub_vae, x, n=n)
+    with pytest.raises(ValueError, match="x holds no inputs"):
+        plot.reconstructions(stub_vae, x[:0])
+    with pytest.raises(ValueError, match="x_a holds no inputs"):
+        plot.interpolation(stub_vae, x[:0], x[1])
+    with pytest.raises(ValueError, match="x_b holds no inputs"):
+        plot.interpolation(stub_vae, x[0], x[:0])
+    assert len(shown(plot.reconstructions(stub_vae, x, n=10))) == 8  # n beyond x: all of them
 
 
 def test_interpolation_linear_and_slerp():
@@ -234,3 +364,25 @@ def test_nearest_neighbour_indices_in_blocks_match_brute_force():
     assert peak < 16e6, f"peak {peak / 1e6:.1f} MB (the whole distance matrix is 96 MB)"
     with pytest.raises(ValueError, match="k must be"):
         plot.nearest_neighbour_indices(samples, train, k=0)
+
+
+def test_nearest_neighbour_indices_refuse_empty_and_non_finite_images():
+    """No samples or no training images, and a NaN or inf in either, are ValueErrors naming
+    them (before: a reshape error, or indices of inf distances for a NaN sample)."""
+    rng = np.random.default_rng(5)
+    train, samples = rng.random((20, 6, 5)), rng.random((3, 6, 5))
+    with pytest.raises(ValueError, match="samples is empty"):
+        plot.nearest_neighbour_indices(samples[:0], train)
+    with pytest.raises(ValueError, match="train_images is empty"):
+        plot.nearest_neighbour_indices(samples, train[:0])
+    with pytest.raises(ValueError, match="samples contains NaN"):
+        plot.nearest_neighbour_indices(np.where(samples == samples[1, 2, 3], np.nan, samples), train)
+    bad_train = train.copy()
+    bad_train[13, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="train_images contains NaN or inf"):
+        plot.nearest_neighbour_indices(samples, bad_train, chunk=4)
+    with pytest.raises(ValueError, match="samples"):
+        plot.nearest_neighbours(samples[:0], train)
+    with pytest.raises(TypeError, match="train_images"):
+        plot.nearest_neighbour_indices(samples, np.array([["a"] * 30] * 2))
+

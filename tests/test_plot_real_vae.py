@@ -28,6 +28,24 @@ def test_loss_curves_of_a_real_history(trained):
     np.testing.assert_allclose(lines[1].get_ydata(), history.history["val_loss"])
 
 
+def test_loss_curves_with_validation_every_other_epoch():
+    """validation_freq=2 over 4 epochs: val_loss at epochs 2 and 4; vae.history after a second
+    fit without validation keeps them there (before: drawn at epochs 1 and 2)."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, 16)) > 0.5).astype("float32")
+    vae = vaecpp.VAE(16, latent_dim=2, hidden=(8,), seed=1, threads=1)
+    history = vae.fit(x, epochs=4, batch_size=16, verbose=0, validation_data=x[:16],
+                      validation_freq=2)
+    assert history.key_epochs["val_loss"] == [1, 3] and history.epoch == [0, 1, 2, 3]
+    lines = plot.loss_curves(history).axes[0].get_lines()
+    np.testing.assert_array_equal(lines[1].get_xdata(), [2, 4])
+    np.testing.assert_allclose(lines[1].get_ydata(), history.history["val_loss"])
+    vae.fit(x, epochs=2, batch_size=16, verbose=0)
+    lines = plot.loss_curves(vae.history).axes[0].get_lines()
+    np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(lines[1].get_xdata(), [2, 4])
+
+
 def test_latent_scatter_and_manifold_of_a_real_vae(trained):
     vae, x, y, _ = trained
     fig = plot.latent_scatter((vae, x[:100]), y[:100])

@@ -94,3 +94,62 @@ def test_bad_arguments():
     ui = widgets.latent_sliders(stub_vae)
     with pytest.raises(ValueError, match="expected 2 values"):
         ui.update(1.0)
+
+
+def test_bad_numbers_names_and_zoom_are_refused():
+    """NaN or inf ranges, a step that is NaN or not a number, labels that are not strings and a
+    zoom that is not a whole number are TypeError/ValueError naming the argument (before:
+    accepted, a traitlets TraitError, a bare TypeError, or 2.5 silently truncated to 2)."""
+    stub_vae = StubVAE()
+    for ranges in [(np.nan, 1.0), (-np.inf, 1.0), [(-1, 1), (0, np.inf)]]:
+        with pytest.raises(ValueError, match="ranges must be finite"):
+            widgets.latent_sliders(stub_vae, ranges=ranges)
+    with pytest.raises(TypeError, match="ranges"):
+        widgets.latent_sliders(stub_vae, ranges=("a", "b"))
+    for step, error in [(np.nan, ValueError), (np.inf, ValueError), (0.0, ValueError),
+                        ("0.1", TypeError)]:
+        with pytest.raises(error, match="step"):
+            widgets.latent_sliders(stub_vae, step=step)
+    with pytest.raises(ValueError, match="scale"):
+        widgets.latent_sliders(stub_vae, scale=np.nan)
+    with pytest.raises(TypeError, match="names must be strings, got int"):
+        widgets.latent_sliders(stub_vae, names=[1, 2])
+    with pytest.raises(TypeError, match="names"):
+        widgets.latent_sliders(stub_vae, names="ab")
+    for zoom, error in [(2.5, TypeError), (2.0, TypeError), (0, ValueError), (True, TypeError)]:
+        with pytest.raises(error, match="zoom"):
+            widgets.latent_sliders(stub_vae, zoom=zoom)
+    assert len(stub_vae.decoded) == 0  # refused before anything was decoded
+    assert widgets.latent_sliders(stub_vae, zoom=np.int64(2)).display_size == (10, 12)
+
+
+def test_a_huge_zoom_is_checked_against_the_memory_limit(monkeypatch):
+    """Under a 100 MiB limit, zoom=2000 of a 6 x 5 image (a 10,000 x 12,000 picture and its
+    PNG, 240 MB; zoom=10**5 would be 600 GB) is a ValueError naming its size before anything
+    is decoded, not an allocation of that size."""
+    from vaecpp import _limits
+    monkeypatch.setattr(_limits, "memory_limit", lambda: 100 << 20)  # 100 MiB
+    stub_vae = StubVAE()
+    with pytest.raises(ValueError, match=r"a 10000 x 12000 picture \(zoom=2000\) would need"):
+        widgets.latent_sliders(stub_vae, zoom=2000)
+    assert len(stub_vae.decoded) == 0
+    assert widgets.latent_sliders(stub_vae, zoom=100).display_size == (500, 600)  # what fits
+
+
+def test_update_with_a_bad_value_leaves_the_sliders_and_the_image():
+    """update(nan, 0) is a ValueError naming the value, and the sliders, the image and
+    current_z stay as they were (before: the slider showed NaN after the error)."""
+    stub_vae = StubVAE()
+    ui = widgets.latent_sliders(stub_vae)
+    ui.update(0.5, -0.5)
+    before = (ui.values, ui.image.value, ui.current_z.copy(), len(stub_vae.decoded))
+    with pytest.raises(ValueError, match=r"values\[0\] must be finite"):
+        ui.update(np.nan, 0.0)
+    with pytest.raises(ValueError, match=r"values\[1\] must be finite"):
+        ui.update([0.0, np.inf])
+    with pytest.raises(TypeError, match=r"values\[1\]"):
+        ui.update(0.0, "1")
+    assert ui.values == before[0] == [0.5, -0.5] and ui.image.value == before[1]
+    np.testing.assert_array_equal(ui.current_z, before[2])
+    assert len(stub_vae.decoded) == before[3]
+

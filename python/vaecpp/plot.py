@@ -11,11 +11,13 @@ e.g. ``(-1, 1)`` for a tanh decoder.  Matplotlib is imported only when a
 function is called.
 """
 
+import math
+import warnings
 from statistics import NormalDist
 
 import numpy as np
 
-from . import _limits
+from . import _checks, _limits
 from ._imageutil import decode_images, image_shape_of, to_display
 
 __all__ = [
@@ -81,44 +83,102 @@ def _batch(x, vae):
     return x
 
 
+def _loss_keys(keys):
+    """``keys`` as a list of metric names; one string is one key (not its characters)."""
+    if isinstance(keys, str):
+        return [keys]
+    if not hasattr(keys, "__iter__"):
+        raise TypeError(f"keys must be a metric name or a sequence of them, got "
+                        f"{type(keys).__name__}")
+    keys = list(keys)
+    for k in keys:
+        if not isinstance(k, str):
+            raise TypeError(f"keys must be metric names (str), got {type(k).__name__}")
+    return keys
+
+
+def _epochs_of(history, logs, key, count):
+    """The 1-based epochs of ``key``'s ``count`` values: the epochs History recorded for that key
+    (``val_*`` only at the validated ones), else ``history.epoch`` when every epoch logged it,
+    else 1..count, with a warning where the values are fewer than the epochs and so their epochs
+    are unknown (a History saved before ``key_epochs`` existed, or a dict)."""
+    recorded = (getattr(history, "key_epochs", None) or {}).get(key)
+    if recorded is not None and len(recorded) == count:
+        return np.asarray(recorded) + 1
+    epochs = list(getattr(history, "epoch", None) or [])
+    if epochs and len(epochs) == count:
+        return np.asarray(epochs) + 1
+    n_epochs = len(epochs) or max(len(v) for v in logs.values())
+    if count != n_epochs:
+        warnings.warn(f"loss_curves: {key!r} has {count} values for {n_epochs} epochs and the "
+                      f"history does not say which epochs they belong to; drawn at 1..{count}",
+                      stacklevel=3)
+    return np.arange(1, count + 1)
+
+
+def _check_log_scale(logs, present):
+    """A log y axis needs positive losses (a Gaussian model's are often negative)."""
+    for key in present:
+        values = np.asarray(logs[key], dtype=float)
+        bad = values[np.isfinite(values) & (values <= 0)]
+        if len(bad):
+            raise ValueError(f"logy=True needs positive values, but {key!r} has {bad[0]:g} "
+                             f"(a Gaussian or other continuous likelihood's loss may be "
+                             f"negative); use logy=False")
+
+
+def _inputs(x, vae, name):
+    """``x`` as a batch (see :func:`_batch`) of at least one input, else a ValueError naming
+    ``name``."""
+    x = _batch(x, vae)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{name} holds no inputs: give inputs shaped {tuple(vae.input_shape)} "
+                         f"(or a batch of them)")
+    return x
+
+
 def loss_curves(history, keys=("loss", "val_loss"), logy=False, title=None):
     """Plots training curves from a History (or its ``.history`` dict).
 
     Parameters
     ----------
     history : History or dict
-        ``vae.fit(...)``'s return value, or a dict of lists.
-    keys : sequence of str
-        The metrics to draw; those absent from ``history`` are skipped (so
-        ``val_loss`` may be asked for when there was no validation data).
+        ``vae.fit(...)``'s return value (or ``vae.history``), or a dict of lists.
+    keys : str or sequence of str
+        The metric (one string) or metrics to draw; those absent from ``history`` are skipped
+        (so ``val_loss`` may be asked for when there was no validation data).
     logy : bool
-        Whether to use a logarithmic y axis.
+        Whether to use a logarithmic y axis (the values must then be positive).
     title : str, optional
         The axes title.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One axes, one line per key, x = epoch number (1-based).
+        One axes, one line per key, x = epoch number (1-based).  Each value is drawn at the
+        epoch it was logged at: ``val_*`` values only at the validated epochs
+        (``validation_freq``, or a later ``fit`` without validation data), as
+        ``History.key_epochs`` records.  A dict has no epochs: values are drawn at 1, 2, ...
 
     Raises
     ------
     ValueError
-        If none of ``keys`` is in ``history``.
+        If none of ``keys`` is in ``history``, or ``logy`` with a value <= 0.
+    TypeError
+        If ``keys`` is not a string or a sequence of strings.
     """
+    keys = _loss_keys(keys)
     logs = getattr(history, "history", history)
     present = [k for k in keys if k in logs and len(logs[k])]
     if not present:
-        raise ValueError(f"none of {list(keys)} in the history (it has {sorted(logs)})")
-    epochs = list(getattr(history, "epoch", None) or [])
+        raise ValueError(f"none of {keys} in the history (it has {sorted(logs)})")
+    if logy:
+        _check_log_scale(logs, present)
     fig = _figure((6, 4))
     ax = fig.add_subplot()
     for key in present:
         values = np.asarray(logs[key], dtype=float)
-        if len(epochs) == len(values):
-            xs = np.asarray(epochs) + 1
-        else:
-            xs = np.arange(1, len(values) + 1)
+        xs = _epochs_of(history, logs, key, len(values))
         ax.plot(xs, values, marker="o" if len(values) < 30 else None, label=key)
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
@@ -131,6 +191,48 @@ def loss_curves(history, keys=("loss", "val_loss"), logy=False, title=None):
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
+
+
+def _check_dims(dims, latent_dim):
+    """``dims`` as two different latent dimensions in ``0 .. latent_dim - 1``: TypeError for
+    anything but a pair of integers, ValueError naming ``dims`` otherwise."""
+    if isinstance(dims, (str, bytes)) or np.shape(dims) != (2,):
+        raise TypeError(f"dims must be a pair of latent dimensions, e.g. (0, 1), got {dims!r}")
+    pair = tuple(_limits.integer(d, "dims", 0, None) for d in dims)
+    if max(pair) >= latent_dim:
+        raise ValueError(f"dims must be latent dimensions in 0..{latent_dim - 1} (latent_dim="
+                         f"{latent_dim}), got {dims!r}")
+    if pair[0] == pair[1]:
+        raise ValueError(f"dims must be two different latent dimensions, got {dims!r}")
+    return pair
+
+
+def _check_fixed(fixed, latent_dim):
+    """The latent point's other coordinates: zeros for None, else ``latent_dim`` finite numbers
+    (a ValueError or TypeError naming ``fixed``)."""
+    if fixed is None:
+        return np.zeros(latent_dim)
+    try:
+        base = np.array(fixed, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"fixed must be {latent_dim} numbers, got {fixed!r}") from None
+    if base.shape != (latent_dim,):
+        raise ValueError(f"fixed must hold one value per latent dimension ({latent_dim}), "
+                         f"got shape {base.shape}")
+    if not np.isfinite(base).all():
+        raise ValueError(f"fixed must be finite, got {fixed!r}")
+    return base
+
+
+def _check_labels(labels, count):
+    """``labels`` as a 1-D array of one label per point."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        hint = " (for one-hot labels pass labels.argmax(axis=1))" if labels.ndim == 2 else ""
+        raise ValueError(f"labels must be 1-D, one per point, got shape {labels.shape}{hint}")
+    if len(labels) != count:
+        raise ValueError(f"{len(labels)} labels for {count} points")
+    return labels
 
 
 def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
@@ -166,6 +268,12 @@ def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
     z = np.asarray(z, dtype=float)
     if z.ndim == 1:
         z = z[:, None]
+    if z.ndim != 2:
+        raise ValueError(f"z must be (n, latent_dim) latent codes, got shape {z.shape}")
+    if z.shape[1] > 1:
+        dims = _check_dims(dims, z.shape[1])
+    if labels is not None:
+        labels = _check_labels(labels, len(z))
     fig = _figure((5.5, 5))
     ax = fig.add_subplot()
     if z.shape[1] == 1:
@@ -180,9 +288,6 @@ def latent_scatter(z, labels=None, dims=(0, 1), s=4, cmap=None, title=None):
     if labels is None:
         ax.scatter(xs, ys, s=s, color="tab:blue")
     else:
-        labels = np.asarray(labels)
-        if len(labels) != len(z):
-            raise ValueError(f"{len(labels)} labels for {len(z)} points")
         discrete = labels.dtype.kind in "biuUSO"  # integers, booleans, strings
         classes = np.unique(labels) if discrete else None
         if discrete and (len(classes) <= 20 or labels.dtype.kind in "USO"):
@@ -251,9 +356,11 @@ def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3
     side = _limits.integer(n, "n") if isinstance(grid, str) else np.size(grid)
     _check_images(side if int(vae.latent_dim) == 1 else side * side, vae,
                   f"a manifold of {side} x {side} images")
-    values = _axis_values(n, grid, quantiles, limits, scale)
     latent_dim = int(vae.latent_dim)
-    base = np.zeros(latent_dim) if fixed is None else np.asarray(fixed, dtype=float).copy()
+    if latent_dim > 1:
+        dims = _check_dims(dims, latent_dim)
+    base = _check_fixed(fixed, latent_dim)
+    values = _axis_values(n, grid, quantiles, limits, scale)
     if latent_dim == 1:
         z = np.repeat(base[None], len(values), axis=0)
         z[:, 0] = values
@@ -283,6 +390,18 @@ def manifold_grid(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3
 def _tick(v):
     """A short tick label; a rounding error's -1e-16 is shown as 0."""
     return "0" if abs(v) < 1e-9 else f"{v:.2g}"
+
+
+def _percent(q):
+    """A probability as a percentage with three significant digits of its distance to 0% or
+    100%, trailing zeros dropped: 0.05 as 5%, 0.001 as 0.1%, 0.999 as 99.9%, 0.9999 as 99.99%."""
+    p = 100.0 * float(q)
+    edge = min(p, 100.0 - p)
+    digits = max(0, 2 - math.floor(math.log10(edge))) if edge > 0 else 0
+    text = f"{p:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "%"
 
 
 def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), scale=1.0,
@@ -343,7 +462,8 @@ def manifold(vae, n=15, grid="ppf", quantiles=(0.05, 0.95), limits=(-3.0, 3.0), 
     spans = ""
     if isinstance(grid, str) and grid == "ppf":
         prior = "N(0, 1)" if scale == 1.0 else f"N(0, {_tick(scale)}²)"
-        spans = f"; the grid spans the {prior} prior's {quantiles[0]:.0%}–{quantiles[1]:.0%} quantiles"
+        spans = (f"; the grid spans the {prior} prior's {_percent(quantiles[0])}–"
+                 f"{_percent(quantiles[1])} quantiles")
     ax.set_xlabel(f"z[{dims[0]}] of each column{spans}")
     if len(ys):
         ax.set_yticks(np.arange(len(ys))[::step] * (h + gap) + h / 2 - 0.5)
@@ -366,9 +486,9 @@ def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0,
         ``(n, h, w)``, ``(n, h, w, 1)``, ``(n, h, w, 3)``, or flat with
         ``image_shape``.
     ncols : int
-        Images per row.
+        Images per row (at least 1).
     titles : sequence of str, optional
-        One per image.
+        One per image (a ValueError otherwise).
     image_shape : tuple, optional
         Shape to give each flat image.
     value_range : (float, float)
@@ -383,11 +503,13 @@ def image_grid(images, ncols=8, titles=None, image_shape=None, value_range=(0.0,
     shown = to_display(images, image_shape, value_range)
     if len(shown) == 0:
         raise ValueError("no images to show")
-    ncols = max(1, min(int(ncols), len(shown)))
+    ncols = min(_limits.integer(ncols, "ncols"), len(shown))
     rows = [list(shown[i : i + ncols]) for i in range(0, len(shown), ncols)]
     row_titles = None
     if titles is not None:
         titles = list(titles)
+        if len(titles) != len(shown):
+            raise ValueError(f"titles must have one per image ({len(shown)}), got {len(titles)}")
         row_titles = [titles[i : i + ncols] for i in range(0, len(shown), ncols)]
     return _image_rows(rows, titles=row_titles, title=title)
 
@@ -396,9 +518,11 @@ def reconstructions(vae, x, n=10, image_shape=None, value_range=(0.0, 1.0), titl
     """The first ``n`` inputs (top row) and ``vae.decode(vae.encode(x))`` (bottom row).
 
     Reconstructions go through the posterior means, so they are
-    deterministic.  ``title`` goes over both rows.  Returns the Figure.
+    deterministic.  ``title`` goes over both rows.  ``n`` is an integer >= 1 (fewer inputs:
+    all of them).  Returns the Figure.
     """
-    x = _batch(x, vae)[:n]
+    n = _limits.integer(n, "n")
+    x = _inputs(x, vae, "x")[:n]
     shape = image_shape_of(vae, image_shape)
     originals = to_display(x, shape, value_range)
     decoded = to_display(vae.decode(vae.encode(x)), shape, value_range)
@@ -431,7 +555,7 @@ def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,
     if steps < 2:
         raise ValueError("steps must be at least 2")
     _check_images(_limits.integer(steps, "steps", 2), vae, f"an interpolation of {steps} steps")
-    pair = np.concatenate([_batch(x_a, vae)[:1], _batch(x_b, vae)[:1]])
+    pair = np.concatenate([_inputs(x_a, vae, "x_a")[:1], _inputs(x_b, vae, "x_b")[:1]])
     z_a, z_b = np.asarray(vae.encode(pair), dtype=float)
     t = np.linspace(0.0, 1.0, steps)[:, None]
     if method == "linear":
@@ -454,6 +578,24 @@ def interpolation(vae, x_a, x_b, steps=10, method="linear", include_inputs=True,
     return _image_rows([decoded], titles=[titles])
 
 
+def _image_rows_of(images, name, chunk=None):
+    """``images`` as ``(n, values per image)`` rows, not copied: a ValueError naming ``name``
+    for no images or a NaN or inf value, a TypeError for non-numbers.  With ``chunk``, the
+    values are checked ``chunk`` rows at a time (a training set is not copied whole)."""
+    images = np.asarray(images)
+    if images.ndim == 0:
+        raise ValueError(f"{name} must be a batch of images (n, ...), got a scalar")
+    dtype = images.dtype if images.dtype.kind in "biuf" else np.float64
+    if chunk is None:
+        return _checks.as_rows(images, images.shape[1:], dtype, name)[0]
+    rows = _checks.as_rows(images[:1], images.shape[1:], dtype, name)[0]  # its kind and shape
+    rows = images.reshape(len(images), rows.shape[1])
+    for start in range(0, len(rows), chunk):
+        if not np.isfinite(rows[start : start + chunk]).all():
+            raise ValueError(f"{name} contains NaN or inf values")
+    return rows
+
+
 def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096, sample_chunk=256):
     """Indices and Euclidean distances of the ``k`` nearest training images to each sample.
 
@@ -467,27 +609,30 @@ def nearest_neighbour_indices(samples, train_images, k=3, chunk=4096, sample_chu
         ``(n_samples, k)`` int, nearest first.
     distances : numpy.ndarray
         ``(n_samples, k)`` float.
+
+    Raises
+    ------
+    ValueError
+        For no samples or no training images, a NaN or inf value in either, or a different
+        number of values per image.
     """
-    a_all = np.asarray(samples).reshape(len(samples), -1)
-    train = np.asarray(train_images)
-    b_all = train.reshape(len(train), -1)
+    chunk = _limits.integer(chunk, "chunk")
+    sample_chunk = _limits.integer(sample_chunk, "sample_chunk")
+    a_all = _image_rows_of(samples, "samples")
+    b_all = _image_rows_of(train_images, "train_images", chunk)
     if a_all.shape[1] != b_all.shape[1]:
         raise ValueError(
             f"samples have {a_all.shape[1]} values each, training images {b_all.shape[1]}"
         )
-    chunk = _limits.integer(chunk, "chunk")
-    sample_chunk = _limits.integer(sample_chunk, "sample_chunk")
-    k = min(_limits.integer(k, "k"), len(train))
+    k = min(_limits.integer(k, "k"), len(b_all))
     n = len(a_all)
-    if k == 0:  # no training images
-        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0))
     best_d = np.full((n, k), np.inf)
     best_i = np.zeros((n, k), dtype=np.int64)
     for s0 in range(0, n, sample_chunk):
         a = a_all[s0 : s0 + sample_chunk].astype(np.float64)
         a2 = (a * a).sum(axis=1)[:, None]
         d_keep, i_keep = best_d[s0 : s0 + sample_chunk], best_i[s0 : s0 + sample_chunk]
-        for start in range(0, len(train), chunk):
+        for start in range(0, len(b_all), chunk):
             b = b_all[start : start + chunk].astype(np.float64)
             d2 = a2 - 2.0 * a @ b.T + (b * b).sum(axis=1)[None, :]
             idx = np.broadcast_to(np.arange(start, start + len(b)), d2.shape)

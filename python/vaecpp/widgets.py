@@ -10,7 +10,8 @@ import io
 
 import numpy as np
 
-from ._imageutil import decode_images
+from . import _checks, _limits
+from ._imageutil import decode_images, image_shape_of
 
 __all__ = ["latent_sliders", "LatentSliders"]
 
@@ -109,7 +110,9 @@ class LatentSliders:
         """Decodes and shows ``values * scale`` (default: the sliders' values).
 
         Given values are also set on the sliders (which clip them to their
-        ranges for display; the image uses the values as given).
+        ranges for display; the image uses the values as given).  They must be
+        finite numbers: anything else is a TypeError or ValueError, and the
+        sliders and the image are left as they were.
 
         Returns
         -------
@@ -121,6 +124,7 @@ class LatentSliders:
                 values = tuple(values[0])
             if len(values) != len(self.sliders):
                 raise ValueError(f"expected {len(self.sliders)} values, got {len(values)}")
+            values = [_checks.number(v, f"values[{i}]") for i, v in enumerate(values)]
             self._syncing = True
             try:
                 for slider, v in zip(self.sliders, values):
@@ -140,6 +144,49 @@ class LatentSliders:
         from IPython.display import display
 
         display(self.widget)
+
+
+def _check_ranges(ranges, latent_dim):
+    """``ranges`` as ``latent_dim`` finite ``(low, high)`` rows with ``high > low``."""
+    try:
+        ranges = np.asarray(ranges, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"ranges must be (low, high) numbers or {latent_dim} such pairs, "
+                        f"got {ranges!r}") from None
+    if ranges.shape == (2,):
+        ranges = np.tile(ranges, (latent_dim, 1))
+    if ranges.shape != (latent_dim, 2):
+        raise ValueError(f"ranges must be (low, high) or {latent_dim} such pairs")
+    if not np.isfinite(ranges).all():
+        raise ValueError(f"ranges must be finite, got {ranges.tolist()}")
+    if np.any(ranges[:, 1] <= ranges[:, 0]):
+        raise ValueError("each range must be (low, high) with high > low")
+    return ranges
+
+
+def _check_names(names, latent_dim):
+    """Slider labels: ``z0, z1, ...`` for None, else ``latent_dim`` strings."""
+    if names is None:
+        return [f"z{i}" for i in range(latent_dim)]
+    if isinstance(names, str) or not hasattr(names, "__iter__"):
+        raise TypeError(f"names must be a list of {latent_dim} strings, got {names!r}")
+    names = list(names)
+    if len(names) != latent_dim:
+        raise ValueError(f"{len(names)} names for {latent_dim} latent dimensions")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"names must be strings, got {type(name).__name__} {name!r}")
+    return names
+
+
+def _check_picture_memory(vae, image_shape, zoom):
+    """The enlarged picture (``zoom`` times each side, 8-bit, and its PNG) must fit in memory:
+    a ValueError naming its size before anything is decoded or drawn."""
+    shape = image_shape_of(vae, image_shape)
+    h, w = shape[:2]
+    channels = 3 if len(shape) == 3 and shape[2] == 3 else 1
+    _limits.check_memory(2 * h * zoom * w * zoom * channels,
+                         f"a {w * zoom} x {h * zoom} picture (zoom={zoom})")
 
 
 def latent_sliders(vae, ranges=(-3.0, 3.0), step=0.05, names=None, scale=1.0,
@@ -166,7 +213,7 @@ def latent_sliders(vae, ranges=(-3.0, 3.0), step=0.05, names=None, scale=1.0,
         Decoder values shown as black and white, e.g. ``(-1, 1)``.
     zoom : int
         Integer enlargement of the image (nearest neighbour, so pixels stay
-        sharp).
+        sharp); a non-integer is a TypeError, not rounded.
     continuous_update : bool
         Redraw while a slider is dragged (True) or only on release.
     size : (int, int), optional
@@ -187,18 +234,12 @@ def latent_sliders(vae, ranges=(-3.0, 3.0), step=0.05, names=None, scale=1.0,
     >>> ui  # doctest: +SKIP
     """
     latent_dim = int(vae.latent_dim)
-    ranges = np.asarray(ranges, dtype=float)
-    if ranges.shape == (2,):
-        ranges = np.tile(ranges, (latent_dim, 1))
-    if ranges.shape != (latent_dim, 2):
-        raise ValueError(f"ranges must be (low, high) or {latent_dim} such pairs")
-    if np.any(ranges[:, 1] <= ranges[:, 0]):
-        raise ValueError("each range must be (low, high) with high > low")
-    names = [f"z{i}" for i in range(latent_dim)] if names is None else list(names)
-    if len(names) != latent_dim:
-        raise ValueError(f"{len(names)} names for {latent_dim} latent dimensions")
-    if step <= 0 or zoom < 1:
-        raise ValueError("step must be positive and zoom at least 1")
+    ranges = _check_ranges(ranges, latent_dim)
+    names = _check_names(names, latent_dim)
+    step = _checks.number(step, "step", 0.0, open_minimum=True)
+    scale = _checks.number(scale, "scale")
+    zoom = _limits.integer(zoom, "zoom")
+    _check_picture_memory(vae, image_shape, zoom)
     if size is not None:
         if np.shape(size) != (2,) or not all(float(v).is_integer() and v > 0 for v in size):
             raise ValueError(f"size must be (width, height) in whole pixels > 0, got {size!r}")
