@@ -30,6 +30,11 @@ class UsageError(Exception):
     """Bad options or unusable data: reported as one line, exit status 2."""
 
 
+def _error(message):
+    """The UsageError of ``vaecpp train`` saying ``message``."""
+    return UsageError(f"vaecpp train: error: {message}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but an error is one line on stderr (no usage block), exit status 2."""
 
@@ -146,8 +151,8 @@ def load_dataset(name, download=True, image_size=(64, 64)):
                        else "put")
                 reason = _one_line(w.message).split("; using", 1)[0]  # "MNIST unavailable (...)"
                 cache = os.path.join(datasets.default_cache_dir(), "mnist")
-                raise UsageError(f"vaecpp train: error: {reason}; {how} its four .gz files in "
-                                 f"$VAECPP_DATA/mnist or {cache}")
+                raise _error(f"{reason}; {how} its four .gz files in $VAECPP_DATA/mnist or "
+                             f"{cache}")
             warnings.warn(w.message)  # passed on; the title says which data the figures show
             title = "MNIST test set (training set unavailable)"
         return x, y, xv, yv, title
@@ -165,8 +170,8 @@ def load_dataset(name, download=True, image_size=(64, 64)):
             return images, None, None, None, os.path.basename(os.path.abspath(name))
         return (images[:-n_val], None, images[-n_val:], None,
                 os.path.basename(os.path.abspath(name)))
-    raise UsageError(f"vaecpp train: error: unknown dataset {name!r}: expected {', '.join(DATASETS)} "
-                     f"or an existing folder of images")
+    raise _error(f"unknown dataset {name!r}: expected {', '.join(DATASETS)} or an existing "
+                 f"folder of images")
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -227,10 +232,6 @@ def _figures(args, title, x, y, x_val, y_val):
     return figures
 
 
-def _error(message):
-    return UsageError(f"vaecpp train: error: {message}")
-
-
 def prepare_out(directory, names):
     """Creates ``directory`` if needed and checks, before any training, that the run can write
     ``names`` there: a file can be created in it (a read-only folder, ``/proc``) and none of the
@@ -258,8 +259,8 @@ def cmd_train(args, out=None, err=None):
 
         matplotlib.use("Agg")  # files only; works without a display
     except ImportError:
-        raise UsageError("vaecpp train: error: the figures need matplotlib, a dependency of "
-                         "vaecpp that is missing here: pip install matplotlib") from None
+        raise _error("the figures need matplotlib, a dependency of vaecpp that is missing "
+                     "here: pip install matplotlib") from None
     import vaecpp
     from vaecpp import datasets
 
@@ -271,8 +272,7 @@ def cmd_train(args, out=None, err=None):
         except UsageError:
             raise
         except (OSError, ValueError, ImportError) as e:
-            raise UsageError(f"vaecpp train: error: cannot load dataset {args.dataset!r}: "
-                             f"{_one_line(e)}") from None
+            raise _error(f"cannot load dataset {args.dataset!r}: {_one_line(e)}") from None
     for w in caught:
         if issubclass(w.category, datasets.DatasetFallbackWarning):
             print(f"vaecpp train: warning: {_one_line(w.message)}", file=err)
@@ -292,7 +292,7 @@ def cmd_train(args, out=None, err=None):
         history = vae.fit(x, epochs=args.epochs, batch_size=args.batch_size,
                           validation_data=x_val, verbose=0 if args.quiet else 1)
     except (ValueError, TypeError) as e:
-        raise UsageError(f"vaecpp train: error: {_one_line(e)}") from None
+        raise _error(_one_line(e)) from None
 
     written = [os.path.join(args.out, MODEL_FILE)]
     vae.save(written[0])

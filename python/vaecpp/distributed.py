@@ -152,14 +152,6 @@ class Distributed:
                                  f"on rank 0, {_short(values[differ[0]])} on rank {differ[0]}); "
                                  f"every rank must pass the same data and settings")
 
-    def check_same(self, name, value):
-        """Raises on every rank when ``value`` (a number) differs between ranks."""
-        lo = self.comm.allreduce(value, op=self._MPI.MIN)
-        hi = self.comm.allreduce(value, op=self._MPI.MAX)
-        if lo != hi:
-            raise ValueError(f"distributed: {name} differs between ranks ({lo} vs {hi}); every "
-                             f"rank must pass the same data and settings")
-
 
 def _short(value, limit=80):
     text = repr(value)

@@ -271,7 +271,8 @@ def evaluate(model, x, batch_size=None, steps=None, distributed=None):
     batch_size = check_batch_size(batch_size)
     dist = for_comm(distributed)
     data = adapter_for(model, x, batch_size, steps, "x", "steps")
-    _check_distributable(data, dist)
+    if dist is not None:
+        dist.check_agree({"x (its kind and number of samples)": _kind_and_size(data)})
     out = means(data.evaluate(model._engine, batch_size, dist))
     out["elbo"] = -(out["reconstruction_loss"] + out["kl_loss"])
     check_finite_loss(out, "evaluate")
@@ -346,14 +347,6 @@ def _check_callbacks(callbacks):
 def _same_as_x(x, y):
     return y is x or (isinstance(y, np.ndarray) and isinstance(x, np.ndarray)
                       and y.shape == x.shape and np.array_equal(y, x))
-
-
-def _check_distributable(data, dist):
-    """Every rank passes the same array; a stream may give each rank its own rows (see
-    :mod:`vaecpp.sources`), so it is not checked."""
-    if dist is None or not isinstance(data, ArrayAdapter):
-        return
-    dist.check_same("the number of samples", len(data))
 
 
 def _kind_and_size(data):
