@@ -296,6 +296,11 @@ try:
         stream_failure(batches(6, bad=(3, np.nan)))
     elif scenario in ("interrupt_begin", "interrupt_end"):
         stream_failure(batches(6), [RaiseOnRankOne(scenario.split("_")[1])])
+    elif scenario == "sources_of_their_own":  # rank 0: 40 rows, rank 1: 20 rows of its own
+        vae = model()
+        h = vae.fit(ArraySource(data(40 - 20 * rank, seed=rank)), batch_size=10, epochs=1,
+                    verbose=0, distributed=comm)
+        save(step=np.array(vae.step), loss=np.array(h.history["loss"]))
     elif scenario.startswith("mismatch_"):  # mismatch_<what>: rank 1 passes <what> otherwise
         what, other = scenario[len("mismatch_"):], rank == 1
         vae = vaecpp.VAE(24, latent_dim=3, hidden=(12,) if other and what == "hidden" else (16,),

@@ -258,6 +258,15 @@ def test_settings_that_differ_between_ranks_are_named_on_every_rank(tmp_path, wh
     assert out[0]["message"] == out[1]["message"]
 
 
+def test_ranks_with_streams_of_their_own_lengths_train_together(tmp_path):
+    """A stream may give each rank its own rows, as many batches as it has: the ranks agree on
+    its kind only, and the rank that runs dry takes empty shares (4 global steps here, where
+    rank 1's source has 2 batches of shares)."""
+    out = launch(tmp_path, "sources_of_their_own", 2)
+    assert [int(r["step"]) for r in out] == [4, 4]
+    np.testing.assert_array_equal(out[0]["loss"], out[1]["loss"])
+
+
 def test_one_rank_is_training_without_distributed():
     """A communicator of one rank (MPI's singleton start, no mpiexec) trains bit for bit as no
     communicator at all; run in a subprocess so that MPI starts and ends there."""

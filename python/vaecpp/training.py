@@ -350,11 +350,13 @@ def _same_as_x(x, y):
 
 
 def _kind_and_size(data):
-    """What the ranks must agree on about one data argument: a stream may give each rank its
-    own rows (see :mod:`vaecpp.sources`), an array must be the same on every rank."""
+    """What the ranks must agree on about one data argument: an array must be the same on every
+    rank (its size is compared); a stream may give each rank its own rows, as many batches as
+    it has (see :mod:`vaecpp.sources`; a rank that runs dry takes empty shares), so only its
+    kind is."""
     if data is None:
         return None
-    return ("array", len(data)) if isinstance(data, ArrayAdapter) else ("stream", data.steps)
+    return ("array", len(data)) if isinstance(data, ArrayAdapter) else ("stream",)
 
 
 def _settings_to_agree(model, train, val, batch_size, initial_epoch, epochs, validate_now,
